@@ -1,0 +1,26 @@
+"""omicstwin: multi-omics single-cell disease digital twins.
+
+Submodules load lazily so that ``import omicstwin`` (and the CLI) stay fast:
+``omicstwin.io`` (reading, validation, data manifests) and ``omicstwin.datasets``
+(ground-truth cohort simulator).
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("omicstwin")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+_SUBMODULES = ("datasets", "demo", "errors", "io")
+
+__all__ = ["__version__", *_SUBMODULES]
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"omicstwin.{name}")
+    raise AttributeError(f"module 'omicstwin' has no attribute {name!r}")

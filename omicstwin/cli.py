@@ -1,0 +1,211 @@
+"""Command-line interface: ``omicstwin validate | simulate | demo``.
+
+Heavy libraries are imported inside the commands so that start-up stays fast. Every
+:class:`~omicstwin.errors.OmicstwinError` is printed as one line on stderr with a non-zero exit
+code; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from omicstwin.errors import OmicstwinError
+
+app = typer.Typer(
+    name="omicstwin",
+    help="Multi-omics single-cell disease digital twins.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+EXIT_INPUT_ERROR = 2
+EXIT_UNEXPECTED = 1
+
+DebugOption = Annotated[
+    bool, typer.Option("--debug", help="Show full tracebacks and debug logging.")
+]
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        from omicstwin import __version__
+
+        typer.echo(f"omicstwin {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version_callback, is_eager=True, help="Print version."),
+    ] = False,
+) -> None:
+    """Multi-omics single-cell disease digital twins."""
+
+
+def _configure_logging(debug: bool) -> None:
+    logger = logging.getLogger("omicstwin")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if debug else logging.WARNING)
+
+
+def _run(debug: bool, work: Callable[[], Any]) -> Any:
+    """Run a command body: warnings as 'warning:' lines, errors as one 'error:' line."""
+    _configure_logging(debug)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        try:
+            result = work()
+        except OmicstwinError as exc:
+            if debug:
+                raise
+            _echo_warnings(caught)
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(EXIT_INPUT_ERROR) from None
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if debug:
+                raise
+            typer.echo(
+                f"error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for the "
+                "traceback, and please report it)",
+                err=True,
+            )
+            raise typer.Exit(EXIT_UNEXPECTED) from None
+    _echo_warnings(caught)
+    return result
+
+
+def _echo_warnings(caught: list[warnings.WarningMessage]) -> None:
+    from omicstwin.errors import OmicstwinWarning
+
+    for item in caught:
+        if issubclass(item.category, OmicstwinWarning):
+            typer.echo(f"warning: {item.message}", err=True)
+
+
+@app.command()
+def validate(
+    data: Annotated[Path, typer.Argument(help="AnnData (.h5ad) or MuData (.h5mu) file.")],
+    cell_type_key: Annotated[str, typer.Option(help="obs column with cell types.")] = "cell_type",
+    time_key: Annotated[str, typer.Option(help="obs column with time points.")] = "time",
+    condition_key: Annotated[str, typer.Option(help="obs column with case/control.")] = "condition",
+    donor_key: Annotated[str, typer.Option(help="obs column with donor ids.")] = "donor",
+    case: Annotated[str, typer.Option(help="Label of the case arm.")] = "case",
+    control: Annotated[str, typer.Option(help="Label of the control arm.")] = "control",
+    layer: Annotated[
+        str | None, typer.Option(help="Layer holding raw counts (default: X).")
+    ] = None,
+    time_unit: Annotated[
+        str | None, typer.Option(help="Unit of a numeric time column, e.g. h.")
+    ] = None,
+    debug: DebugOption = False,
+) -> None:
+    """Check a dataset against the data contract and print a one-line summary."""
+
+    def work() -> None:
+        from omicstwin.io import read_data, validate_cohort
+
+        adata = read_data(data)
+        summary = validate_cohort(
+            adata,
+            cell_type_key=cell_type_key,
+            time_key=time_key,
+            condition_key=condition_key,
+            donor_key=donor_key,
+            case=case,
+            control=control,
+            layer=layer,
+            time_unit=time_unit or (adata.uns.get("time_unit") if hasattr(adata, "uns") else None),
+        )
+        typer.echo(summary.one_line())
+
+    _run(debug, work)
+
+
+@app.command()
+def simulate(
+    out: Annotated[Path, typer.Option(help="Output .h5ad file.")],
+    preset: Annotated[str, typer.Option(help="small (tests) or demo (~30k cells).")] = "small",
+    seed: Annotated[int, typer.Option(help="Random seed; same seed, identical file.")] = 0,
+    n_cells: Annotated[
+        int | None, typer.Option(help="Override the preset's number of cells.")
+    ] = None,
+    debug: DebugOption = False,
+) -> None:
+    """Simulate a case/control time-course cohort with known truth (uns['truth'])."""
+
+    def work() -> None:
+        from omicstwin.datasets import simulate_cohort
+        from omicstwin.errors import ParameterError
+
+        if out.suffix != ".h5ad":
+            raise ParameterError(
+                f"--out must end in .h5ad, got '{out.name}'; fix: e.g. cohort.h5ad"
+            )
+        overrides = {"seed": seed} | ({"n_cells": n_cells} if n_cells is not None else {})
+        started = time.perf_counter()
+        with _status(f"simulating the '{preset}' cohort"):
+            adata = simulate_cohort(preset, **overrides)
+        _write_h5ad(adata, out)
+        typer.echo(
+            f"wrote {out} ({adata.n_obs} cells x {adata.n_vars} genes, seed {seed}, "
+            f"{time.perf_counter() - started:.1f} s)"
+        )
+
+    _run(debug, work)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the demo outputs.")] = Path("demo_output"),
+    seed: Annotated[int, typer.Option(help="Random seed of the simulated cohort.")] = 0,
+    debug: DebugOption = False,
+) -> None:
+    """Run the available stages on the bundled simulated cohort (demo preset)."""
+
+    def work() -> None:
+        from omicstwin.demo import run_demo
+
+        run_demo(out, seed=seed, status=_status, echo=typer.echo)
+
+    _run(debug, work)
+
+
+def _status(message: str):
+    """Show a spinner on stderr (rich) while a stage runs; silent when not a terminal."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    return console.status(message + " ...", spinner="dots")
+
+
+def _write_h5ad(adata, path: Path) -> None:
+    """Write atomically: a crash never leaves a half-written file under the final name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    adata.write_h5ad(partial, compression="lzf")
+    partial.replace(path)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()
