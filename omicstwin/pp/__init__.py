@@ -1,0 +1,1 @@
+"""Preprocessing: QC, normalisation, pseudobulk (scanpy underneath)."""

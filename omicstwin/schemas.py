@@ -1,0 +1,75 @@
+"""The declared schema (column -> dtype) of every result table, in one place.
+
+Time is float64: numeric time in its unit, or, for an ordered categorical time, the level's
+position (0, 1, ...). :func:`conform` checks and casts a table before it is written or returned.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from omicstwin.errors import OmicstwinError
+
+SCHEMAS: dict[str, dict[str, str]] = {
+    "de": {
+        "cell_type": "string",
+        "time": "float64",
+        "gene": "string",
+        "log_fc": "float64",  # log2 fold change, case over control
+        "p_value": "float64",
+        "q_value": "float64",  # Benjamini-Hochberg within the cell type x time context
+        "mean_case": "float64",  # mean normalised expression (CPM) in the case arm
+        "mean_control": "float64",
+        "n_donors_case": "int64",
+        "n_donors_control": "int64",
+    },
+    "de_timecourse": {
+        "cell_type": "string",
+        "gene": "string",
+        "statistic": "float64",  # likelihood-ratio statistic of the condition x time terms
+        "df": "int64",
+        "p_value": "float64",
+        "q_value": "float64",
+    },
+    "edges": {
+        "layer": "string",  # intracellular / intercellular / temporal
+        "source_cell_type": "string",
+        "target_cell_type": "string",
+        "time_from": "float64",
+        "time_to": "float64",
+        "source": "string",
+        "target": "string",
+        "weight": "float64",
+        "stability": "float64",  # fraction of bootstrap fits that keep the edge (1 if n/a)
+    },
+    "regulators": {
+        "cell_type": "string",
+        "time": "float64",
+        "regulator": "string",
+        "z_score": "float64",  # activation z-score from the sign agreement of target changes
+        "overlap_p": "float64",  # one-sided Fisher p, prior targets vs DEGs
+        "n_targets": "int64",  # prior targets among the DEGs
+        "direction": "string",  # activated / inhibited / undetermined
+    },
+}
+
+
+class SchemaError(OmicstwinError, ValueError):
+    """A result table does not have the declared columns."""
+
+
+def conform(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    """Return ``frame`` with exactly the declared columns, in order, cast to their dtypes.
+
+    Raises
+    ------
+    SchemaError
+        A declared column is missing.
+    """
+    schema = SCHEMAS[name]
+    missing = [c for c in schema if c not in frame.columns]
+    if missing:
+        raise SchemaError(
+            f"table '{name}' lacks columns {missing}; columns present: {list(frame.columns)}"
+        )
+    return frame.loc[:, list(schema)].astype(schema).reset_index(drop=True)

@@ -1,0 +1,1 @@
+"""Analysis tools: differential expression, networks, regulators (pure kernels + thin wrappers)."""
