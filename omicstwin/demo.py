@@ -106,6 +106,7 @@ def run_demo(
         .reindex(index=summary.cell_types, columns=summary.time.levels, fill_value=0)
     )
     table.columns = [f"{t:g}{unit}" for t in table.columns]
+    table.index.name = None
     echo("expected DEGs per cell type x time (the cascade spreading):")
     for line in table.to_string().splitlines():
         echo(f"  {line}")
