@@ -33,6 +33,7 @@ SCHEMAS: dict[str, dict[str, str]] = {
     },
     "edges": {
         "layer": "string",  # intracellular / intercellular / temporal
+        "condition": "string",  # case / control label for per-condition GRNs, else "all"
         "source_cell_type": "string",
         "target_cell_type": "string",
         "time_from": "float64",

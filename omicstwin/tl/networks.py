@@ -1,0 +1,588 @@
+"""The twin's network layers and their assembly into one multicellular network per time point.
+
+- **intracellular**: a gene regulatory network per cell type x time point x condition, inferred
+  from that context's cells with a registered method (:mod:`omicstwin.tl.grn`);
+- **intercellular**: ligand (sender) -> receptor (receiver) edges per time point from a
+  ligand-receptor resource, scored by the ligand's disease change in the sender times the
+  fraction of receiver cells expressing the receptor;
+- **temporal**: lagged regulator (t) -> target (t+1) edges within a cell type from donor-level
+  pseudobulk trajectories.
+
+All layers share the ``edges`` schema (:mod:`omicstwin.schemas`); :func:`to_networkx` turns a
+table into a graph whose nodes are ``(cell_type, gene, time)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from omicstwin._logging import logger
+from omicstwin.errors import MissingKeyError, ParameterError
+from omicstwin.io.validate import CohortKeys, cohort_obs, counts_matrix, resolve_time
+from omicstwin.pp.normalise import group_summaries, log_normalise
+from omicstwin.schemas import conform
+
+LAYERS = ("intracellular", "intercellular", "temporal")
+ALL_CONDITIONS = "all"
+
+
+@dataclass
+class _Cohort:
+    obs: pd.DataFrame  # cell_type, time (float), condition, donor
+    counts: Any
+    genes: pd.Index
+    time_levels: list[float]
+
+
+def _cohort(data, keys: CohortKeys) -> _Cohort:
+    """Contract columns with numeric time (ordered categorical time -> level position)."""
+    from omicstwin.io.read import rna_modality
+
+    obs = cohort_obs(data, keys).copy()
+    axis = resolve_time(obs["time"], key=keys.time, unit=keys.time_unit)
+    if axis.numeric:
+        obs["time"] = axis.values.astype(float)
+    else:
+        position = {level: float(i) for i, level in enumerate(axis.levels)}
+        obs["time"] = obs["time"].map(position).astype(float)
+    for column in ("cell_type", "condition", "donor"):
+        obs[column] = obs[column].astype(str)
+    return _Cohort(
+        obs=obs,
+        counts=counts_matrix(data, keys.layer),
+        genes=pd.Index(rna_modality(data).var_names),
+        time_levels=sorted(obs["time"].unique().tolist()),
+    )
+
+
+def _keys(**kwargs) -> CohortKeys:
+    return CohortKeys(
+        cell_type=kwargs["cell_type_key"],
+        time=kwargs["time_key"],
+        condition=kwargs["condition_key"],
+        donor=kwargs["donor_key"],
+        case=kwargs["case"],
+        control=kwargs["control"],
+        layer=kwargs.get("layer"),
+        time_unit=kwargs.get("time_unit"),
+    )
+
+
+# ----------------------------------------------------------------------------- intracellular
+
+
+def context_grns(
+    data,
+    *,
+    cell_type_key: str = "cell_type",
+    time_key: str = "time",
+    condition_key: str = "condition",
+    donor_key: str = "donor",
+    case: str = "case",
+    control: str = "control",
+    layer: str | None = None,
+    method: str | None = None,
+    regulators: Sequence[str] | None = None,
+    prior: pd.DataFrame | None = None,
+    min_cells: int = 30,
+    top_k: int = 10,
+    seed: int = 0,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> pd.DataFrame:
+    """Infer a GRN per cell type x time point x condition from that context's cells.
+
+    Parameters
+    ----------
+    data
+        AnnData or MuData with raw counts.
+    cell_type_key, time_key, condition_key, donor_key, case, control, layer
+        The data contract (see :func:`omicstwin.io.validate_cohort`).
+    method
+        A registered GRN method (:data:`omicstwin.tl.grn.GRN_METHODS`); default: the package
+        default.
+    regulators
+        Candidate regulators (e.g. TFs); names absent from the data are dropped.
+    prior
+        Optional source -> target prior passed to the method.
+    min_cells
+        Contexts with fewer cells are skipped (logged).
+    top_k
+        Edges kept per target gene and context (strongest by absolute weight).
+    seed
+        Random seed of the method.
+    progress
+        Called as ``progress(done, total, context_label)`` after each context.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``edges`` schema, layer ``intracellular``.
+    """
+    from omicstwin.tl import grn
+
+    if top_k < 1:
+        raise ParameterError(f"top_k must be >= 1, got {top_k}")
+    cohort = _cohort(data, _keys(**locals()))
+    genes = list(cohort.genes)
+    candidates = None
+    if regulators is not None:
+        present = set(genes)
+        candidates = [g for g in dict.fromkeys(regulators) if g in present]
+        if not candidates:
+            raise ParameterError(
+                "none of the candidate regulators is among the genes; fix: pass regulator names "
+                "that match var_names (e.g. gene symbols)"
+            )
+    obs = cohort.obs[cohort.obs["condition"].isin([case, control])]
+    groups = obs.groupby(["cell_type", "time", "condition"], sort=True, observed=True).indices
+    matrix = sparse.csr_matrix(cohort.counts) if sparse.issparse(cohort.counts) else cohort.counts
+    rows = []
+    method_name = method or grn.DEFAULT_METHOD
+    for done, ((cell_type, time, condition), positions) in enumerate(groups.items(), start=1):
+        label = f"{cell_type} @ {time:g} ({condition})"
+        if len(positions) < min_cells:
+            logger.info("skipping %s: %d cells < min_cells=%d", label, len(positions), min_cells)
+        else:
+            cells = obs.index[positions]
+            rows_idx = cohort.obs.index.get_indexer(cells)
+            expression = log_normalise(matrix[rows_idx])
+            expression = expression.toarray() if sparse.issparse(expression) else expression
+            edges = grn.infer_grn(
+                expression,
+                genes,
+                method=method_name,
+                regulators=candidates,
+                prior=prior,
+                seed=seed,
+            )
+            edges = _top_per_target(edges, top_k)
+            edges["layer"] = "intracellular"
+            edges["condition"] = condition
+            edges["source_cell_type"] = edges["target_cell_type"] = cell_type
+            edges["time_from"] = edges["time_to"] = time
+            rows.append(edges)
+        if progress is not None:
+            progress(done, len(groups), label)
+    return _conform_edges(rows)
+
+
+def _top_per_target(edges: pd.DataFrame, top_k: int) -> pd.DataFrame:
+    edges = edges.assign(_abs=edges["weight"].abs())
+    edges = edges.sort_values(["target", "_abs", "source"], ascending=[True, False, True])
+    return edges.groupby("target", sort=False).head(top_k).drop(columns="_abs")
+
+
+def _conform_edges(rows: list[pd.DataFrame]) -> pd.DataFrame:
+    if not rows:
+        from omicstwin.schemas import SCHEMAS
+
+        return conform(pd.DataFrame(columns=list(SCHEMAS["edges"])), "edges")
+    return conform(pd.concat(rows, ignore_index=True), "edges")
+
+
+# ----------------------------------------------------------------------------- intercellular
+
+
+def _split_complexes(lr: pd.DataFrame, genes: pd.Index) -> pd.DataFrame:
+    """Keep pairs whose every subunit (``A_B`` complexes) is measured."""
+    present = set(genes)
+    ok = lr["ligand"].str.split("_").map(lambda s: all(g in present for g in s)) & lr[
+        "receptor"
+    ].str.split("_").map(lambda s: all(g in present for g in s))
+    return lr.loc[ok, ["ligand", "receptor"]].drop_duplicates().reset_index(drop=True)
+
+
+def _complex_values(table: np.ndarray, genes: pd.Index, names: pd.Series) -> np.ndarray:
+    """Per complex, the minimum over its subunits (as CellPhoneDB and LIANA do): (groups, n)."""
+    out = np.empty((table.shape[0], len(names)))
+    for j, name in enumerate(names):
+        out[:, j] = table[:, genes.get_indexer(name.split("_"))].min(axis=1)
+    return out
+
+
+def intercellular_edges(
+    data,
+    lr_pairs: pd.DataFrame,
+    *,
+    cell_type_key: str = "cell_type",
+    time_key: str = "time",
+    condition_key: str = "condition",
+    donor_key: str = "donor",
+    case: str = "case",
+    control: str = "control",
+    layer: str | None = None,
+    de: pd.DataFrame | None = None,
+    min_fraction: float = 0.1,
+    autocrine: bool = False,
+) -> pd.DataFrame:
+    """Ligand (sender) -> receptor (receiver) edges per time point, scored for the disease.
+
+    A pair is kept at time t when the ligand is expressed by at least ``min_fraction`` of sender
+    cells (in either arm) and the receptor by at least ``min_fraction`` of receiver cells in the
+    case arm (complexes: every subunit). ``weight`` = the ligand's log2 fold change case vs
+    control in the sender (from ``de`` when given, else from mean log-normalised expression)
+    x the fraction of receiver cells expressing the receptor x the receptor's specificity (the
+    receiver's share of its mean expression over all cell types, as in NATMI); up-regulated
+    signalling is positive. The weight is scaled by ``max(r, 0)``, where r is the lagged donor
+    coupling: the correlation over case donors of the sender's ligand level at t with the
+    receiver's disease response at the next time point (patients who carry more of a ligand that
+    drives a receiver respond more there later). ``stability`` = the fraction of case donors
+    whose sender ligand expression exceeds the control mean (how consistently patients share
+    the change).
+
+    Parameters
+    ----------
+    data
+        AnnData or MuData with raw counts.
+    lr_pairs
+        Columns ``ligand``, ``receptor`` (e.g. ``omicstwin.io.load_table("liana_consensus")``).
+    cell_type_key, time_key, condition_key, donor_key, case, control, layer
+        The data contract (see :func:`omicstwin.io.validate_cohort`).
+    de
+        Optional DE table (``SCHEMAS["de"]``) providing the ligands' log fold changes.
+    min_fraction
+        Expression threshold (fraction of cells with a non-zero count).
+    autocrine
+        Also score sender == receiver pairs.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``edges`` schema, layer ``intercellular``, condition ``all``, sorted by weight.
+    """
+    for column in ("ligand", "receptor"):
+        if column not in lr_pairs.columns:
+            raise MissingKeyError(
+                f"lr_pairs lacks the column '{column}'; columns present: {list(lr_pairs.columns)}"
+                "; fix: pass a table with ligand and receptor columns"
+            )
+    if not 0 <= min_fraction < 1:
+        raise ParameterError(f"min_fraction must be in [0, 1), got {min_fraction}")
+    cohort = _cohort(data, _keys(**locals()))
+    obs = cohort.obs[cohort.obs["condition"].isin([case, control])]
+    pairs = _split_complexes(lr_pairs, cohort.genes)
+    if pairs.empty:
+        logger.warning("no ligand-receptor pair has all its genes measured")
+        return _conform_edges([])
+    rows_idx = cohort.obs.index.get_indexer(obs.index)
+    expression = log_normalise(sparse.csr_matrix(cohort.counts)[rows_idx])
+    keys, mean, fraction, _ = group_summaries(
+        expression, obs[["cell_type", "time", "condition"]].reset_index(drop=True)
+    )
+    donor_keys, donor_mean, _, _ = group_summaries(
+        expression, obs[["cell_type", "time", "donor", "condition"]].reset_index(drop=True)
+    )
+    lig_mean = _complex_values(mean, cohort.genes, pairs["ligand"])
+    lig_frac = _complex_values(fraction, cohort.genes, pairs["ligand"])
+    rec_frac = _complex_values(fraction, cohort.genes, pairs["receptor"])
+    rec_mean = _complex_values(mean, cohort.genes, pairs["receptor"])
+    donor_lig = _complex_values(donor_mean, cohort.genes, pairs["ligand"])
+    lfc_lookup = None
+    if de is not None:
+        lfc_lookup = de.set_index(["cell_type", "time", "gene"])["log_fc"]
+    index = {tuple(k): i for i, k in enumerate(keys.itertuples(index=False))}
+    cell_types = sorted(obs["cell_type"].unique())
+    rows = []
+    for time in cohort.time_levels:
+        # receptor specificity (NATMI): the receiver's share of the receptor's expression over
+        # all cell types of the case arm at this time; without it an up-regulated ligand fans
+        # out to every cell type that expresses its receptor at all
+        case_rows = [index[(c, time, case)] for c in cell_types if (c, time, case) in index]
+        rec_total = rec_mean[case_rows].sum(axis=0)
+        for sender in cell_types:
+            i_case = index.get((sender, time, case))
+            i_ctrl = index.get((sender, time, control))
+            if i_case is None or i_ctrl is None:
+                continue
+            expressed = np.maximum(lig_frac[i_case], lig_frac[i_ctrl]) >= min_fraction
+            if lfc_lookup is not None:
+                lfc = _ligand_lfc(lfc_lookup, sender, time, pairs["ligand"])
+            else:  # mean log-normalised expression difference, in log2 units
+                lfc = (lig_mean[i_case] - lig_mean[i_ctrl]) / np.log(2)
+            in_sender = (
+                (donor_keys["cell_type"] == sender) & (donor_keys["time"] == time)
+            ).to_numpy()
+            case_donors = in_sender & (donor_keys["condition"] == case).to_numpy()
+            stability = (donor_lig[case_donors] > lig_mean[i_ctrl][None, :]).mean(axis=0)
+            for receiver in cell_types:
+                if receiver == sender and not autocrine:
+                    continue
+                j_case = index.get((receiver, time, case))
+                if j_case is None:
+                    continue
+                keep = expressed & (rec_frac[j_case] >= min_fraction) & np.isfinite(lfc)
+                if not keep.any():
+                    continue
+                specificity = np.divide(
+                    rec_mean[j_case], rec_total, out=np.zeros_like(rec_total), where=rec_total > 0
+                )
+                coupling = _donor_coupling(
+                    donor_keys,
+                    donor_mean,
+                    donor_lig,
+                    mean,
+                    index,
+                    sender,
+                    receiver,
+                    time,
+                    cohort.time_levels,
+                    case,
+                    control,
+                )
+                score = lfc * rec_frac[j_case] * specificity * np.maximum(coupling, 0.0)
+                rows.append(
+                    pd.DataFrame(
+                        {
+                            "layer": "intercellular",
+                            "condition": ALL_CONDITIONS,
+                            "source_cell_type": sender,
+                            "target_cell_type": receiver,
+                            "time_from": time,
+                            "time_to": time,
+                            "source": pairs["ligand"][keep].to_numpy(),
+                            "target": pairs["receptor"][keep].to_numpy(),
+                            "weight": score[keep],
+                            "stability": stability[keep],
+                        }
+                    )
+                )
+    edges = _conform_edges(rows)
+    return edges.sort_values(
+        ["time_from", "weight", "source_cell_type", "target_cell_type", "source", "target"],
+        ascending=[True, False, True, True, True, True],
+        kind="stable",
+    ).reset_index(drop=True)
+
+
+def _donor_coupling(
+    donor_keys, donor_mean, donor_lig, mean, index, sender, receiver, time, levels, case, control
+) -> np.ndarray:
+    """Correlate, over case donors, the sender's ligand level with the receiver's later response.
+
+    The response is the receiver's expression at the next time point projected on its
+    case - control axis there. Patients differ in which cascade they carry and how strongly, so
+    a ligand that really drives a receiver co-varies with that receiver's later response. Zero
+    when it cannot be estimated (fewer than 3 donors, no variation, or no later time point).
+    """
+    position = levels.index(time)
+    later = levels[min(position + 1, len(levels) - 1)]
+    i_case, i_ctrl = index.get((receiver, later, case)), index.get((receiver, later, control))
+    n_pairs = donor_lig.shape[1]
+    if i_case is None or i_ctrl is None:
+        return np.zeros(n_pairs)
+    axis = mean[i_case] - mean[i_ctrl]
+    norm = np.linalg.norm(axis)
+    if norm == 0:
+        return np.zeros(n_pairs)
+    cell_type, t, condition = donor_keys["cell_type"], donor_keys["time"], donor_keys["condition"]
+    is_case = (condition == case).to_numpy()
+    senders = donor_keys[is_case & (cell_type == sender).to_numpy() & (t == time).to_numpy()]
+    receivers = donor_keys[is_case & (cell_type == receiver).to_numpy() & (t == later).to_numpy()]
+    donors = sorted(set(senders["donor"]) & set(receivers["donor"]))
+    if len(donors) < 3:
+        return np.zeros(n_pairs)
+    s_rows = senders.reset_index().set_index("donor").loc[donors, "index"].to_numpy()
+    r_rows = receivers.reset_index().set_index("donor").loc[donors, "index"].to_numpy()
+    response = (donor_mean[r_rows] - mean[i_ctrl]) @ axis / norm
+    ligand = donor_lig[s_rows]
+    ligand_c = ligand - ligand.mean(axis=0)
+    response_c = response - response.mean()
+    denominator = np.sqrt((ligand_c**2).sum(axis=0) * (response_c**2).sum())
+    return np.divide(
+        ligand_c.T @ response_c, denominator, out=np.zeros(n_pairs), where=denominator > 0
+    )
+
+
+def _ligand_lfc(lookup: pd.Series, sender: str, time: float, ligands: pd.Series) -> np.ndarray:
+    """Ligand log fold changes from a DE table (complex: the mean over subunits; NaN if absent)."""
+    out = np.full(len(ligands), np.nan)
+    for j, name in enumerate(ligands):
+        values = [lookup.get((sender, time, g), np.nan) for g in name.split("_")]
+        out[j] = np.nanmean(values) if not np.all(np.isnan(values)) else np.nan
+    return out
+
+
+# ----------------------------------------------------------------------------- temporal
+
+
+def temporal_edges(
+    data,
+    *,
+    cell_type_key: str = "cell_type",
+    time_key: str = "time",
+    condition_key: str = "condition",
+    donor_key: str = "donor",
+    case: str = "case",
+    control: str = "control",
+    layer: str | None = None,
+    regulators: Sequence[str] | None = None,
+    window: int = 1,
+    alpha: float = 1.0,
+    top_k: int = 5,
+    n_bootstrap: int = 20,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Lagged regulator (t) -> target (t+1) edges per cell type from donor trajectories.
+
+    Cells are not followed across time, donors are: each donor's pseudobulk (summed counts,
+    log CPM) per cell type and time point is one trajectory. For the transition from time point
+    k to k+1, every target's change ``y(k+1) - y(k)`` is regressed on the regulators' levels
+    ``y(k)`` (ridge, all targets at once), pooling the transitions within ``window`` on either
+    side: with a dozen donors per transition a single one cannot support many regulators, and
+    neighbouring transitions share most of their dynamics. ``stability`` is the fraction of
+    donor bootstrap fits in which the edge is at least as strong as its target's ``top_k``-th
+    edge in the full fit.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``edges`` schema, layer ``temporal``, condition ``all``.
+    """
+    if window < 0 or top_k < 1 or n_bootstrap < 1 or alpha <= 0:
+        raise ParameterError(
+            "need window >= 0, top_k >= 1, n_bootstrap >= 1 and alpha > 0; fix: use the defaults"
+        )
+    cohort = _cohort(data, _keys(**locals()))
+    obs = cohort.obs[cohort.obs["condition"].isin([case, control])].reset_index(drop=True)
+    rows_idx = cohort.obs.index.get_indexer(
+        cohort.obs.index[cohort.obs["condition"].isin([case, control])]
+    )
+    counts = sparse.csr_matrix(cohort.counts)[rows_idx]
+    keys, mean_counts, _, n_cells = group_summaries(counts, obs[["cell_type", "donor", "time"]])
+    sums = mean_counts * n_cells[:, None]
+    totals = sums.sum(axis=1, keepdims=True)
+    log_cpm = np.log2(sums / np.maximum(totals, 1.0) * 1e6 + 1.0)
+    genes = cohort.genes
+    reg_idx = (
+        np.arange(len(genes))
+        if regulators is None
+        else genes.get_indexer([g for g in dict.fromkeys(regulators) if g in set(genes)])
+    )
+    if reg_idx.size == 0:
+        raise ParameterError("none of the regulators is among the genes; fix: check the names")
+    rng = np.random.default_rng(seed)
+    levels = cohort.time_levels
+    rows = []
+    for cell_type in sorted(obs["cell_type"].unique()):
+        mask = (keys["cell_type"] == cell_type).to_numpy()
+        sub = keys[mask].reset_index(drop=True)
+        values = log_cpm[mask]
+        position = {
+            (d, t): i for i, (d, t) in enumerate(zip(sub["donor"], sub["time"], strict=True))
+        }
+        for k in range(len(levels) - 1):
+            pooled = range(max(0, k - window), min(len(levels) - 1, k + window + 1))
+            x_rows, y_rows, donors = [], [], []
+            for j in pooled:
+                for donor in sorted(sub["donor"].unique()):
+                    a, b = position.get((donor, levels[j])), position.get((donor, levels[j + 1]))
+                    if a is not None and b is not None:
+                        x_rows.append(values[a, reg_idx])
+                        y_rows.append(values[b] - values[a])
+                        donors.append(donor)
+            if len(x_rows) < 4:
+                continue
+            x, y, donors = np.array(x_rows), np.array(y_rows), np.array(donors)
+            weight = _ridge(x, y, alpha)
+            keep = _top_mask(weight, reg_idx, top_k)
+            # a bootstrap fit "keeps" an edge when it reaches the full fit's top-k strength of
+            # that target (one threshold per target: no sort per bootstrap)
+            threshold = np.where(keep, np.abs(weight), np.inf).min(axis=0)
+            unique = np.unique(donors)
+            hits = np.zeros_like(weight)
+            for _ in range(n_bootstrap):
+                chosen = rng.choice(unique, size=len(unique), replace=True)
+                sample = np.concatenate([np.flatnonzero(donors == d) for d in chosen])
+                hits += np.abs(_ridge(x[sample], y[sample], alpha)) >= threshold[None, :]
+            r, g = np.nonzero(keep)
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "layer": "temporal",
+                        "condition": ALL_CONDITIONS,
+                        "source_cell_type": cell_type,
+                        "target_cell_type": cell_type,
+                        "time_from": levels[k],
+                        "time_to": levels[k + 1],
+                        "source": genes[reg_idx[r]],
+                        "target": genes[g],
+                        "weight": weight[r, g],
+                        "stability": hits[r, g] / n_bootstrap,
+                    }
+                )
+            )
+    return _conform_edges(rows)
+
+
+def _ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
+    """Standardised ridge coefficients (regulators x targets) for all targets at once.
+
+    Uses the dual form ``X^T (X X^T + lambda I)^-1 Y``: samples (donor transitions) are far
+    fewer than regulators, so the system to solve is samples x samples.
+    """
+    x = x - x.mean(axis=0)
+    scale = x.std(axis=0)
+    x = np.divide(x, scale, out=np.zeros_like(x), where=scale > 0)
+    y = y - y.mean(axis=0)
+    gram = x @ x.T + alpha * len(x) * np.eye(len(x))
+    return x.T @ np.linalg.solve(gram, y)
+
+
+def _top_mask(weight: np.ndarray, reg_idx: np.ndarray, top_k: int) -> np.ndarray:
+    """Per target column, the ``top_k`` regulators by |weight| (a gene never regulates itself)."""
+    magnitude = np.abs(weight).T  # targets x regulators, contiguous rows for the partition
+    magnitude[np.arange(weight.shape[1])[:, None] == reg_idx[None, :]] = -1.0
+    k = min(top_k, weight.shape[0])
+    top = np.argpartition(-magnitude, k - 1, axis=1)[:, :k]
+    mask = np.zeros(magnitude.shape, bool)
+    np.put_along_axis(mask, top, True, axis=1)
+    return (mask & (magnitude > 0)).T
+
+
+# ----------------------------------------------------------------------------- assembly
+
+
+def multicellular_network(*layers: pd.DataFrame) -> pd.DataFrame:
+    """Concatenate layer tables into one ``edges`` table (one multicellular network per time)."""
+    frames = [conform(layer, "edges") for layer in layers if len(layer)]
+    return _conform_edges(frames)
+
+
+def to_networkx(edges: pd.DataFrame, *, time: float | None = None, condition: str | None = None):
+    """Build a :class:`networkx.MultiDiGraph` from an ``edges`` table.
+
+    Nodes are ``(cell_type, gene, time)``; intracellular and intercellular edges join nodes of
+    the same time point, temporal edges join time t to the next. With ``time``, the network of
+    that time point: its intracellular and intercellular edges plus temporal edges leaving it.
+    With ``condition``, intracellular edges of that condition only (other layers are shared).
+    """
+    import networkx as nx
+
+    if time is not None:
+        same = (edges["time_from"] == time) & (edges["layer"] != "temporal")
+        leaving = (edges["time_from"] == time) & (edges["layer"] == "temporal")
+        edges = edges[same | leaving]
+    if condition is not None:
+        edges = edges[(edges["condition"] == condition) | (edges["condition"] == ALL_CONDITIONS)]
+    graph = nx.MultiDiGraph()
+    for row in edges.itertuples(index=False):
+        source = (row.source_cell_type, row.source, row.time_from)
+        target = (row.target_cell_type, row.target, row.time_to)
+        for node in (source, target):
+            if node not in graph:
+                graph.add_node(node, cell_type=node[0], gene=node[1], time=node[2])
+        graph.add_edge(
+            source,
+            target,
+            layer=row.layer,
+            condition=row.condition,
+            weight=float(row.weight),
+            stability=float(row.stability),
+        )
+    return graph
