@@ -1,5 +1,7 @@
 """Network layers: intercellular scoring, temporal ridge, assembly, networkx export."""
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -117,7 +119,7 @@ def test_temporal_edges(small_cohort):
     again = temporal_edges(small_cohort, regulators=tfs, n_bootstrap=5, top_k=3, seed=1)
     pd.testing.assert_frame_equal(edges, again)
     levels = sorted(small_cohort.obs["time"].unique())
-    step = dict(zip(levels[:-1], levels[1:], strict=True))
+    step = dict(itertools.pairwise(levels))
     assert (edges["time_to"] == edges["time_from"].map(step)).all()
     assert edges["source"].isin(tfs).all() and (edges["source"] != edges["target"]).all()
     assert edges.groupby(["source_cell_type", "time_from", "target"]).size().max() <= 3
