@@ -94,6 +94,7 @@ def context_grns(
     top_k: int = 10,
     seed: int = 0,
     progress: Callable[[int, int, str], None] | None = None,
+    key_added: str | None = "grn",
 ) -> pd.DataFrame:
     """Infer a GRN per cell type x time point x condition from that context's cells.
 
@@ -118,6 +119,9 @@ def context_grns(
         Random seed of the method.
     progress
         Called as ``progress(done, total, context_label)`` after each context.
+    key_added
+        Also store ``{"results": table, "params": {...}}`` in ``uns[key_added]`` of the RNA
+        modality (the only mutation); ``None`` stores nothing.
 
     Returns
     -------
@@ -169,7 +173,23 @@ def context_grns(
             rows.append(edges)
         if progress is not None:
             progress(done, len(groups), label)
-    return _conform_edges(rows)
+    params = {
+        "method": method_name,
+        "min_cells": min_cells,
+        "top_k": top_k,
+        "seed": seed,
+        "n_regulators": len(candidates) if candidates else len(genes),
+    }
+    return _store(data, key_added, _conform_edges(rows), params)
+
+
+def _store(data, key_added: str | None, table: pd.DataFrame, params: dict) -> pd.DataFrame:
+    """Keep a result beside its parameters in the RNA modality's uns (scanpy convention)."""
+    if key_added is not None:
+        from omicstwin.io.read import rna_modality
+
+        rna_modality(data).uns[key_added] = {"results": table, "params": params}
+    return table
 
 
 def _top_per_target(edges: pd.DataFrame, top_k: int) -> pd.DataFrame:
@@ -220,6 +240,7 @@ def intercellular_edges(
     de: pd.DataFrame | None = None,
     min_fraction: float = 0.1,
     autocrine: bool = False,
+    key_added: str | None = "intercellular",
 ) -> pd.DataFrame:
     """Ligand (sender) -> receptor (receiver) edges per time point, scored for the disease.
 
@@ -250,6 +271,9 @@ def intercellular_edges(
         Expression threshold (fraction of cells with a non-zero count).
     autocrine
         Also score sender == receiver pairs.
+    key_added
+        Also store ``{"results": table, "params": {...}}`` in ``uns[key_added]`` of the RNA
+        modality; ``None`` stores nothing.
 
     Returns
     -------
@@ -352,12 +376,18 @@ def intercellular_edges(
                         }
                     )
                 )
-    edges = _conform_edges(rows)
-    return edges.sort_values(
+    edges = _conform_edges(rows).sort_values(
         ["time_from", "weight", "source_cell_type", "target_cell_type", "source", "target"],
         ascending=[True, False, True, True, True, True],
         kind="stable",
-    ).reset_index(drop=True)
+    )
+    params = {
+        "min_fraction": min_fraction,
+        "autocrine": autocrine,
+        "n_pairs": len(pairs),
+        "ligand_lfc": "de table" if de is not None else "mean log-normalised expression",
+    }
+    return _store(data, key_added, edges.reset_index(drop=True), params)
 
 
 def _donor_coupling(
@@ -427,6 +457,7 @@ def temporal_edges(
     top_k: int = 5,
     n_bootstrap: int = 20,
     seed: int = 0,
+    key_added: str | None = "temporal",
 ) -> pd.DataFrame:
     """Lagged regulator (t) -> target (t+1) edges per cell type from donor trajectories.
 
@@ -437,7 +468,8 @@ def temporal_edges(
     side: with a dozen donors per transition a single one cannot support many regulators, and
     neighbouring transitions share most of their dynamics. ``stability`` is the fraction of
     donor bootstrap fits in which the edge is at least as strong as its target's ``top_k``-th
-    edge in the full fit.
+    edge in the full fit. With ``key_added``, the table and its parameters are also stored in
+    ``uns[key_added]`` of the RNA modality.
 
     Returns
     -------
@@ -517,7 +549,14 @@ def temporal_edges(
                     }
                 )
             )
-    return _conform_edges(rows)
+    params = {
+        "window": window,
+        "alpha": alpha,
+        "top_k": top_k,
+        "n_bootstrap": n_bootstrap,
+        "seed": seed,
+    }
+    return _store(data, key_added, _conform_edges(rows), params)
 
 
 def _ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:

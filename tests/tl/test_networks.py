@@ -42,7 +42,7 @@ def planted_recall(adata, edges, top=20):
 
 @pytest.fixture(scope="module")
 def inter(small_cohort):
-    return intercellular_edges(small_cohort, load_table("liana_consensus"))
+    return intercellular_edges(small_cohort, load_table("liana_consensus"), key_added=None)
 
 
 def test_intercellular_schema_and_order(inter):
@@ -79,7 +79,7 @@ def test_intercellular_finds_planted_edges(small_cohort, inter):
         )
     )
     shuffled.obs["condition"] = arm.to_numpy()
-    control = intercellular_edges(shuffled, load_table("liana_consensus"))
+    control = intercellular_edges(shuffled, load_table("liana_consensus"), key_added=None)
     assert planted_recall(small_cohort, control) < planted_recall(small_cohort, inter)
 
 
@@ -90,10 +90,10 @@ def test_intercellular_weight_by_hand(small_cohort):
             "receptor": ["X_Y", small_cohort.var_names[1]],
         }
     )
-    edges = intercellular_edges(small_cohort, lr, min_fraction=0.0)
+    edges = intercellular_edges(small_cohort, lr, min_fraction=0.0, key_added=None)
     assert set(edges["source"]) <= {small_cohort.var_names[0]}  # unmeasured complex dropped
     with pytest.raises(errors.MissingKeyError, match="receptor"):
-        intercellular_edges(small_cohort, lr.rename(columns={"receptor": "r"}))
+        intercellular_edges(small_cohort, lr.rename(columns={"receptor": "r"}), key_added=None)
 
 
 def test_ridge_dual_equals_primal():
@@ -115,8 +115,11 @@ def test_top_mask_excludes_self_and_keeps_k():
 
 def test_temporal_edges(small_cohort):
     tfs = small_cohort.uns["truth"]["genes"].query("role == 'tf'")["gene"].tolist()
-    edges = temporal_edges(small_cohort, regulators=tfs, n_bootstrap=5, top_k=3, seed=1)
-    again = temporal_edges(small_cohort, regulators=tfs, n_bootstrap=5, top_k=3, seed=1)
+    adata = small_cohort.copy()
+    edges = temporal_edges(adata, regulators=tfs, n_bootstrap=5, top_k=3, seed=1)
+    again = temporal_edges(adata, regulators=tfs, n_bootstrap=5, top_k=3, seed=1, key_added=None)
+    assert adata.uns["temporal"]["params"]["top_k"] == 3  # stored beside its parameters
+    pd.testing.assert_frame_equal(adata.uns["temporal"]["results"], edges)
     pd.testing.assert_frame_equal(edges, again)
     levels = sorted(small_cohort.obs["time"].unique())
     step = dict(itertools.pairwise(levels))
@@ -125,12 +128,12 @@ def test_temporal_edges(small_cohort):
     assert edges.groupby(["source_cell_type", "time_from", "target"]).size().max() <= 3
     assert edges["stability"].between(0, 1).all()
     with pytest.raises(errors.ParameterError):
-        temporal_edges(small_cohort, regulators=["NOT_A_GENE"])
+        temporal_edges(small_cohort, regulators=["NOT_A_GENE"], key_added=None)
 
 
 def test_assembly_and_networkx(small_cohort, inter):
     tfs = small_cohort.uns["truth"]["genes"].query("role == 'tf'")["gene"].tolist()
-    temporal = temporal_edges(small_cohort, regulators=tfs, n_bootstrap=2, top_k=2)
+    temporal = temporal_edges(small_cohort, regulators=tfs, n_bootstrap=2, top_k=2, key_added=None)
     edges = multicellular_network(inter, temporal)
     assert set(edges["layer"]) == {"intercellular", "temporal"}
     assert len(edges) == len(inter) + len(temporal)

@@ -1,0 +1,160 @@
+"""The twin's network model against the simulator's truth, each beside a shuffled control.
+
+On the `demo` cohort (30k cells x 2,000 genes, 6 cell types x 7 time points):
+1. DE per cell type x time (time);
+2. upstream regulators (CollecTRI prior), Li 2022 ranking: ranks of the planted drivers
+   (target: in the top 3), vs the same pipeline after permuting case/control across donors;
+3. intercellular layer: recall of the planted ligand-receptor edges among the top 20 edges of
+   each time point at which their ligand is up (target >= 0.8), vs shuffled labels;
+4. per-context GRNs (default method, Lambert TFs as candidates): per-cell-type AUPRC ratio
+   against the planted network over candidate pairs (TF x gene), vs expression shuffled within
+   each gene (destroys co-expression, keeps marginals).
+
+Run: `python benchmarks/twin_networks.py [--cohort FILE.h5ad] [--skip-grn]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import pandas as pd
+
+
+def shuffle_labels(adata, seed: int = 0):
+    """Permute the condition of donors (donor-level labels stay consistent)."""
+    out = adata.copy()
+    arm = out.obs.groupby("donor", observed=True)["condition"].first().astype(str)
+    permuted = dict(
+        zip(arm.index, np.random.default_rng(seed).permutation(arm.to_numpy()), strict=True)
+    )
+    out.obs["condition"] = out.obs["donor"].astype(str).map(permuted).to_numpy()
+    return out
+
+
+def driver_ranks(adata, de, collectri):
+    from omicstwin.tl.regulators import rank_regulators, upstream_regulators
+
+    ranking = rank_regulators(upstream_regulators(de, collectri), scheme="li2022")
+    rank = dict(zip(ranking["regulator"], ranking["rank"], strict=True))
+    out = {}
+    for row in adata.uns["truth"]["endotypes"].itertuples():
+        out[row.endotype] = {d: rank.get(d) for d in row.drivers.split(";")}
+    return out, ranking
+
+
+def lr_recall(adata, edges, top=20):
+    truth = adata.uns["truth"]
+    planted = truth["lr_edges"][truth["lr_edges"]["endotype"] != ""]
+    times = sorted(adata.obs["time"].unique())
+    onset = times.index(truth["drivers"]["onset_time"].iloc[0])
+    found = total = 0
+    for r in planted.itertuples():
+        for t in times[onset + r.hop :]:
+            best = edges[edges["time_from"] == t].head(top)
+            found += bool(
+                (
+                    (best["source_cell_type"] == r.sender)
+                    & (best["target_cell_type"] == r.receiver)
+                    & (best["source"] == r.ligand)
+                    & (best["target"] == r.receptor)
+                ).any()
+            )
+            total += 1
+    return found / total, found, total
+
+
+def network_auprc(adata, edges, candidates):
+    """Per cell type: AUPRC ratio over candidate pairs (regulator x gene, no self-pairs)."""
+    from omicstwin.tl.metrics import _trapezoid_auc, precision_recall_curve
+
+    truth = adata.uns["truth"]["networks"]
+    genes = list(adata.var_names)
+    g_index = {g: i for i, g in enumerate(genes)}
+    r_index = {g: i for i, g in enumerate(candidates)}
+    out = {}
+    for cell_type, block in edges.groupby("source_cell_type"):
+        score = np.zeros((len(candidates), len(genes)))
+        strength = block.assign(w=block["weight"].abs()).groupby(["source", "target"])["w"].max()
+        for (s, t), w in strength.items():
+            if s in r_index:
+                score[r_index[s], g_index[t]] = w
+        label = np.zeros_like(score, dtype=np.int8)
+        true = truth[truth["cell_type"] == cell_type]
+        for s, t in zip(true["source"], true["target"], strict=True):
+            if s in r_index:
+                label[r_index[s], g_index[t]] = 1
+        self_pair = np.array([[g_index[r] == j for j in range(len(genes))] for r in candidates])
+        y, s = label[~self_pair], score[~self_pair]
+        precision, recall = precision_recall_curve(y, s)
+        out[cell_type] = _trapezoid_auc(recall, precision) / (y.sum() / y.size)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--cohort", help="h5ad of the demo cohort (default: simulate it)")
+    parser.add_argument("--skip-grn", action="store_true")
+    args = parser.parse_args()
+    import anndata as ad
+
+    from omicstwin.datasets import SimulationPriors, simulate_cohort
+    from omicstwin.io import load_gene_list, load_table
+    from omicstwin.tl.de import differential_expression
+    from omicstwin.tl.networks import context_grns, intercellular_edges
+
+    adata = ad.read_h5ad(args.cohort) if args.cohort else simulate_cohort("demo")
+    priors = SimulationPriors.from_manifests()
+    lr = load_table("liana_consensus")
+    shuffled = shuffle_labels(adata)
+    print(f"cohort: {adata.n_obs} cells x {adata.n_vars} genes")
+
+    results = {}
+    for name, data in (("ours", adata), ("shuffled labels", shuffled)):
+        started = time.process_time()
+        de = differential_expression(data)
+        de_cpu = time.process_time() - started
+        ranks, ranking = driver_ranks(adata, de, priors.collectri)
+        edges = intercellular_edges(data, lr, de=de)
+        results[name] = (de, ranks, lr_recall(adata, edges), ranking)
+        n_deg = int(((de["q_value"] < 0.05) & (de["log_fc"].abs() >= 0.5)).sum())
+        print(f"[{name}] DE: {de_cpu:.1f} s CPU, {n_deg} DEG rows (q < 0.05, |log2 FC| >= 0.5)")
+    for name, (_, ranks, recall, ranking) in results.items():
+        flat = [r for endo in ranks.values() for r in endo.values()]
+        text = "; ".join(
+            f"{e}: " + ", ".join(f"{g} #{r}" for g, r in d.items()) for e, d in ranks.items()
+        )
+        top3 = sum(r is not None and r <= 3 for r in flat)
+        print(f"[{name}] planted driver ranks (Li 2022): {text}; {top3}/{len(flat)} in top 3")
+        print(f"[{name}]   top 5: {', '.join(ranking.head(5)['regulator'])}")
+        print(
+            f"[{name}] planted LR edges in the top 20 per time point: recall {recall[0]:.2f} "
+            f"({recall[1]}/{recall[2]}; target >= 0.8)"
+        )
+
+    if args.skip_grn:
+        return
+    tfs = [g for g in load_gene_list("lambert2018_tfs") if g in set(adata.var_names)]
+    rng = np.random.default_rng(0)
+    scrambled = adata.copy()
+    x = scrambled.X.toarray()
+    for j in range(x.shape[1]):
+        x[:, j] = x[rng.permutation(x.shape[0]), j]
+    scrambled.X = x
+    for name, data in (("ours", adata), ("shuffled expression", scrambled)):
+        started, cpu = time.perf_counter(), time.process_time()
+        edges = context_grns(data, regulators=tfs, top_k=20)
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+        scores = network_auprc(adata, edges, tfs)
+        text = ", ".join(f"{k} {v:.2f}" for k, v in sorted(scores.items()))
+        print(
+            f"[{name}] per-context GRNs: {edges['source_cell_type'].nunique()} cell types, "
+            f"{len(edges)} edges, {wall:.1f} s wall / {cpu:.1f} s CPU; AUPRC ratio per cell "
+            f"type vs truth: {text}; median {np.median(list(scores.values())):.2f}"
+        )
+    pd.set_option("display.width", 150)
+
+
+if __name__ == "__main__":
+    main()
