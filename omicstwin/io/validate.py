@@ -503,7 +503,6 @@ def validate_cohort(
             f"and will be skipped (e.g. {shown}); they are listed in the summary's skipped_groups"
         )
         warnings.warn(message, InsufficientReplicationWarning, stacklevel=2)
-        logger.warning(message)
 
     modalities = (
         {name: tuple(mod.shape) for name, mod in data.mod.items()}
