@@ -51,7 +51,7 @@ def _toy():
 
 def test_matches_a_per_regulator_fisher_loop():
     de, prior = _toy()
-    table = upstream_regulators(de, prior, min_targets=3)
+    table = upstream_regulators(de, prior, min_targets=3, deg_column="q_value", lfc_threshold=0.5)
     assert set(table["regulator"]) == {"R1", "R2"}  # R3 has < 3 prior targets
     for row in table.itertuples():
         ctx = de[(de["cell_type"] == row.cell_type) & (de["time"] == row.time)]
@@ -86,7 +86,7 @@ def test_bh_matches_statsmodels():
 
 def test_rankings_and_errors():
     de, prior = _toy()
-    table = upstream_regulators(de, prior)
+    table = upstream_regulators(de, prior, deg_column="q_value", lfc_threshold=0.5)
     li = rank_regulators(table, scheme="li2022")
     assert li.iloc[0]["regulator"] == "R1" and li.iloc[0]["n_contexts"] == 1
     lilja = rank_regulators(table, scheme="lilja2023")
@@ -104,7 +104,8 @@ def test_mnm_links_sender_where_the_regulator_is_up():
         {"cell_type": ["B"], "time": [1.0], "gene": ["R1"], "log_fc": [2.0], "q_value": [1e-5]}
     )
     de = pd.concat([de, extra], ignore_index=True)
-    mnm = multicellular_network_model(de, upstream_regulators(de, prior))
+    kw = {"deg_column": "q_value", "lfc_threshold": 0.5}
+    mnm = multicellular_network_model(de, upstream_regulators(de, prior, **kw), **kw)
     assert mnm[["time", "source_cell_type", "target_cell_type", "regulators"]].values.tolist() == [
         [1.0, "B", "A", "R1"]
     ]
@@ -132,6 +133,7 @@ def oracle_de(adata):
                         "gene": genes,
                         "log_fc": lfc.to_numpy(),
                         "q_value": q.to_numpy(),
+                        "p_value": q.to_numpy(),
                     }
                 )
             )
