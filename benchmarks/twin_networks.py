@@ -44,54 +44,6 @@ def driver_ranks(adata, de, collectri):
     return out, ranking
 
 
-def lr_recall(adata, edges, top=20):
-    truth = adata.uns["truth"]
-    planted = truth["lr_edges"][truth["lr_edges"]["endotype"] != ""]
-    times = sorted(adata.obs["time"].unique())
-    onset = times.index(truth["drivers"]["onset_time"].iloc[0])
-    found = total = 0
-    for r in planted.itertuples():
-        for t in times[onset + r.hop :]:
-            best = edges[edges["time_from"] == t].head(top)
-            found += bool(
-                (
-                    (best["source_cell_type"] == r.sender)
-                    & (best["target_cell_type"] == r.receiver)
-                    & (best["source"] == r.ligand)
-                    & (best["target"] == r.receptor)
-                ).any()
-            )
-            total += 1
-    return found / total, found, total
-
-
-def network_auprc(adata, edges, candidates):
-    """Per cell type: AUPRC ratio over candidate pairs (regulator x gene, no self-pairs)."""
-    from omicstwin.tl.metrics import _trapezoid_auc, precision_recall_curve
-
-    truth = adata.uns["truth"]["networks"]
-    genes = list(adata.var_names)
-    g_index = {g: i for i, g in enumerate(genes)}
-    r_index = {g: i for i, g in enumerate(candidates)}
-    out = {}
-    for cell_type, block in edges.groupby("source_cell_type"):
-        score = np.zeros((len(candidates), len(genes)))
-        strength = block.assign(w=block["weight"].abs()).groupby(["source", "target"])["w"].max()
-        for (s, t), w in strength.items():
-            if s in r_index:
-                score[r_index[s], g_index[t]] = w
-        label = np.zeros_like(score, dtype=np.int8)
-        true = truth[truth["cell_type"] == cell_type]
-        for s, t in zip(true["source"], true["target"], strict=True):
-            if s in r_index:
-                label[r_index[s], g_index[t]] = 1
-        self_pair = np.array([[g_index[r] == j for j in range(len(genes))] for r in candidates])
-        y, s = label[~self_pair], score[~self_pair]
-        precision, recall = precision_recall_curve(y, s)
-        out[cell_type] = _trapezoid_auc(recall, precision) / (y.sum() / y.size)
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cohort", help="h5ad of the demo cohort (default: simulate it)")
@@ -100,6 +52,7 @@ def main() -> None:
     import anndata as ad
 
     from omicstwin.datasets import SimulationPriors, simulate_cohort
+    from omicstwin.datasets.truth import network_auprc_ratio, planted_lr_recall
     from omicstwin.io import load_gene_list, load_table
     from omicstwin.tl.de import differential_expression
     from omicstwin.tl.networks import context_grns, intercellular_edges
@@ -117,7 +70,7 @@ def main() -> None:
         de_cpu = time.process_time() - started
         ranks, ranking = driver_ranks(adata, de, priors.collectri)
         edges = intercellular_edges(data, lr, key_added=None)
-        results[name] = (de, ranks, lr_recall(adata, edges), ranking)
+        results[name] = (de, ranks, planted_lr_recall(adata, edges), ranking)
         n_deg = int(((de["q_value"] < 0.05) & (de["log_fc"].abs() >= 0.5)).sum())
         print(f"[{name}] DE: {de_cpu:.1f} s CPU, {n_deg} DEG rows at q < 0.05 and |log2 FC| >= 0.5")
     for name, (_, ranks, recall, ranking) in results.items():
@@ -146,7 +99,7 @@ def main() -> None:
         started, cpu = time.perf_counter(), time.process_time()
         edges = context_grns(data, regulators=tfs, top_k=20)
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu
-        scores = network_auprc(adata, edges, tfs)
+        scores = network_auprc_ratio(adata, edges, tfs)
         text = ", ".join(f"{k} {v:.2f}" for k, v in sorted(scores.items()))
         print(
             f"[{name}] per-context GRNs: {edges['source_cell_type'].nunique()} cell types, "

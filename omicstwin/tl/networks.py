@@ -24,8 +24,9 @@ from scipy import sparse
 
 from omicstwin._logging import logger
 from omicstwin.errors import MissingKeyError, ParameterError
-from omicstwin.io.validate import CohortKeys, cohort_obs, counts_matrix, resolve_time
+from omicstwin.io.validate import CohortKeys, cohort_obs, counts_matrix
 from omicstwin.pp.normalise import group_summaries, log_normalise
+from omicstwin.pp.pseudobulk import schema_time
 from omicstwin.schemas import conform
 
 LAYERS = ("intracellular", "intercellular", "temporal")
@@ -45,12 +46,7 @@ def _cohort(data, keys: CohortKeys) -> _Cohort:
     from omicstwin.io.read import rna_modality
 
     obs = cohort_obs(data, keys).copy()
-    axis = resolve_time(obs["time"], key=keys.time, unit=keys.time_unit)
-    if axis.numeric:
-        obs["time"] = axis.values.astype(float)
-    else:
-        position = {level: float(i) for i, level in enumerate(axis.levels)}
-        obs["time"] = obs["time"].map(position).astype(float)
+    obs["time"], _, _ = schema_time(obs["time"], key=keys.time, unit=keys.time_unit)
     for column in ("cell_type", "condition", "donor"):
         obs[column] = obs[column].astype(str)
     return _Cohort(

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from omicstwin import errors
+from omicstwin.datasets.truth import planted_lr_recall
 from omicstwin.io import load_table
 from omicstwin.schemas import SCHEMAS
 from omicstwin.tl import networks
@@ -18,26 +19,8 @@ from omicstwin.tl.networks import (
 )
 
 
-def planted_recall(adata, edges, top=20):
-    """Share of (planted LR edge, time at which its ligand is up) found in that time's top."""
-    truth = adata.uns["truth"]
-    planted = truth["lr_edges"][truth["lr_edges"]["endotype"] != ""]
-    times = sorted(adata.obs["time"].unique())
-    onset = times.index(truth["drivers"]["onset_time"].iloc[0])
-    found = total = 0
-    for r in planted.itertuples():
-        for t in times[onset + r.hop :]:
-            best = edges[edges["time_from"] == t].head(top)
-            found += bool(
-                (
-                    (best["source_cell_type"] == r.sender)
-                    & (best["target_cell_type"] == r.receiver)
-                    & (best["source"] == r.ligand)
-                    & (best["target"] == r.receptor)
-                ).any()
-            )
-            total += 1
-    return found / total
+def planted_recall(adata, edges):
+    return planted_lr_recall(adata, edges)[0]
 
 
 @pytest.fixture(scope="module")
