@@ -1,10 +1,24 @@
-"""Simulated cohorts with known truth (and, later, benchmark loaders)."""
+"""Simulated cohorts with known truth, and benchmark loaders (BEELINE).
 
-from omicstwin.datasets.simulate import (
-    PRESETS,
-    SimulationParams,
-    SimulationPriors,
-    simulate_cohort,
-)
+Attributes load lazily: ``omicstwin.datasets.beeline`` must not pull in the simulator, so that
+``omicstwin grn`` starts fast.
+"""
 
-__all__ = ["PRESETS", "SimulationParams", "SimulationPriors", "simulate_cohort"]
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "PRESETS": "omicstwin.datasets.simulate",
+    "SimulationParams": "omicstwin.datasets.simulate",
+    "SimulationPriors": "omicstwin.datasets.simulate",
+    "simulate_cohort": "omicstwin.datasets.simulate",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'omicstwin.datasets' has no attribute {name!r}")
