@@ -1,0 +1,467 @@
+"""The fitted twin: states and elasticity networks per cell type x time, and what-if scoring.
+
+**Fitting.** States are mean ``z = log1p(CP10k)`` per cell type x time point for the case arm,
+the control arm and every donor. The network structure comes from the twin's edges (per-context
+GRNs with TFs and receptors as candidate regulators, intercellular ligand -> receptor edges,
+temporal edges); the weights used for propagation are refitted as elasticities: per context,
+ridge regression of each target's z on its regulators' z over that context's cells (both arms),
+all targets solved at once from the regulators' covariance (CellOracle fits the same kind of
+per-cluster ridge model). Temporal elasticities come from donor-level states at t -> t+1.
+
+**Simulating.** For each time point in order, every cell type's network propagates the clamp
+(:func:`omicstwin.tl.perturb.propagate`) plus the carry-over of the previous time point through
+the temporal elasticities; then each top intercellular edge passes its ligand's change in the
+sender to its receptor in the receiver (one relative unit per unit: ``kappa = 1``) and the
+receivers propagate again (one round of signalling per time point).
+
+**Scores** (per perturbation, over every cell type, time point and gene except the perturbed
+ones; ``d`` = disease vector = state - control, ``delta`` = perturbed - state):
+``reversal = -<delta, d> / <d, d>`` (1 = the disease vector undone), ``off_target =
+|delta - proj_d(delta)| / |d|`` (change orthogonal to the disease axis), and for disease genes
+``induction = <delta, d> / <d, d>`` when the gene is moved to its case level in the control
+state. These are the simulator's truth definitions (:func:`omicstwin.datasets.simulate_cohort`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from omicstwin.errors import ParameterError
+from omicstwin.tl.perturb import DEFAULT_STEPS, Perturbation, clamp_matrix, propagate
+
+SCORE_DIRECTIONS = {
+    # one registry of score directions: aggregation and ranking never guess
+    "reversal": "higher_is_better",
+    "induction": "higher_is_better",
+    "off_target": "lower_is_better",
+    "p_value": "lower_is_better",
+    "q_value": "lower_is_better",
+}
+
+
+@dataclass
+class Twin:
+    """A fitted disease twin.
+
+    Attributes
+    ----------
+    genes, cell_types, times
+        Axes of every state array.
+    states
+        ``{"case": z, "control": z, <donor id>: z}``, each (times, cell types, genes).
+    donors
+        Donor id -> arm (case or control label).
+    intracellular
+        ``[t][c]`` elasticity matrix (regulators x targets, CSR) or None.
+    temporal
+        ``[t][c]`` elasticities from time t to t+1 (CSR) or None.
+    intercellular
+        Columns time_index, sender, ligand, receiver, receptor (indices), kappa.
+    params
+        How it was fitted.
+    """
+
+    genes: list[str]
+    cell_types: list[str]
+    times: list[float]
+    states: dict[str, np.ndarray]
+    donors: dict[str, str]
+    intracellular: list[list[sparse.csr_matrix | None]]
+    temporal: list[list[sparse.csr_matrix | None]]
+    intercellular: pd.DataFrame
+    params: dict = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(time points, cell types, genes)."""
+        return len(self.times), len(self.cell_types), len(self.genes)
+
+    def state(self, name: str) -> np.ndarray:
+        """Return a state by name (``case``, ``control`` or a donor id)."""
+        if name not in self.states:
+            raise ParameterError(
+                f"unknown twin state '{name}'; fix: use 'case', 'control' or a donor id such as "
+                f"{sorted(self.donors)[:3]}"
+            )
+        return self.states[name]
+
+    def regulators(self) -> list[str]:
+        """Genes with an outgoing edge anywhere in the twin (the others only affect themselves)."""
+        used = np.zeros(len(self.genes), bool)
+        for layer in (self.intracellular, self.temporal):
+            for row in layer:
+                for w in row:
+                    if w is not None:
+                        used |= np.asarray(abs(w).sum(axis=1)).ravel() > 0
+        used[self.intercellular["ligand"].to_numpy(int)] = True
+        return [g for g, u in zip(self.genes, used, strict=True) if u]
+
+
+# ----------------------------------------------------------------------------- fitting
+
+
+def fit_elasticities(
+    z: np.ndarray, sources: np.ndarray, targets: np.ndarray, n_genes: int, *, alpha: float = 1.0
+) -> sparse.csr_matrix:
+    """Ridge elasticities of each target on its own regulators, all targets at once.
+
+    Parameters
+    ----------
+    z
+        Samples x genes (log-expression).
+    sources, targets
+        Edge list (gene indices); each target is regressed on its sources only.
+    n_genes
+        Size of the square output.
+    alpha
+        Ridge penalty per sample on centred data (``lambda = alpha * n_samples * var``-free).
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix
+        (genes x genes) with the coefficient of source -> target at ``[source, target]``.
+    """
+    edges = pd.DataFrame({"s": sources, "t": targets}).drop_duplicates()
+    edges = edges[edges["s"] != edges["t"]]
+    if edges.empty or z.shape[0] < 3:
+        return sparse.csr_matrix((n_genes, n_genes))
+    regs = np.unique(edges["s"].to_numpy())
+    zc = z - z.mean(axis=0)
+    n = len(zc)
+    c_rr = zc[:, regs].T @ zc[:, regs] / n  # regulators' covariance, once per context
+    c_rg = zc[:, regs].T @ zc / n
+    pos = {r: i for i, r in enumerate(regs)}
+    edges = edges.assign(p=edges["s"].map(pos))
+    grouped = edges.groupby("t")["p"].apply(np.asarray)
+    k_max = max(len(v) for v in grouped)
+    n_t = len(grouped)
+    idx = np.zeros((n_t, k_max), int)
+    valid = np.zeros((n_t, k_max), bool)
+    for row, members in enumerate(grouped):
+        idx[row, : len(members)] = members
+        valid[row, : len(members)] = True
+    tgt = grouped.index.to_numpy(int)
+    a = c_rr[idx[:, :, None], idx[:, None, :]] * (valid[:, :, None] & valid[:, None, :])
+    a += alpha * np.eye(k_max)[None]  # ridge; padded slots stay solvable and get 0
+    b = c_rg[idx, tgt[:, None]] * valid
+    coef = np.linalg.solve(a, b[..., None])[..., 0] * valid
+    rows = regs[idx[valid]]
+    cols = np.repeat(tgt, valid.sum(axis=1))
+    return sparse.csr_matrix((coef[valid], (rows, cols)), shape=(n_genes, n_genes))
+
+
+def fit_twin(
+    data,
+    edges: pd.DataFrame,
+    *,
+    cell_type_key: str = "cell_type",
+    time_key: str = "time",
+    condition_key: str = "condition",
+    donor_key: str = "donor",
+    case: str = "case",
+    control: str = "control",
+    layer: str | None = None,
+    alpha: float = 1.0,
+    n_intercellular: int = 50,
+    min_cells: int = 10,
+) -> Twin:
+    """Fit a twin: states per cell type x time (arms and donors) and elasticity networks.
+
+    Parameters
+    ----------
+    data
+        AnnData or MuData with raw counts (the data the edges were inferred from).
+    edges
+        The multicellular network (``edges`` schema, :mod:`omicstwin.tl.networks`).
+    cell_type_key, time_key, condition_key, donor_key, case, control, layer
+        The data contract (see :func:`omicstwin.io.validate_cohort`).
+    alpha
+        Ridge penalty of the elasticities.
+    n_intercellular
+        Intercellular edges kept per time point (the strongest positive ones).
+    min_cells
+        Contexts with fewer cells get no intracellular network.
+    """
+    from omicstwin.pp.normalise import group_summaries, log_normalise
+    from omicstwin.tl.networks import _cohort, _keys
+
+    cohort = _cohort(data, _keys(**locals()))
+    obs = cohort.obs[cohort.obs["condition"].isin([case, control])]
+    rows_idx = cohort.obs.index.get_indexer(obs.index)
+    z_cells = log_normalise(sparse.csr_matrix(cohort.counts)[rows_idx])
+    genes = list(cohort.genes)
+    g_index = {g: i for i, g in enumerate(genes)}
+    cell_types = sorted(obs["cell_type"].unique())
+    times = cohort.time_levels
+    c_index = {c: i for i, c in enumerate(cell_types)}
+    t_index = {t: i for i, t in enumerate(times)}
+    shape = (len(times), len(cell_types), len(genes))
+    groups = obs[["cell_type", "time", "condition", "donor"]].reset_index(drop=True)
+
+    states: dict[str, np.ndarray] = {}
+    keys, mean, _, _ = group_summaries(z_cells, groups[["cell_type", "time", "condition"]])
+    for arm in (case, control):
+        states["case" if arm == case else "control"] = _state(
+            keys, mean, arm, "condition", c_index, t_index, shape
+        )
+    dkeys, dmean, _, _ = group_summaries(z_cells, groups[["cell_type", "time", "donor"]])
+    donors = obs.groupby("donor")["condition"].first().to_dict()
+    for donor in sorted(donors):
+        states[donor] = _state(dkeys, dmean, donor, "donor", c_index, t_index, shape)
+
+    intra = edges[edges["layer"] == "intracellular"]
+    contexts = groups.groupby(["cell_type", "time"]).indices
+    intracellular = [[None] * len(cell_types) for _ in times]
+    for (cell_type, time), positions in contexts.items():
+        block = intra[(intra["source_cell_type"] == cell_type) & (intra["time_from"] == time)]
+        if len(positions) < min_cells or block.empty:
+            continue
+        z = z_cells[positions]
+        z = z.toarray() if sparse.issparse(z) else z
+        intracellular[t_index[time]][c_index[cell_type]] = fit_elasticities(
+            z,
+            block["source"].map(g_index).to_numpy(),
+            block["target"].map(g_index).to_numpy(),
+            len(genes),
+            alpha=alpha,
+        )
+    temporal = [[None] * len(cell_types) for _ in times]
+    lagged = edges[edges["layer"] == "temporal"]
+    donor_z = {d: states[d] for d in donors}
+    for (cell_type, time), block in lagged.groupby(["source_cell_type", "time_from"]):
+        t, c = t_index[time], c_index[cell_type]
+        if t + 1 >= len(times):
+            continue
+        x = np.array([donor_z[d][t, c] for d in sorted(donor_z)])
+        y = np.array([donor_z[d][t + 1, c] for d in sorted(donor_z)])
+        temporal[t][c] = _fit_lagged(
+            x,
+            y,
+            block["source"].map(g_index).to_numpy(),
+            block["target"].map(g_index).to_numpy(),
+            len(genes),
+            alpha,
+        )
+    inter = edges[(edges["layer"] == "intercellular") & (edges["weight"] > 0)]
+    inter = inter.sort_values(["time_from", "weight"], ascending=[True, False], kind="stable")
+    inter = inter.groupby("time_from", sort=False).head(n_intercellular)
+    coupling = pd.DataFrame(
+        {
+            "time_index": inter["time_from"].map(t_index).to_numpy(int),
+            "sender": inter["source_cell_type"].map(c_index).to_numpy(int),
+            "ligand": inter["source"].map(lambda g: _first_subunit(g, g_index)).to_numpy(int),
+            "receiver": inter["target_cell_type"].map(c_index).to_numpy(int),
+            "receptor": inter["target"].map(lambda g: _first_subunit(g, g_index)).to_numpy(int),
+            "kappa": 1.0,
+        }
+    )
+    return Twin(
+        genes=genes,
+        cell_types=cell_types,
+        times=times,
+        states=states,
+        donors=donors,
+        intracellular=intracellular,
+        temporal=temporal,
+        intercellular=coupling,
+        params={
+            "alpha": alpha,
+            "n_intercellular": n_intercellular,
+            "case": case,
+            "control": control,
+        },
+    )
+
+
+def _first_subunit(name: str, index: dict[str, int]) -> int:
+    """Return the gene a complex acts through: its first subunit (all are measured)."""
+    return index[name.split("_")[0]]
+
+
+def _state(keys, mean, label, column, c_index, t_index, shape) -> np.ndarray:
+    out = np.zeros(shape)
+    for row, key in enumerate(keys.itertuples(index=False)):
+        if getattr(key, column) == label:
+            out[t_index[key.time], c_index[key.cell_type]] = mean[row]
+    return out
+
+
+def _fit_lagged(x, y, sources, targets, n_genes, alpha) -> sparse.csr_matrix:
+    """Elasticities of z(t+1) on regulators' z(t) over donors (same solver, stacked samples)."""
+    stacked = np.concatenate([x, y], axis=1)
+    shifted = fit_elasticities(stacked, sources, targets + n_genes, 2 * n_genes, alpha=alpha)
+    return shifted[:n_genes, n_genes:].tocsr()
+
+
+# ----------------------------------------------------------------------------- simulating
+
+
+@dataclass
+class _Accumulator:
+    """Running sums for reversal and off-target scores (per perturbation and per context)."""
+
+    n: int
+    dot: np.ndarray = None
+    dd: np.ndarray = None
+    xx: np.ndarray = None
+    rows: list = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.dot, self.dd, self.xx = np.zeros(self.n), np.zeros(self.n), np.zeros(self.n)
+
+    def add(self, delta: np.ndarray, d: np.ndarray, keep: np.ndarray, context: tuple) -> None:
+        dot = ((delta * d[None, :]) * keep).sum(axis=1)
+        dd = ((d[None, :] ** 2) * keep).sum(axis=1)
+        xx = ((delta**2) * keep).sum(axis=1)
+        self.dot += dot
+        self.dd += dd
+        self.xx += xx
+        self.rows.append((context, dot, dd, xx))
+
+
+def _scores(dot, dd, xx, sign: float) -> tuple[np.ndarray, np.ndarray]:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        score = np.where(dd > 0, sign * dot / dd, 0.0)
+        off = np.where(
+            dd > 0,
+            np.sqrt(np.maximum(xx - dot**2 / np.where(dd > 0, dd, 1), 0))
+            / np.sqrt(np.where(dd > 0, dd, 1)),
+            0.0,
+        )
+    return score, off
+
+
+def run_perturbations(
+    twin: Twin,
+    perturbations: Sequence[Perturbation],
+    *,
+    state: str = "case",
+    reference: str = "control",
+    cell_types: Sequence[str] | None = None,
+    n_steps: int | None = DEFAULT_STEPS,
+    shifts: Callable[[int, int, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
+    sign: float = -1.0,
+    keep_delta: bool = False,
+) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray | None]:
+    """Simulate perturbations on a twin state and score them against ``reference``.
+
+    Parameters
+    ----------
+    twin
+        A fitted :class:`Twin`.
+    perturbations
+        What to simulate (all at once).
+    state
+        Perturbed state: ``case``, ``control`` or a donor id (a patient's own twin).
+    reference
+        State defining the disease axis: ``d = states[state] - states[reference]`` for
+        reversal (``sign=-1``), ``d = states[reference] - states[state]`` for induction
+        (``sign=+1``, e.g. ``state='control'``, ``reference='case'``).
+    cell_types
+        Where the perturbation acts (default: every cell type); effects still spread.
+    n_steps
+        Propagation steps per network (None: steady state).
+    shifts
+        Optional ``shifts(t, c, z0) -> (mask, shift)`` overriding the clamp (used by the
+        induction screen, which moves a gene to its case level).
+    sign
+        -1 for reversal (moving against ``d``), +1 for induction.
+    keep_delta
+        Also return the full shift array (P, T, C, G); only for a few perturbations.
+
+    Returns
+    -------
+    summary, per_context, delta
+        ``summary``: perturbation_id, kind, genes, dose, score, off_target. ``per_context``:
+        the same per cell type and time point. ``delta`` or None.
+    """
+    z = twin.state(state)
+    d_all = z - twin.state(reference) if sign < 0 else twin.state(reference) - z
+    n_t, n_c, n_g = twin.shape
+    acting = (
+        set(range(n_c))
+        if cell_types is None
+        else {twin.cell_types.index(c) for c in cell_types if c in twin.cell_types}
+    )
+    if cell_types is not None and not acting:
+        raise ParameterError(
+            f"none of {list(cell_types)} is a cell type of the twin ({twin.cell_types})"
+        )
+    p = len(perturbations)
+    acc = _Accumulator(p)
+    full = np.zeros((p, n_t, n_c, n_g)) if keep_delta else None
+    previous = None
+    for t in range(n_t):
+        first, masks, shifts_t = [], [], []
+        for c in range(n_c):
+            z0 = z[t, c]
+            if shifts is not None:
+                mask, shift = shifts(t, c, z0)
+            elif c in acting:
+                mask, shift = clamp_matrix(perturbations, twin.genes, z0)
+            else:
+                mask, shift = np.zeros((p, n_g), bool), np.zeros((p, n_g))
+            carry = None
+            if previous is not None and twin.temporal[t - 1][c] is not None:
+                carry = (twin.temporal[t - 1][c].T.tocsr() @ previous[c].T).T
+            w = twin.intracellular[t][c]
+            if w is None:
+                delta = np.where(mask, shift, 0.0 if carry is None else carry)
+            else:
+                delta = propagate(z0, w, mask, shift, extra=carry, n_steps=n_steps)
+            first.append((delta, carry))
+            masks.append(mask)
+            shifts_t.append(shift)
+        current = []
+        signals = twin.intercellular[twin.intercellular["time_index"] == t]
+        for c in range(n_c):
+            delta, carry = first[c]
+            incoming = signals[signals["receiver"] == c]
+            if len(incoming) and twin.intracellular[t][c] is not None:
+                extra = np.zeros((p, n_g)) if carry is None else carry.copy()
+                for row in incoming.itertuples():
+                    extra[:, row.receptor] += row.kappa * first[row.sender][0][:, row.ligand]
+                delta = propagate(
+                    z[t, c],
+                    twin.intracellular[t][c],
+                    masks[c],
+                    shifts_t[c],
+                    extra=extra,
+                    n_steps=n_steps,
+                )
+            current.append(delta)
+            acc.add(delta, d_all[t, c], ~masks[c], (twin.cell_types[c], twin.times[t]))
+            if full is not None:
+                full[:, t, c] = delta
+        previous = current
+    score, off = _scores(acc.dot, acc.dd, acc.xx, sign)
+    summary = pd.DataFrame(
+        {
+            "perturbation_id": [q.perturbation_id for q in perturbations],
+            "kind": [q.kind for q in perturbations],
+            "genes": [";".join(q.genes) for q in perturbations],
+            "dose": [q.dose for q in perturbations],
+            "score": score,
+            "off_target": off,
+        }
+    )
+    parts = []
+    for (cell_type, time), dot, dd, xx in acc.rows:
+        s, o = _scores(dot, dd, xx, sign)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "perturbation_id": summary["perturbation_id"],
+                    "cell_type": cell_type,
+                    "time": time,
+                    "score": s,
+                    "off_target": o,
+                }
+            )
+        )
+    return summary, pd.concat(parts, ignore_index=True), full
