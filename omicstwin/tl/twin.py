@@ -465,3 +465,232 @@ def run_perturbations(
             )
         )
     return summary, pd.concat(parts, ignore_index=True), full
+
+
+# ----------------------------------------------------------------------------- screens
+
+
+def randomised(twin: Twin, seed: int) -> Twin:
+    """Return a null twin: every network's edges get their targets permuted.
+
+    Permuting the target column of an edge list keeps each regulator's out-degree and each
+    target's in-degree (a degree-preserving randomisation) and the weights; only who regulates
+    whom is lost. States and intercellular couplings are kept.
+    """
+    rng = np.random.default_rng(seed)
+
+    def shuffle(w):
+        if w is None:
+            return None
+        coo = w.tocoo()
+        cols = rng.permutation(coo.col)
+        out = sparse.csr_matrix((coo.data, (coo.row, cols)), shape=w.shape)
+        out.setdiag(0)  # a permutation may create self-loops; drop them
+        out.eliminate_zeros()
+        return out
+
+    return Twin(
+        genes=twin.genes,
+        cell_types=twin.cell_types,
+        times=twin.times,
+        states=twin.states,
+        donors=twin.donors,
+        intracellular=[[shuffle(w) for w in row] for row in twin.intracellular],
+        temporal=[[shuffle(w) for w in row] for row in twin.temporal],
+        intercellular=twin.intercellular,
+        params={**twin.params, "null_seed": seed},
+    )
+
+
+def empirical_p(observed: np.ndarray, null: np.ndarray) -> np.ndarray:
+    """One-sided empirical p: (1 + #null >= observed) / (1 + #null), null pooled."""
+    null = np.sort(np.asarray(null, float).ravel())
+    greater = len(null) - np.searchsorted(null, observed, side="left")
+    return (1.0 + greater) / (1.0 + len(null))
+
+
+def target_screen(
+    twin: Twin,
+    perturbations: Sequence[Perturbation] | None = None,
+    *,
+    state: str = "case",
+    n_null: int = 10,
+    seed: int = 0,
+    n_steps: int | None = DEFAULT_STEPS,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rank perturbations by how far they move ``state`` back towards the control state.
+
+    Parameters
+    ----------
+    twin
+        A fitted twin.
+    perturbations
+        Default: a knockout of every gene that has an outgoing edge (other genes only change
+        themselves, which the score excludes, so their reversal is exactly 0).
+    state
+        ``case`` (study level) or a donor id (that patient's twin).
+    n_null
+        Degree-preserving randomised twins (:func:`randomised`); their scores pooled over all
+        perturbations form the null of the empirical p-value (BH q over perturbations).
+    seed
+        Seed of the randomisations.
+    n_steps
+        Propagation steps.
+
+    Returns
+    -------
+    ranking, per_context
+        ``ranking``: name, rank, score (reversal), off_target, p_value, q_value,
+        best_cell_type, best_time, kind, genes, dose. ``per_context``: the
+        ``perturbations.parquet`` rows (perturbation_id, kind, genes, dose, cell_type, time,
+        reversal_score, off_target, p_value, q_value), p and q from the study-level test.
+    """
+    from omicstwin.tl.perturb import single_gene_perturbations
+    from omicstwin.tl.regulators import bh_qvalues
+
+    if perturbations is None:
+        perturbations = single_gene_perturbations(twin.regulators())
+    summary, per_context, _ = run_perturbations(twin, perturbations, state=state, n_steps=n_steps)
+    null = [
+        run_perturbations(randomised(twin, seed + i), perturbations, state=state, n_steps=n_steps)[
+            0
+        ]["score"].to_numpy()
+        for i in range(n_null)
+    ]
+    summary["p_value"] = (
+        empirical_p(summary["score"].to_numpy(), np.concatenate(null)) if (n_null) else np.nan
+    )
+    summary["q_value"] = bh_qvalues(summary["p_value"].to_numpy())
+    return _ranking(summary, per_context), _per_context_table(summary, per_context)
+
+
+def _ranking(summary: pd.DataFrame, per_context: pd.DataFrame) -> pd.DataFrame:
+    best = per_context.sort_values(
+        ["perturbation_id", "score"], ascending=[True, False], kind="stable"
+    ).drop_duplicates("perturbation_id")
+    table = summary.merge(
+        best[["perturbation_id", "cell_type", "time"]].rename(
+            columns={"cell_type": "best_cell_type", "time": "best_time"}
+        ),
+        on="perturbation_id",
+        how="left",
+    ).rename(columns={"perturbation_id": "name"})
+    table = table.sort_values(["score", "name"], ascending=[False, True], kind="stable")
+    table["rank"] = np.arange(1, len(table) + 1)
+    columns = [
+        "name",
+        "rank",
+        "score",
+        "off_target",
+        "p_value",
+        "q_value",
+        "best_cell_type",
+        "best_time",
+        "kind",
+        "genes",
+        "dose",
+    ]
+    return table[columns].reset_index(drop=True)
+
+
+def _per_context_table(summary: pd.DataFrame, per_context: pd.DataFrame) -> pd.DataFrame:
+    info = summary[["perturbation_id", "kind", "genes", "dose", "p_value", "q_value"]]
+    table = per_context.merge(info, on="perturbation_id").rename(
+        columns={"score": "reversal_score"}
+    )
+    columns = [
+        "perturbation_id",
+        "kind",
+        "genes",
+        "dose",
+        "cell_type",
+        "time",
+        "reversal_score",
+        "off_target",
+        "p_value",
+        "q_value",
+    ]
+    return table[columns]
+
+
+def disease_gene_screen(
+    twin: Twin, genes: Sequence[str] | None = None, *, n_steps: int | None = DEFAULT_STEPS
+) -> pd.DataFrame:
+    """Rank genes by disease induction: move each to its case level in the control state.
+
+    ``induction = <delta, d> / <d, d>`` with ``d = case - control`` (the gene's own coordinates
+    excluded): how much of the disease the gene's change alone recreates in healthy cells.
+
+    Returns
+    -------
+    pandas.DataFrame
+        name, rank, score (induction), off_target, best_cell_type, best_time.
+    """
+    genes = list(genes) if genes is not None else twin.regulators()
+    index = [twin.genes.index(g) for g in genes]
+    case, control = twin.state("case"), twin.state("control")
+    rows = np.arange(len(index))
+
+    def shifts(t, c, z0):
+        mask = np.zeros((len(index), len(twin.genes)), bool)
+        mask[rows, index] = True
+        shift = np.zeros(mask.shape)
+        shift[rows, index] = case[t, c, index] - control[t, c, index]
+        return mask, shift
+
+    from omicstwin.tl.perturb import Perturbation
+
+    perts = [Perturbation(f"to_case:{g}", "overexpression", (g,), (1.0,)) for g in genes]
+    summary, per_context, _ = run_perturbations(
+        twin, perts, state="control", reference="case", sign=1.0, shifts=shifts, n_steps=n_steps
+    )
+    summary["p_value"] = np.nan
+    summary["q_value"] = np.nan
+    table = _ranking(summary, per_context)
+    table["name"] = genes_from_ids(table["name"])
+    return table[["name", "rank", "score", "off_target", "best_cell_type", "best_time"]]
+
+
+def genes_from_ids(ids: pd.Series) -> pd.Series:
+    """``KO:STAT6`` -> ``STAT6`` (the gene part of single-gene perturbation ids)."""
+    return ids.str.split(":", n=1).str[-1]
+
+
+def patient_screen(
+    twin: Twin,
+    perturbations: Sequence[Perturbation] | None = None,
+    *,
+    n_steps: int | None = DEFAULT_STEPS,
+) -> pd.DataFrame:
+    """Each case donor's own target ranking, from that patient's state (the patient's twin).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``patients.parquet`` rows: patient_id, cell_type, time (the target's best context for
+        that patient), target, reversal_score, rank.
+    """
+    from omicstwin.tl.perturb import single_gene_perturbations
+
+    if perturbations is None:
+        perturbations = single_gene_perturbations(twin.regulators())
+    case_label = twin.params.get("case", "case")
+    rows = []
+    for patient in sorted(d for d, arm in twin.donors.items() if arm == case_label):
+        summary, per_context, _ = run_perturbations(
+            twin, perturbations, state=patient, n_steps=n_steps
+        )
+        ranking = _ranking(summary.assign(p_value=np.nan, q_value=np.nan), per_context)
+        rows.append(
+            pd.DataFrame(
+                {
+                    "patient_id": patient,
+                    "cell_type": ranking["best_cell_type"],
+                    "time": ranking["best_time"],
+                    "target": genes_from_ids(ranking["name"]),
+                    "reversal_score": ranking["score"],
+                    "rank": ranking["rank"],
+                }
+            )
+        )
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
