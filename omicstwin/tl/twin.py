@@ -515,6 +515,7 @@ def target_screen(
     *,
     state: str = "case",
     n_null: int = 10,
+    null_size: int = 100,
     seed: int = 0,
     n_steps: int | None = DEFAULT_STEPS,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -530,8 +531,11 @@ def target_screen(
     state
         ``case`` (study level) or a donor id (that patient's twin).
     n_null
-        Degree-preserving randomised twins (:func:`randomised`); their scores pooled over all
-        perturbations form the null of the empirical p-value (BH q over perturbations).
+        Degree-preserving randomised twins (:func:`randomised`). Each screens ``null_size``
+        perturbations drawn at random (seeded); all their scores pooled form the null of the
+        empirical p-value (BH q over perturbations). Pooling keeps 100 null twins affordable.
+    null_size
+        Perturbations screened per null twin (all of them when there are fewer).
     seed
         Seed of the randomisations.
     n_steps
@@ -551,12 +555,15 @@ def target_screen(
     if perturbations is None:
         perturbations = single_gene_perturbations(twin.regulators())
     summary, per_context, _ = run_perturbations(twin, perturbations, state=state, n_steps=n_steps)
-    null = [
-        run_perturbations(randomised(twin, seed + i), perturbations, state=state, n_steps=n_steps)[
-            0
-        ]["score"].to_numpy()
-        for i in range(n_null)
-    ]
+    rng = np.random.default_rng(seed)
+    null = []
+    for i in range(n_null):
+        pick = rng.choice(
+            len(perturbations), size=min(null_size, len(perturbations)), replace=False
+        )
+        chosen = [perturbations[j] for j in sorted(pick)]
+        twin_null = randomised(twin, seed + 1 + i)
+        null.append(run_perturbations(twin_null, chosen, state=state, n_steps=n_steps)[0]["score"])
     summary["p_value"] = (
         empirical_p(summary["score"].to_numpy(), np.concatenate(null)) if (n_null) else np.nan
     )
