@@ -64,6 +64,21 @@ class ChecksumError(ManifestError):
     """A resource file does not match the sha256 recorded in its manifest."""
 
 
+class OptionalDependencyError(OmicstwinError, ValueError, ImportError):
+    """An optional dependency is not installed (the message gives the install command).
+
+    Also an :class:`ImportError`, so ``except ImportError`` around optional features works.
+    """
+
+
+class ParallelError(OmicstwinError, ValueError):
+    """Too many work units failed, or a dask scheduler / cluster could not be used."""
+
+
+class ClusterDependencyError(ParallelError, OptionalDependencyError):
+    """A cluster profile needs ``dask-jobqueue``, which is not installed."""
+
+
 class OmicstwinWarning(UserWarning):
     """Base class of omicstwin warnings."""
 

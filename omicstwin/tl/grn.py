@@ -33,7 +33,7 @@ from omicstwin.errors import (
     DuplicateNamesError,
     EmptyDataError,
     InputTypeError,
-    OmicstwinError,
+    OptionalDependencyError,
     ParameterError,
 )
 
@@ -50,10 +50,6 @@ DEFAULT_METHOD = "lagged_ridge"
 
 # A method returns (weights, stability), both regulators x genes; stability may be None.
 MethodResult = tuple[np.ndarray, np.ndarray | None]
-
-
-class OptionalDependencyError(OmicstwinError, ImportError):
-    """An optional dependency of a method is not installed (the message gives the install)."""
 
 
 @dataclass(frozen=True)
