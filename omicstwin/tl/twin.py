@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from omicstwin._logging import logger
 from omicstwin.errors import ParameterError
 from omicstwin.tl.perturb import DEFAULT_STEPS, Perturbation, clamp_matrix, propagate
 
@@ -314,10 +315,13 @@ class _Accumulator:
     def __post_init__(self) -> None:
         self.dot, self.dd, self.xx = np.zeros(self.n), np.zeros(self.n), np.zeros(self.n)
 
-    def add(self, delta: np.ndarray, d: np.ndarray, keep: np.ndarray, context: tuple) -> None:
-        dot = ((delta * d[None, :]) * keep).sum(axis=1)
-        dd = ((d[None, :] ** 2) * keep).sum(axis=1)
-        xx = ((delta**2) * keep).sum(axis=1)
+    def add(self, delta: np.ndarray, d: np.ndarray, mask: np.ndarray, context: tuple) -> None:
+        """Add one context: sums over all genes minus the clamped (perturbed) coordinates."""
+        rows, cols = np.nonzero(mask)
+        clamped = delta[rows, cols]
+        dot = delta @ d - np.bincount(rows, clamped * d[cols], minlength=self.n)
+        dd = float(d @ d) - np.bincount(rows, d[cols] ** 2, minlength=self.n)
+        xx = np.einsum("ij,ij->i", delta, delta) - np.bincount(rows, clamped**2, minlength=self.n)
         self.dot += dot
         self.dd += dd
         self.xx += xx
@@ -435,7 +439,7 @@ def run_perturbations(
                     n_steps=n_steps,
                 )
             current.append(delta)
-            acc.add(delta, d_all[t, c], ~masks[c], (twin.cell_types[c], twin.times[t]))
+            acc.add(delta, d_all[t, c], masks[c], (twin.cell_types[c], twin.times[t]))
             if full is not None:
                 full[:, t, c] = delta
         previous = current
@@ -518,6 +522,8 @@ def target_screen(
     null_size: int = 100,
     seed: int = 0,
     n_steps: int | None = DEFAULT_STEPS,
+    client=None,
+    batch_size: int = 500,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Rank perturbations by how far they move ``state`` back towards the control state.
 
@@ -540,6 +546,12 @@ def target_screen(
         Seed of the randomisations.
     n_steps
         Propagation steps.
+    client
+        A ``distributed.Client`` (see :func:`omicstwin.parallel.resolve_client`): batches of
+        perturbations and null twins run as dask tasks, the twin scattered once; ``None`` runs
+        in process. Seeds derive from the task names, so results are identical either way.
+    batch_size
+        Perturbations per task (perturbations never interact, so batching is exact).
 
     Returns
     -------
@@ -554,21 +566,56 @@ def target_screen(
 
     if perturbations is None:
         perturbations = single_gene_perturbations(twin.regulators())
-    summary, per_context, _ = run_perturbations(twin, perturbations, state=state, n_steps=n_steps)
-    rng = np.random.default_rng(seed)
-    null = []
-    for i in range(n_null):
-        pick = rng.choice(
-            len(perturbations), size=min(null_size, len(perturbations)), replace=False
+    from omicstwin.parallel import WorkUnit, batched, derive_seed, run_units
+
+    batches = batched(list(range(len(perturbations))), batch_size)
+    units = [WorkUnit(f"screen-{k}", {"indices": b}, 0) for k, b in enumerate(batches)]
+    units += [
+        WorkUnit(f"null-{i}", {"null_size": null_size}, derive_seed(seed, f"null-{i}"))
+        for i in range(n_null)
+    ]
+    shared = {
+        "twin": twin,
+        "perturbations": list(perturbations),
+        "state": state,
+        "n_steps": n_steps,
+    }
+    results, failures = run_units(_screen_unit, units, shared=shared, client=client)
+    if len(failures):
+        logger.warning(
+            "%d of %d screen tasks failed: %s",
+            len(failures),
+            len(units),
+            failures["message"].iloc[0],
         )
-        chosen = [perturbations[j] for j in sorted(pick)]
-        twin_null = randomised(twin, seed + 1 + i)
-        null.append(run_perturbations(twin_null, chosen, state=state, n_steps=n_steps)[0]["score"])
-    summary["p_value"] = (
-        empirical_p(summary["score"].to_numpy(), np.concatenate(null)) if (n_null) else np.nan
-    )
+    observed = results[results["unit"].str.startswith("screen-")]
+    summary = observed[observed["part"] == "summary"].drop(columns=["unit", "part"])
+    summary = summary[["perturbation_id", "kind", "genes", "dose", "score", "off_target"]]
+    per_context = observed[observed["part"] == "context"][
+        ["perturbation_id", "cell_type", "time", "score", "off_target"]
+    ]
+    null = results.loc[results["unit"].str.startswith("null-"), "score"].to_numpy()
+    summary = summary.reset_index(drop=True)
+    summary["p_value"] = empirical_p(summary["score"].to_numpy(), null) if len(null) else np.nan
     summary["q_value"] = bh_qvalues(summary["p_value"].to_numpy())
     return _ranking(summary, per_context), _per_context_table(summary, per_context)
+
+
+def _screen_unit(
+    payload: dict, *, seed: int, twin: Twin, perturbations: list, state: str, n_steps: int | None
+) -> pd.DataFrame:
+    """One dask task: a batch of the screen, or one null twin scoring a random subset."""
+    if "indices" in payload:
+        chosen = [perturbations[i] for i in payload["indices"]]
+        summary, per_context, _ = run_perturbations(twin, chosen, state=state, n_steps=n_steps)
+        return pd.concat(
+            [summary.assign(part="summary"), per_context.assign(part="context")], ignore_index=True
+        )
+    rng = np.random.default_rng(seed)
+    size = min(payload["null_size"], len(perturbations))
+    chosen = [perturbations[j] for j in sorted(rng.choice(len(perturbations), size, replace=False))]
+    summary, _, _ = run_perturbations(randomised(twin, seed), chosen, state=state, n_steps=n_steps)
+    return pd.DataFrame({"part": "null", "score": summary["score"].to_numpy()})
 
 
 def _ranking(summary: pd.DataFrame, per_context: pd.DataFrame) -> pd.DataFrame:

@@ -202,3 +202,22 @@ def test_randomised_twin_preserves_degrees():
     assert null.nnz <= w.nnz and null.diagonal().sum() == 0
     # out-degrees are kept exactly (up to dropped self-loops)
     assert np.all(np.diff(null.indptr) <= np.diff(w.indptr))
+
+
+def test_screen_identical_in_process_and_on_dask_workers():
+    from distributed import Client, LocalCluster
+
+    from omicstwin.tl.twin import target_screen
+
+    twin = toy_twin()
+    local = target_screen(twin, n_null=4, null_size=2, batch_size=1, seed=3)
+    for workers in (1, 2):
+        with LocalCluster(n_workers=workers, processes=False, dashboard_address=None) as cluster:
+            with Client(cluster) as client:
+                remote = target_screen(
+                    twin, n_null=4, null_size=2, batch_size=1, seed=3, client=client
+                )
+        pd.testing.assert_frame_equal(local[0], remote[0])
+        pd.testing.assert_frame_equal(
+            local[1].reset_index(drop=True), remote[1].reset_index(drop=True)
+        )
