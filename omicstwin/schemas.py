@@ -52,6 +52,36 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "n_targets": "int64",  # prior targets among the DEGs
         "direction": "string",  # activated / inhibited / undetermined
     },
+    "perturbations": {
+        "perturbation_id": "string",
+        "kind": "string",
+        "genes": "string",  # ";"-joined
+        "dose": "float64",
+        "cell_type": "string",
+        "time": "float64",
+        "reversal_score": "float64",  # higher is better (see omicstwin.tl.twin.SCORE_DIRECTIONS)
+        "off_target": "float64",  # lower is better
+        "p_value": "float64",  # study-level empirical p of the perturbation
+        "q_value": "float64",
+    },
+    "rank": {  # rank_disease_genes / rank_targets / rank_drugs
+        "name": "string",
+        "rank": "int64",
+        "score": "float64",  # reversal (targets, drugs) or induction (disease genes)
+        "off_target": "float64",
+        "p_value": "float64",
+        "q_value": "float64",
+        "best_cell_type": "string",
+        "best_time": "float64",
+    },
+    "patients": {
+        "patient_id": "string",
+        "cell_type": "string",  # the target's best context for this patient
+        "time": "float64",
+        "target": "string",
+        "reversal_score": "float64",
+        "rank": "int64",
+    },
 }
 
 

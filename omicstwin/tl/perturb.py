@@ -147,7 +147,8 @@ def drug(
         Drug id (e.g. DrugBank id).
     targets
         ``{gene: action}``; actions in :data:`DOWN_ACTIONS` knock the gene down by ``dose``,
-        actions in :data:`UP_ACTIONS` overexpress it ``fold`` times; other actions are skipped.
+        actions in :data:`UP_ACTIONS` overexpress it ``fold`` times; other or ambiguous actions
+        (see :func:`action_direction`) are skipped.
     dose
         Knockdown dose of inhibited targets, in [0, 1].
     fold
@@ -155,11 +156,11 @@ def drug(
     """
     genes, factors = [], []
     for gene, action in sorted(targets.items()):
-        action = str(action).strip().lower()
-        if action in DOWN_ACTIONS:
+        direction = action_direction(action)
+        if direction == "down":
             genes.append(gene)
             factors.append(1.0 - dose)
-        elif action in UP_ACTIONS:
+        elif direction == "up":
             genes.append(gene)
             factors.append(fold)
     if not genes:
@@ -168,6 +169,22 @@ def drug(
             f"such as inhibitor/antagonist or agonist/activator"
         )
     return Perturbation(f"drug:{name}", "drug", tuple(genes), tuple(factors), dose)
+
+
+def action_direction(action: str) -> str | None:
+    """``"down"``, ``"up"`` or None for an action (``|``-joined lists: one direction or None).
+
+    ``inhibitor|substrate`` is down (a substrate has no direction); ``inducer|inhibitor`` is
+    ambiguous and gives None.
+    """
+    found = set()
+    for part in str(action).lower().split("|"):
+        part = part.strip()
+        if part in DOWN_ACTIONS:
+            found.add("down")
+        elif part in UP_ACTIONS:
+            found.add("up")
+    return found.pop() if len(found) == 1 else None
 
 
 def drugs_from_table(
@@ -243,28 +260,35 @@ def propagate(
     numpy.ndarray
         Shift ``delta`` (P, genes); the perturbed state is ``z0 + delta`` (>= 0).
     """
-    w_t = sparse.csr_matrix(weights).T.tocsr()  # (W^T @ d^T)^T == d @ W without a per-step copy
-    floor = -np.broadcast_to(np.asarray(z0, float), shift.shape)
-    base = shift if extra is None else np.where(mask, shift, extra)
-    delta = base.copy()
+    # work on the transposed shift (genes x perturbations, C order): W^T @ D is then one sparse
+    # product with no layout copy, and clamps are written by fancy indexing, not full passes
+    w_t = sparse.csr_matrix(weights).T.tocsr()
+    rows, cols = np.nonzero(mask)
+    values = shift[rows, cols]
+    z0 = np.asarray(z0, float)
+    floor = -(z0[:, None] if z0.ndim == 1 else z0.T)
+    extra_t = None if extra is None else np.ascontiguousarray(extra.T)
+    delta = np.zeros((shift.shape[1], shift.shape[0])) if extra_t is None else extra_t.copy()
+    delta[cols, rows] = values
     steps = _STEADY_MAX_ITER if n_steps is None else n_steps
     for _ in range(steps):
-        new = (w_t @ delta.T).T
-        if extra is not None:
-            new += extra
-        new = np.where(mask, shift, np.maximum(new, floor))
+        new = w_t @ delta
+        if extra_t is not None:
+            new += extra_t
+        np.maximum(new, floor, out=new)
+        new[cols, rows] = values
         if n_steps is None:
             if np.max(np.abs(new), initial=0.0) > _DIVERGED:
                 break  # growing without bound: no steady state
             if np.max(np.abs(new - delta), initial=0.0) < _STEADY_TOL:
-                return new
+                return new.T
         delta = new
     if n_steps is None:
         raise ParameterError(
             "propagation did not reach a steady state (the network's gain is >= 1); fix: use a "
             "fixed number of steps (n_steps=3, as CellOracle) or shrink the weights"
         )
-    return delta
+    return delta.T
 
 
 def single_gene_perturbations(

@@ -33,6 +33,7 @@ from scipy import sparse
 
 from omicstwin._logging import logger
 from omicstwin.errors import ParameterError
+from omicstwin.schemas import SCHEMAS, conform
 from omicstwin.tl.perturb import DEFAULT_STEPS, Perturbation, clamp_matrix, propagate
 
 SCORE_DIRECTIONS = {
@@ -702,7 +703,7 @@ def disease_gene_screen(
     summary["q_value"] = np.nan
     table = _ranking(summary, per_context)
     table["name"] = genes_from_ids(table["name"])
-    return table[["name", "rank", "score", "off_target", "best_cell_type", "best_time"]]
+    return table[list(SCHEMAS["rank"])]
 
 
 def genes_from_ids(ids: pd.Series) -> pd.Series:
@@ -747,4 +748,139 @@ def patient_screen(
                 }
             )
         )
-    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+    table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["patient_id"])
+    return conform(table.reindex(columns=list(SCHEMAS["patients"])), "patients")
+
+
+# ----------------------------------------------------------------------------- interactive use
+
+
+def what_if(
+    twin: Twin,
+    perturbations: Perturbation | Sequence[Perturbation],
+    *,
+    state: str = "case",
+    min_change: float = 1e-3,
+    n_steps: int | None = DEFAULT_STEPS,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Ask the twin what a perturbation (or drug, or combination) would do.
+
+    Parameters
+    ----------
+    twin
+        A fitted (or loaded, :func:`load_twin`) twin.
+    perturbations
+        One perturbation or a few (:mod:`omicstwin.tl.perturb` builds them).
+    state
+        ``case``, ``control`` or a donor id (that patient's twin).
+    min_change
+        Genes whose z changes by less are left out of the long table.
+    n_steps
+        Propagation steps (None: steady state).
+
+    Returns
+    -------
+    summary, changes
+        ``summary``: perturbation_id, kind, genes, dose, score (reversal), off_target.
+        ``changes``: perturbation_id, cell_type, time, gene, z_before, z_after, delta.
+    """
+    if isinstance(perturbations, Perturbation):
+        perturbations = [perturbations]
+    reference = "control" if state != "control" else "case"
+    summary, _, delta = run_perturbations(
+        twin, perturbations, state=state, reference=reference, n_steps=n_steps, keep_delta=True
+    )
+    z = twin.state(state)
+    p, t, c, g = np.nonzero(np.abs(delta) >= min_change)
+    changes = pd.DataFrame(
+        {
+            "perturbation_id": np.array([q.perturbation_id for q in perturbations])[p],
+            "cell_type": np.array(twin.cell_types)[c],
+            "time": np.array(twin.times, float)[t],
+            "gene": np.array(twin.genes)[g],
+            "z_before": z[t, c, g],
+            "z_after": z[t, c, g] + delta[p, t, c, g],
+            "delta": delta[p, t, c, g],
+        }
+    )
+    return summary, changes.sort_values(
+        ["perturbation_id", "time", "cell_type", "gene"], kind="stable"
+    ).reset_index(drop=True)
+
+
+def save_twin(twin: Twin, path) -> None:
+    """Write a twin to a folder: meta.json, states.npz, networks.npz, intercellular.parquet.
+
+    No pickles, so a saved twin loads with any Python and cannot run code when opened.
+    """
+    import json
+    from pathlib import Path
+
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = sorted(twin.states)
+    np.savez_compressed(
+        folder / "states.npz", **{f"s{i}": twin.states[n] for i, n in enumerate(names)}
+    )
+    arrays = {}
+    for layer, grid in (("intra", twin.intracellular), ("temporal", twin.temporal)):
+        for t, row in enumerate(grid):
+            for c, w in enumerate(row):
+                if w is not None:
+                    w = w.tocsr()
+                    key = f"{layer}_{t}_{c}"
+                    arrays[f"{key}_data"], arrays[f"{key}_indices"] = w.data, w.indices
+                    arrays[f"{key}_indptr"] = w.indptr
+    np.savez_compressed(folder / "networks.npz", **arrays)
+    twin.intercellular.to_parquet(folder / "intercellular.parquet")
+    meta = {
+        "format": 1,
+        "genes": twin.genes,
+        "cell_types": twin.cell_types,
+        "times": [float(t) for t in twin.times],
+        "state_names": names,
+        "donors": twin.donors,
+        "params": twin.params,
+    }
+    (folder / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
+
+
+def load_twin(path) -> Twin:
+    """Read a twin written by :func:`save_twin`."""
+    import json
+    from pathlib import Path
+
+    from omicstwin.errors import DataFileError
+
+    folder = Path(path)
+    if not (folder / "meta.json").is_file():
+        raise DataFileError(
+            f"'{folder}' holds no twin (meta.json missing); fix: pass the folder "
+            "written by save_twin / omicstwin run"
+        )
+    meta = json.loads((folder / "meta.json").read_text())
+    with np.load(folder / "states.npz") as data:
+        states = {n: data[f"s{i}"] for i, n in enumerate(meta["state_names"])}
+    n_g, n_t, n_c = len(meta["genes"]), len(meta["times"]), len(meta["cell_types"])
+    grids = {
+        "intra": [[None] * n_c for _ in range(n_t)],
+        "temporal": [[None] * n_c for _ in range(n_t)],
+    }
+    with np.load(folder / "networks.npz") as data:
+        for key in {k.rsplit("_", 1)[0] for k in data.files}:
+            layer, t, c = key.split("_")
+            grids[layer][int(t)][int(c)] = sparse.csr_matrix(
+                (data[f"{key}_data"], data[f"{key}_indices"], data[f"{key}_indptr"]),
+                shape=(n_g, n_g),
+            )
+    return Twin(
+        genes=meta["genes"],
+        cell_types=meta["cell_types"],
+        times=meta["times"],
+        states=states,
+        donors=meta["donors"],
+        intracellular=grids["intra"],
+        temporal=grids["temporal"],
+        intercellular=pd.read_parquet(folder / "intercellular.parquet"),
+        params=meta["params"],
+    )

@@ -221,3 +221,47 @@ def test_screen_identical_in_process_and_on_dask_workers():
         pd.testing.assert_frame_equal(
             local[1].reset_index(drop=True), remote[1].reset_index(drop=True)
         )
+
+
+def test_what_if_and_save_load_round_trip(tmp_path):
+    from omicstwin.tl.twin import load_twin, save_twin, what_if
+
+    twin = toy_twin()
+    save_twin(twin, tmp_path / "twin")
+    again = load_twin(tmp_path / "twin")
+    first = what_if(twin, [knockout("TF"), combination(knockout("TF"), knockout("Rc"))])
+    second = what_if(again, [knockout("TF"), combination(knockout("TF"), knockout("Rc"))])
+    pd.testing.assert_frame_equal(first[0], second[0])
+    pd.testing.assert_frame_equal(first[1], second[1])
+    changes = first[1]
+    assert set(changes.columns) == {
+        "perturbation_id",
+        "cell_type",
+        "time",
+        "gene",
+        "z_before",
+        "z_after",
+        "delta",
+    }
+    receiver = changes[(changes["perturbation_id"] == "KO:TF") & (changes["cell_type"] == "R")]
+    # systemic: TF is knocked out there too, and the signal reaches the receptor and its target
+    assert set(receiver["gene"]) == {"TF", "Rc", "T"}
+    with pytest.raises(errors.DataFileError, match=r"meta\.json"):
+        load_twin(tmp_path)
+
+
+def test_drug_actions():
+    from omicstwin.tl.perturb import action_direction
+
+    assert action_direction("inhibitor|substrate") == "down"
+    assert action_direction("positive allosteric modulator|potentiator") == "up"
+    assert action_direction("inducer|inhibitor") is None and action_direction("") is None
+
+
+def test_drug_target_table_from_hetionet():
+    from omicstwin.io.resources import drug_target_table
+
+    table = drug_target_table()
+    assert {"drug_id", "drug_name", "gene", "action", "license"} <= set(table.columns)
+    assert table["gene"].notna().all() and len(table) > 10000
+    assert len(drugs_from_table(table)) > 1000
