@@ -320,8 +320,12 @@ class _Accumulator:
         """Add one context: sums over all genes minus the clamped (perturbed) coordinates."""
         rows, cols = np.nonzero(mask)
         clamped = delta[rows, cols]
-        dot = delta @ d - np.bincount(rows, clamped * d[cols], minlength=self.n)
-        dd = float(d @ d) - np.bincount(rows, d[cols] ** 2, minlength=self.n)
+        # einsum, not BLAS: BLAS sums in an order that depends on its thread count, and dask
+        # workers run single-threaded, so results would differ in the last bits by worker
+        dot = np.einsum("ij,j->i", delta, d) - np.bincount(
+            rows, clamped * d[cols], minlength=self.n
+        )
+        dd = float(np.einsum("i,i->", d, d)) - np.bincount(rows, d[cols] ** 2, minlength=self.n)
         xx = np.einsum("ij,ij->i", delta, delta) - np.bincount(rows, clamped**2, minlength=self.n)
         self.dot += dot
         self.dd += dd
@@ -475,24 +479,54 @@ def run_perturbations(
 # ----------------------------------------------------------------------------- screens
 
 
+def shuffle_targets(
+    weights: sparse.spmatrix | np.ndarray, seed: int = 0, *, max_rounds: int = 100
+) -> sparse.csr_matrix:
+    """Permute the targets of a network's edges (the shuffled-network control).
+
+    Each regulator keeps its out-degree and its weights, each target its in-degree; only who
+    regulates whom is lost. A plain permutation can give a regulator the same target twice
+    (a sparse constructor would then *sum* the two weights) or make a self-loop, so such edges
+    swap targets with random other edges until none is left (swaps keep both degree
+    sequences); whatever is still bad after ``max_rounds`` is dropped.
+    """
+    rng = np.random.default_rng(seed)
+    coo = sparse.coo_matrix(weights)
+    rows, data = coo.row, coo.data
+    cols = rng.permutation(coo.col)
+    n_cols = coo.shape[1]
+
+    def bad_edges(cols: np.ndarray) -> np.ndarray:
+        key = rows.astype(np.int64) * n_cols + cols
+        _, first = np.unique(key, return_index=True)
+        duplicate = np.ones(key.size, bool)
+        duplicate[first] = False
+        return np.flatnonzero(duplicate | (rows == cols))
+
+    for _ in range(max_rounds):
+        bad = bad_edges(cols)
+        if bad.size == 0:
+            break
+        partners = rng.integers(0, cols.size, size=bad.size)
+        for i, j in zip(bad, partners, strict=True):
+            cols[i], cols[j] = cols[j], cols[i]
+    keep = np.ones(cols.size, bool)
+    keep[bad_edges(cols)] = False
+    return sparse.csr_matrix((data[keep], (rows[keep], cols[keep])), shape=coo.shape)
+
+
 def randomised(twin: Twin, seed: int) -> Twin:
     """Return a null twin: every network's edges get their targets permuted.
 
     Permuting the target column of an edge list keeps each regulator's out-degree and each
     target's in-degree (a degree-preserving randomisation) and the weights; only who regulates
-    whom is lost. States and intercellular couplings are kept.
+    whom is lost (:func:`shuffle_targets` repairs duplicated edges and self-loops by swaps).
+    States and intercellular couplings are kept.
     """
-    rng = np.random.default_rng(seed)
+    seeds = iter(np.random.default_rng(seed).integers(0, 2**63 - 1, size=10_000))
 
     def shuffle(w):
-        if w is None:
-            return None
-        coo = w.tocoo()
-        cols = rng.permutation(coo.col)
-        out = sparse.csr_matrix((coo.data, (coo.row, cols)), shape=w.shape)
-        out.setdiag(0)  # a permutation may create self-loops; drop them
-        out.eliminate_zeros()
-        return out
+        return None if w is None else shuffle_targets(w, int(next(seeds)))
 
     return Twin(
         genes=twin.genes,
@@ -602,10 +636,42 @@ def target_screen(
     return _ranking(summary, per_context), _per_context_table(summary, per_context)
 
 
+def _aligned(twin: Twin) -> Twin:
+    """Return the twin with its arrays in aligned memory.
+
+    Arrays unpickled in a dask worker can sit at odd addresses, which sends numpy down other
+    (slower, differently rounding) loops; one aligned copy per task keeps results identical to
+    the in-process run.
+    """
+
+    def fix(array):
+        return array if array.flags.aligned else np.require(array, requirements=["A", "C"])
+
+    def fix_sparse(w):
+        if w is None:
+            return None
+        return sparse.csr_matrix((fix(w.data), fix(w.indices), fix(w.indptr)), shape=w.shape)
+
+    if all(a.flags.aligned for a in twin.states.values()):
+        return twin
+    return Twin(
+        genes=twin.genes,
+        cell_types=twin.cell_types,
+        times=twin.times,
+        states={k: fix(v) for k, v in twin.states.items()},
+        donors=twin.donors,
+        intracellular=[[fix_sparse(w) for w in row] for row in twin.intracellular],
+        temporal=[[fix_sparse(w) for w in row] for row in twin.temporal],
+        intercellular=twin.intercellular,
+        params=twin.params,
+    )
+
+
 def _screen_unit(
     payload: dict, *, seed: int, twin: Twin, perturbations: list, state: str, n_steps: int | None
 ) -> pd.DataFrame:
     """One dask task: a batch of the screen, or one null twin scoring a random subset."""
+    twin = _aligned(twin)
     if "indices" in payload:
         chosen = [perturbations[i] for i in payload["indices"]]
         summary, per_context, _ = run_perturbations(twin, chosen, state=state, n_steps=n_steps)

@@ -265,3 +265,14 @@ def test_drug_target_table_from_hetionet():
     assert {"drug_id", "drug_name", "gene", "action", "license"} <= set(table.columns)
     assert table["gene"].notna().all() and len(table) > 10000
     assert len(drugs_from_table(table)) > 1000
+
+
+def test_screen_identical_on_worker_processes():
+    from omicstwin.parallel import resolve_client
+    from omicstwin.tl.twin import target_screen
+
+    twin = toy_twin()
+    local = target_screen(twin, n_null=3, null_size=2, batch_size=1, seed=5)
+    with resolve_client(n_workers=2) as client:  # real processes: pickled, single-threaded BLAS
+        remote = target_screen(twin, n_null=3, null_size=2, batch_size=1, seed=5, client=client)
+    pd.testing.assert_frame_equal(local[0], remote[0], check_exact=True)
