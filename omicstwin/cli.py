@@ -1,4 +1,4 @@
-"""Command-line interface: ``omicstwin validate | simulate | demo | grn | bench``.
+"""Command-line interface: ``omicstwin validate | simulate | demo | run | grn | bench``.
 
 Heavy libraries are imported inside the commands so that start-up stays fast. Every
 :class:`~omicstwin.errors.OmicstwinError` is printed as one line on stderr with a non-zero exit
@@ -279,6 +279,66 @@ def bench_beeline(
         )
         typer.echo("")
         typer.echo(beeline.format_benchmark_table(beeline.summarise_benchmark(results), name))
+
+    _run(debug, work)
+
+
+@app.command()
+def run(
+    config: Annotated[
+        Path | None, typer.Argument(help="Study config (YAML); flags override it.")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Run directory for the result tables.")] = Path(
+        "omicstwin_run"
+    ),
+    data: Annotated[Path | None, typer.Option(help="AnnData/MuData file.")] = None,
+    cell_type_key: Annotated[str | None, typer.Option(help="obs column of cell types.")] = None,
+    time_key: Annotated[str | None, typer.Option(help="obs column of time points.")] = None,
+    condition_key: Annotated[str | None, typer.Option(help="obs column of the arm.")] = None,
+    donor_key: Annotated[str | None, typer.Option(help="obs column of donors.")] = None,
+    case: Annotated[str | None, typer.Option(help="Case label.")] = None,
+    control: Annotated[str | None, typer.Option(help="Control label.")] = None,
+    layer: Annotated[str | None, typer.Option(help="Layer with raw counts.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Address of an existing dask scheduler.")
+    ] = None,
+    profile: Annotated[
+        str | None, typer.Option(help="Cluster profile: local, slurm, pbs or a YAML path.")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Local dask worker processes (0: in process).")
+    ] = None,
+    debug: DebugOption = False,
+) -> None:
+    """Run the twin's stages on a study and write the result tables to a run directory."""
+
+    def work() -> None:
+        from omicstwin.pipeline import load_config, run_pipeline
+
+        overrides = {
+            "data": str(data) if data is not None else None,
+            "cell_type_key": cell_type_key,
+            "time_key": time_key,
+            "condition_key": condition_key,
+            "donor_key": donor_key,
+            "case": case,
+            "control": control,
+            "layer": layer,
+            "seed": seed,
+            "scheduler": scheduler,
+            "profile": profile,
+            "workers": workers,
+        }
+        settings = load_config(config, overrides)
+        result = run_pipeline(settings, out, stage=lambda name: _status(f"stage {name}"))
+        timing = ", ".join(f"{k} {v:.1f} s" for k, v in result["timings_s"].items())
+        typer.echo(f"cohort: {result['cohort']}")
+        typer.echo(f"timings: {timing}; total {sum(result['timings_s'].values()):.1f} s")
+        typer.echo(
+            "top targets (reversal of the disease state): " + ", ".join(result["top_targets"])
+        )
+        typer.echo(f"results in {out}/: {', '.join(result['tables'])}, twin/, run.json")
 
     _run(debug, work)
 

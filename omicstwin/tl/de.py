@@ -732,7 +732,6 @@ def _skip_warning(skipped: pd.DataFrame, what: str) -> None:
         f"(e.g. {shown}); they are listed in uns[key_added]['params']['skipped']"
     )
     warnings.warn(message, InsufficientReplicationWarning, stacklevel=3)
-    logger.warning(message)
 
 
 def _skipped_frame(rows: list[tuple]) -> pd.DataFrame:

@@ -633,7 +633,9 @@ def target_screen(
     summary = summary.reset_index(drop=True)
     summary["p_value"] = empirical_p(summary["score"].to_numpy(), null) if len(null) else np.nan
     summary["q_value"] = bh_qvalues(summary["p_value"].to_numpy())
-    return _ranking(summary, per_context), _per_context_table(summary, per_context)
+    ranking = _ranking(summary, per_context)
+    ranking.attrs["failures"] = len(failures)  # counted in run.json
+    return ranking, _per_context_table(summary, per_context)
 
 
 def _aligned(twin: Twin) -> Twin:

@@ -1,0 +1,1 @@
+"""Results storage: the run directory (parquet + run.json)."""

@@ -1,0 +1,81 @@
+"""The run directory: one parquet file per result table plus ``run.json`` provenance.
+
+Every file is written to a temporary name in the same folder and renamed into place, so a run
+killed at any moment never leaves a partial file under a final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+SCHEMA_VERSION = 1
+KEY_PACKAGES = (
+    "omicstwin",
+    "numpy",
+    "scipy",
+    "pandas",
+    "anndata",
+    "mudata",
+    "scanpy",
+    "statsmodels",
+    "networkx",
+    "dask",
+    "distributed",
+    "pyarrow",
+)
+
+
+def _atomic_path(target: Path):
+    handle, partial = tempfile.mkstemp(
+        dir=target.parent, prefix=f".{target.name}.", suffix=".partial"
+    )
+    os.close(handle)
+    return Path(partial)
+
+
+def write_table(folder: str | Path, name: str, table: pd.DataFrame) -> Path:
+    """Write ``<folder>/<name>.parquet`` atomically (write, then rename)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{name}.parquet"
+    partial = _atomic_path(target)
+    try:
+        table.to_parquet(partial, index=False)
+        os.replace(partial, target)
+    finally:
+        if partial.exists():
+            partial.unlink()
+    return target
+
+
+def write_json(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write JSON atomically (sorted keys, so identical runs give identical files)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = _atomic_path(path)
+    try:
+        partial.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+        os.replace(partial, path)
+    finally:
+        if partial.exists():
+            partial.unlink()
+    return path
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python and the key packages (for ``run.json``)."""
+    out = {"python": platform.python_version()}
+    for name in KEY_PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
