@@ -27,6 +27,7 @@ from scipy import sparse, stats
 
 from omicstwin.errors import MissingKeyError, ParameterError
 from omicstwin.schemas import conform
+from omicstwin.tl.de import benjamini_hochberg
 
 Z_ACTIVATED = 2.0
 
@@ -40,17 +41,8 @@ def _require(frame: pd.DataFrame, columns: list[str], what: str) -> None:
         )
 
 
-def bh_qvalues(p: np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p-values (NaN stays NaN, order preserved)."""
-    p = np.asarray(p, float)
-    q = np.full_like(p, np.nan)
-    ok = np.flatnonzero(~np.isnan(p))
-    if ok.size == 0:
-        return q
-    order = ok[np.argsort(p[ok], kind="stable")]
-    ranked = p[order] * ok.size / np.arange(1, ok.size + 1)
-    q[order] = np.minimum(np.minimum.accumulate(ranked[::-1])[::-1], 1.0)
-    return q
+# one Benjamini-Hochberg implementation for the package (NaN stays NaN), kept in the DE module
+bh_qvalues = benjamini_hochberg
 
 
 # The DEG signature for regulator analysis: nominal p < 0.05 and |log2 FC| >= 0.25 by default.
