@@ -41,6 +41,9 @@ class Stages(BaseModel):
     min_donors: int = Field(2, ge=1)
     grn_method: str = "ridge"
     grn_top_k: int = Field(10, ge=1)
+    network_level: Literal["donors", "cells"] = Field(
+        "donors", description="Twin networks fitted on donor variation or on cells."
+    )
     n_intercellular: int = Field(50, ge=1)
     n_null: int = Field(20, ge=0, description="Null twins of the target screen.")
     null_size: int = Field(100, ge=1)
@@ -222,8 +225,19 @@ def run_pipeline(
         write_table(out, "regulators", ur)
         write_table(out, "rank_regulators", rank_regulators(ur, scheme="li2022"))
     with timed("twin"):
-        twin = fit_twin(data, edges, **keys, n_intercellular=st.n_intercellular)
+        twin = fit_twin(
+            data,
+            edges,
+            **keys,
+            n_intercellular=st.n_intercellular,
+            network_level=st.network_level,
+            regulators=regulators,
+            top_k=st.grn_top_k,
+        )
         save_twin(twin, out / "twin")
+        if st.network_level == "donors" and twin.network is not None:
+            edges = multicellular_network(edges, twin.network)  # publish what the twin uses
+            write_table(out, "edges", edges)
     compute = config.compute
     with (
         timed("screens"),

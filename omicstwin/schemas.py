@@ -33,7 +33,9 @@ SCHEMAS: dict[str, dict[str, str]] = {
     },
     "edges": {
         "layer": "string",  # intracellular / intercellular / temporal
-        "condition": "string",  # case / control label for per-condition GRNs, else "all"
+        # case / control label for per-condition GRNs; "donors" for the twin's networks fitted on
+        # donor variation (time_from/time_to NaN: used at every time point); else "all"
+        "condition": "string",
         "source_cell_type": "string",
         "target_cell_type": "string",
         "time_from": "float64",

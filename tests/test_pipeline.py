@@ -28,6 +28,9 @@ def test_run_writes_every_table(small_cohort_path, tmp_path):
     for name in ("rank_targets", "rank_disease_genes"):
         table = pd.read_parquet(out / f"{name}.parquet")
         assert list(table.columns)[:8] == list(SCHEMAS["rank"]) and table["rank"].iloc[0] == 1
+    edges = pd.read_parquet(out / "edges.parquet")
+    assert {"intracellular", "intercellular", "temporal"} <= set(edges["layer"])
+    assert (edges["condition"] == "donors").any()  # the network the twin propagates through
     run = json.loads((out / "run.json").read_text())
     assert run["seed"] == 1 and run["schema_version"] == 1
     assert set(run["timings_s"]) == {"validate", "de", "networks", "regulators", "twin", "screens"}

@@ -77,6 +77,7 @@ class Twin:
     temporal: list[list[sparse.csr_matrix | None]]
     intercellular: pd.DataFrame
     params: dict = field(default_factory=dict)
+    network: pd.DataFrame | None = None  # the intracellular edges the twin propagates through
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -171,6 +172,9 @@ def fit_twin(
     alpha: float = 1.0,
     n_intercellular: int = 50,
     min_cells: int = 10,
+    network_level: str = "donors",
+    regulators: Sequence[str] | None = None,
+    top_k: int = 10,
 ) -> Twin:
     """Fit a twin: states per cell type x time (arms and donors) and elasticity networks.
 
@@ -188,6 +192,17 @@ def fit_twin(
         Intercellular edges kept per time point (the strongest positive ones).
     min_cells
         Contexts with fewer cells get no intracellular network.
+    network_level
+        ``"donors"`` (default): each cell type's network is inferred and fitted on donor x time
+        states centred within each time point, i.e. on how patients differ, and applied at every
+        time point; ``"cells"``: the per-context intracellular edges of ``edges`` are fitted on
+        that context's cells. Why donors: at ~1 UMI per gene and cell, single-cell
+        co-expression carries little regulatory signal (per-context GRN AUPRC ratio ~1.1 on the
+        simulated cohorts), while patients' differing disease programmes co-vary strongly; on the
+        demo cohort the planted drivers move from ranks 9-19 to 6-10 with the same defaults.
+    regulators, top_k
+        Candidate regulators and edges kept per target for ``network_level="donors"``
+        (default: every gene).
     """
     from omicstwin.pp.normalise import group_summaries, log_normalise
     from omicstwin.tl.networks import _cohort, _keys
@@ -216,10 +231,19 @@ def fit_twin(
     for donor in sorted(donors):
         states[donor] = _state(dkeys, dmean, donor, "donor", c_index, t_index, shape)
 
+    if network_level not in ("donors", "cells"):
+        raise ParameterError(f"network_level must be 'donors' or 'cells', got '{network_level}'")
+    intracellular = [[None] * len(cell_types) for _ in times]
+    network = None
+    if network_level == "donors":
+        network, intracellular = _donor_networks(
+            states, sorted(donors), genes, cell_types, times, regulators, top_k, alpha
+        )
     intra = edges[edges["layer"] == "intracellular"]
     contexts = groups.groupby(["cell_type", "time"]).indices
-    intracellular = [[None] * len(cell_types) for _ in times]
     for (cell_type, time), positions in contexts.items():
+        if network_level == "donors":
+            break
         block = intra[(intra["source_cell_type"] == cell_type) & (intra["time_from"] == time)]
         if len(positions) < min_cells or block.empty:
             continue
@@ -276,8 +300,56 @@ def fit_twin(
             "n_intercellular": n_intercellular,
             "case": case,
             "control": control,
+            "network_level": network_level,
+            "top_k": top_k,
         },
+        network=network if network is not None else intra.reset_index(drop=True),
     )
+
+
+def _donor_networks(states, donors, genes, cell_types, times, regulators, top_k, alpha):
+    """Per cell type: structure and elasticities from donor x time states (time-centred)."""
+    from omicstwin.tl.grn import infer_grn
+    from omicstwin.tl.networks import _top_per_target
+
+    g_index = {g: i for i, g in enumerate(genes)}
+    candidates = None if regulators is None else [g for g in regulators if g in g_index]
+    grid = [[None] * len(cell_types) for _ in times]
+    rows = []
+    if len(donors) < 3:
+        return None, grid
+    for c, cell_type in enumerate(cell_types):
+        x = np.stack([states[d][:, c, :] for d in donors], axis=1)  # times x donors x genes
+        x = (x - x.mean(axis=1, keepdims=True)).reshape(-1, len(genes))  # donor variation only
+        found = _top_per_target(infer_grn(x, genes, method="ridge", regulators=candidates), top_k)
+        w = fit_elasticities(
+            x,
+            found["source"].map(g_index).to_numpy(),
+            found["target"].map(g_index).to_numpy(),
+            len(genes),
+            alpha=alpha,
+        )
+        for t in range(len(times)):
+            grid[t][c] = w
+        coo = w.tocoo()
+        rows.append(
+            pd.DataFrame(
+                {
+                    "layer": "intracellular",
+                    "condition": "donors",
+                    "source_cell_type": cell_type,
+                    "target_cell_type": cell_type,
+                    "time_from": np.nan,  # one network per cell type, used at every time point
+                    "time_to": np.nan,
+                    "source": np.array(genes)[coo.row],
+                    "target": np.array(genes)[coo.col],
+                    "weight": coo.data,
+                    "stability": 1.0,
+                }
+            )
+        )
+    network = conform(pd.concat(rows, ignore_index=True), "edges") if rows else None
+    return network, grid
 
 
 def _first_subunit(name: str, index: dict[str, int]) -> int:
@@ -901,6 +973,8 @@ def save_twin(twin: Twin, path) -> None:
                     arrays[f"{key}_indptr"] = w.indptr
     np.savez_compressed(folder / "networks.npz", **arrays)
     twin.intercellular.to_parquet(folder / "intercellular.parquet")
+    if twin.network is not None:
+        twin.network.to_parquet(folder / "network.parquet")
     meta = {
         "format": 1,
         "genes": twin.genes,
@@ -941,6 +1015,7 @@ def load_twin(path) -> Twin:
                 (data[f"{key}_data"], data[f"{key}_indices"], data[f"{key}_indptr"]),
                 shape=(n_g, n_g),
             )
+    network_path = folder / "network.parquet"
     return Twin(
         genes=meta["genes"],
         cell_types=meta["cell_types"],
@@ -951,4 +1026,5 @@ def load_twin(path) -> Twin:
         temporal=grids["temporal"],
         intercellular=pd.read_parquet(folder / "intercellular.parquet"),
         params=meta["params"],
+        network=pd.read_parquet(network_path) if network_path.is_file() else None,
     )
