@@ -171,7 +171,7 @@ def accuracy(cohort: str | None) -> None:
         intercellular_edges(adata, lr, key_added=None),
         temporal_edges(adata, regulators=regulators, key_added=None),
     )
-    twin = fit_twin(adata, edges)
+    twin = fit_twin(adata, edges, regulators=regulators, top_k=10)
     fitted = time.perf_counter() - started
     started = time.perf_counter()
     ranking, _ = target_screen(twin, n_null=20, seed=0)
