@@ -28,7 +28,12 @@ class Compute(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    workers: int = Field(0, ge=0, description="0: in process; N: a LocalCluster of N processes.")
+    workers: int | None = Field(
+        None,
+        ge=0,
+        description="None: a LocalCluster with one worker per core for large screens, in "
+        "process for small ones; 0: in process; N: a LocalCluster of N processes.",
+    )
     scheduler: str | None = Field(None, description="Address of an existing dask scheduler.")
     profile: str | None = Field(None, description="Cluster profile (pipelines/cluster/NAME).")
 
