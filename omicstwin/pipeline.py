@@ -122,6 +122,21 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> RunConfig
         ) from exc
 
 
+# Screens below this many perturbation x gene x context updates run in process: starting a
+# LocalCluster costs seconds, and on 2 cores its worker processes measured slower than the
+# in-process screen for the demo cohort (~5e7 updates).
+_IN_PROCESS_WORK = 1e9
+
+
+def _default_workers(twin) -> int:
+    """0 (in process) for small screens, else one LocalCluster worker per core."""
+    import os
+
+    n_t, n_c, n_g = twin.shape
+    work = len(twin.regulators()) * n_g * n_t * n_c
+    return 0 if work < _IN_PROCESS_WORK else max(1, os.cpu_count() or 1)
+
+
 def run_pipeline(
     config: RunConfig,
     out: str | Path,
@@ -244,14 +259,16 @@ def run_pipeline(
             edges = multicellular_network(edges, twin.network)  # publish what the twin uses
             write_table(out, "edges", edges)
     compute = config.compute
+    own_cluster = compute.scheduler is None and compute.profile is None
+    workers = compute.workers
+    if workers is None and own_cluster:
+        workers = _default_workers(twin)
     with (
         timed("screens"),
         resolve_client(
             scheduler=compute.scheduler,
             profile=compute.profile,
-            n_workers=compute.workers
-            if compute.scheduler is None and compute.profile is None
-            else None,
+            n_workers=workers if own_cluster else None,
         ) as client,
     ):
         ranking, per_context = target_screen(
