@@ -1,7 +1,8 @@
-"""The demo job: the stages that exist so far, run on the simulated ``demo`` cohort.
+"""The demo job: simulate the ``demo`` cohort, then run the twin pipeline on it.
 
 Stages: simulate -> write -> read and validate at the door -> summarise the design and the
-planted truth. Later stages (DE, networks, perturbations, report) join here as they land.
+planted truth -> ``omicstwin run`` (DE, networks, regulators, twin, screens) -> compare the
+twin's top targets with the planted truth. The report joins when it lands.
 """
 
 from __future__ import annotations
@@ -86,6 +87,15 @@ def run_demo(
         for name in _TRUTH_TABLES:
             pd.DataFrame(truth[name]).to_csv(truth_dir / f"{name}.csv", index=False)
     _lap(timings, "summarise")
+    from omicstwin.pipeline import RunConfig, run_pipeline
+
+    timings["run"] = time.perf_counter()
+    run = run_pipeline(
+        RunConfig(data=str(cohort_path), time_unit=data.uns.get("time_unit"), seed=seed),
+        out / "run",
+        stage=lambda name: status(f"twin pipeline: {name}"),
+    )
+    _lap(timings, "run")
 
     echo(f"cohort: {summary.one_line()}")
     echo("planted disease (simulator truth that later stages must recover):")
@@ -113,13 +123,24 @@ def run_demo(
     reversal = pd.DataFrame(truth["reversal"]).head(10)
     echo("top 10 genes whose inhibition reverses the disease (fraction of disease vector):")
     echo("  " + ", ".join(f"{r.gene} {r.reversal:.2f}" for r in reversal.itertuples()))
+    planted = set()
+    for column in ("drivers", "cascade_ligands", "cascade_receptors", "cascade_tfs"):
+        planted |= set(";".join(pd.DataFrame(truth["endotypes"])[column]).split(";"))
+    top = run["top_targets"]
+    echo(
+        f"the twin's top 10 targets (knockout reversal): {', '.join(top)}; planted genes among "
+        f"them: {sum(g in planted for g in top)} of {len(top)}"
+    )
     total = sum(timings.values())
     echo(
         "timings: "
         + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items())
         + f"; total {total:.1f} s"
     )
-    echo(f"results in {out}/: cohort.h5ad, design.csv, truth/*.csv")
+    echo(
+        f"results in {out}/: cohort.h5ad, design.csv, truth/*.csv, and the twin's run directory "
+        f"{out / 'run'}/ ({', '.join(run['tables'])}, twin/, run.json)"
+    )
     return timings
 
 
