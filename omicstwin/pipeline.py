@@ -142,6 +142,7 @@ def run_pipeline(
     out: str | Path,
     *,
     stage: Callable[[str], contextlib.AbstractContextManager] | None = None,
+    use_cache: bool = True,
 ) -> dict[str, Any]:
     """Run every available stage and write the run directory.
 
@@ -153,6 +154,9 @@ def run_pipeline(
         Run directory (created).
     stage
         Context-manager factory wrapping each stage (the CLI shows progress with it).
+    use_cache
+        Skip stages whose inputs, parameters and code are unchanged since a finished run into
+        the same directory (:mod:`omicstwin.store.cache`); a killed run resumes where it stopped.
 
     Returns
     -------
@@ -210,106 +214,202 @@ def run_pipeline(
 
         return wrapper()
 
-    with timed("validate"):
-        data = read_data(config.data)
-        unit = config.time_unit or getattr(data, "uns", {}).get("time_unit")
-        summary = validate_cohort(data, **keys, time_unit=unit, min_donors=st.min_donors)
-        write_table(out, "design", summary.design)
-    with timed("de"):
-        de = differential_expression(data, **keys, min_donors=st.min_donors, key_added=None)
-        write_table(out, "de", de)
-    with timed("networks"):
-        lr = load_table(config.priors["ligand_receptor"])
-        tfs = set(load_gene_list(config.priors["tfs"]))
-        receptors = set(lr["receptor"].str.split("_").explode())
+    from omicstwin.store.cache import StageCache
+    from omicstwin.tl.twin import load_twin
+
+    cache = StageCache(out, enabled=use_cache)
+    data_sha = sha256_of(config.data)
+    loaded: dict[str, Any] = {}
+
+    def data():  # read only when a stage that needs the cells has to run
+        if "data" not in loaded:
+            loaded["data"] = read_data(config.data)
+        return loaded["data"]
+
+    def cached(name: str, key: str) -> dict | None:
+        record = cache.hit(name, key)
+        if record is not None:
+            timings[name] = 0.0
+            cached_stages.append(name)
+            logger.info("stage %s: unchanged, reused", name)
+        return record
+
+    cached_stages: list[str] = []
+    unit = config.time_unit
+    k_validate = cache.key(
+        "validate", data=data_sha, keys=keys, unit=unit, min_donors=st.min_donors
+    )
+    record = cached("validate", k_validate)
+    if record is None:
+        with timed("validate"):
+            unit = unit or getattr(data(), "uns", {}).get("time_unit")
+            summary = validate_cohort(data(), **keys, time_unit=unit, min_donors=st.min_donors)
+            write_table(out, "design", summary.design)
+            cohort = {"line": summary.one_line(), "skipped": len(summary.skipped_groups)}
+            cache.record("validate", k_validate, [out / "design.parquet"], {"cohort": cohort})
+    else:
+        cohort = record["cohort"]
+
+    k_de = cache.key("de", upstream=k_validate, min_donors=st.min_donors)
+    if cached("de", k_de) is None:
+        with timed("de"):
+            de = differential_expression(data(), **keys, min_donors=st.min_donors, key_added=None)
+            write_table(out, "de", de)
+            cache.record("de", k_de, [out / "de.parquet"])
+
+    lr_name, tf_name = config.priors["ligand_receptor"], config.priors["tfs"]
+    k_net = cache.key(
+        "networks",
+        upstream=k_validate,
+        priors=config.priors,
+        seed=config.seed,
+        method=st.grn_method,
+        top_k=st.grn_top_k,
+    )
+
+    def regulators() -> list[str]:
         from omicstwin.io import rna_modality
 
-        genes = list(rna_modality(data).var_names)
-        regulators = [g for g in genes if g in tfs or g in receptors]
-        edges = multicellular_network(
-            context_grns(
-                data,
+        if "regulators" not in loaded:
+            lr = load_table(lr_name)
+            tfs = set(load_gene_list(tf_name))
+            receptors = set(lr["receptor"].str.split("_").explode())
+            genes = list(rna_modality(data()).var_names)
+            loaded["regulators"] = [g for g in genes if g in tfs or g in receptors]
+        return loaded["regulators"]
+
+    if cached("networks", k_net) is None:
+        with timed("networks"):
+            edges = multicellular_network(
+                context_grns(
+                    data(),
+                    **keys,
+                    method=st.grn_method,
+                    regulators=regulators(),
+                    top_k=st.grn_top_k,
+                    seed=config.seed,
+                    key_added=None,
+                ),
+                intercellular_edges(data(), load_table(lr_name), **keys, key_added=None),
+                temporal_edges(
+                    data(), **keys, regulators=regulators(), seed=config.seed, key_added=None
+                ),
+            )
+            write_table(out, "network_layers", edges)
+            cache.record("networks", k_net, [out / "network_layers.parquet"])
+
+    k_reg = cache.key("regulators", upstream=k_de, prior=config.priors["tf_targets"])
+    if cached("regulators", k_reg) is None:
+        with timed("regulators"):
+            de = pd.read_parquet(out / "de.parquet")
+            ur = upstream_regulators(de, load_table(config.priors["tf_targets"]))
+            write_table(out, "regulators", ur)
+            write_table(out, "rank_regulators", rank_regulators(ur, scheme="li2022"))
+            cache.record(
+                "regulators", k_reg, [out / "regulators.parquet", out / "rank_regulators.parquet"]
+            )
+
+    k_twin = cache.key(
+        "twin",
+        upstream=k_net,
+        n_intercellular=st.n_intercellular,
+        network_level=st.network_level,
+        top_k=st.grn_top_k,
+    )
+    if cached("twin", k_twin) is None:
+        with timed("twin"):
+            layers = pd.read_parquet(out / "network_layers.parquet")
+            twin = fit_twin(
+                data(),
+                layers,
                 **keys,
-                method=st.grn_method,
-                regulators=regulators,
+                n_intercellular=st.n_intercellular,
+                network_level=st.network_level,
+                regulators=regulators(),
                 top_k=st.grn_top_k,
-                seed=config.seed,
-                key_added=None,
-            ),
-            intercellular_edges(data, lr, **keys, key_added=None),
-            temporal_edges(data, **keys, regulators=regulators, seed=config.seed, key_added=None),
-        )
-        write_table(out, "edges", edges)
-    with timed("regulators"):
-        ur = upstream_regulators(de, load_table(config.priors["tf_targets"]))
-        write_table(out, "regulators", ur)
-        write_table(out, "rank_regulators", rank_regulators(ur, scheme="li2022"))
-    with timed("twin"):
-        twin = fit_twin(
-            data,
-            edges,
-            **keys,
-            n_intercellular=st.n_intercellular,
-            network_level=st.network_level,
-            regulators=regulators,
-            top_k=st.grn_top_k,
-        )
-        save_twin(twin, out / "twin")
-        if st.network_level == "donors" and twin.network is not None:
-            edges = multicellular_network(edges, twin.network)  # publish what the twin uses
+            )
+            save_twin(twin, out / "twin")
+            edges = layers
+            if st.network_level == "donors" and twin.network is not None:
+                edges = multicellular_network(layers, twin.network)  # what the twin uses
             write_table(out, "edges", edges)
+            outputs = [out / "edges.parquet", *sorted((out / "twin").iterdir())]
+            cache.record("twin", k_twin, outputs)
+            loaded["twin"] = twin
+
     compute = config.compute
     own_cluster = compute.scheduler is None and compute.profile is None
-    workers = compute.workers
-    if workers is None and own_cluster:
-        workers = _default_workers(twin)
-    with (
-        timed("screens"),
-        resolve_client(
-            scheduler=compute.scheduler,
-            profile=compute.profile,
-            n_workers=workers if own_cluster else None,
-        ) as client,
-    ):
-        ranking, per_context = target_screen(
-            twin,
-            n_null=st.n_null,
-            null_size=st.null_size,
-            seed=config.seed,
-            n_steps=st.n_steps,
-            client=client,
-        )
-        failures["target_screen"] = int(ranking.attrs.get("failures", 0))
-        write_table(out, "perturbations", per_context)
-        write_table(out, "rank_targets", ranking)
-        write_table(out, "rank_disease_genes", disease_gene_screen(twin, n_steps=st.n_steps))
-        if st.screen_drugs:
-            table = drug_target_table()
-            table = table[table["gene"].isin(set(twin.genes))]
-            drugs = drugs_from_table(table, dose=st.drug_dose)
-            if drugs:
-                drug_rank, _ = target_screen(
-                    twin,
-                    drugs,
-                    n_null=st.n_null,
-                    null_size=st.null_size,
-                    seed=config.seed,
-                    n_steps=st.n_steps,
-                    client=client,
-                )
-                names = table.drop_duplicates("drug_id").set_index("drug_id")["drug_name"]
-                ids = drug_rank["name"].str.removeprefix("drug:")
-                drug_rank.insert(1, "drug_name", ids.map(names).fillna(ids).to_numpy())
-                write_table(out, "rank_drugs", drug_rank)
-        write_table(out, "patients", patient_screen(twin, n_steps=st.n_steps))
+    k_screens = cache.key(
+        "screens",
+        upstream=k_twin,
+        seed=config.seed,
+        n_null=st.n_null,
+        null_size=st.null_size,
+        n_steps=st.n_steps,
+        drugs=st.screen_drugs,
+        dose=st.drug_dose,
+    )
+    if cached("screens", k_screens) is None:
+        twin = loaded.get("twin") or load_twin(out / "twin")
+        workers = compute.workers
+        if workers is None and own_cluster:
+            workers = _default_workers(twin)
+        with (
+            timed("screens"),
+            resolve_client(
+                scheduler=compute.scheduler,
+                profile=compute.profile,
+                n_workers=workers if own_cluster else None,
+            ) as client,
+        ):
+            ranking, per_context = target_screen(
+                twin,
+                n_null=st.n_null,
+                null_size=st.null_size,
+                seed=config.seed,
+                n_steps=st.n_steps,
+                client=client,
+            )
+            failures["target_screen"] = int(ranking.attrs.get("failures", 0))
+            names = ["perturbations", "rank_targets", "rank_disease_genes", "patients"]
+            write_table(out, "perturbations", per_context)
+            write_table(out, "rank_targets", ranking)
+            write_table(out, "rank_disease_genes", disease_gene_screen(twin, n_steps=st.n_steps))
+            if st.screen_drugs:
+                table = drug_target_table()
+                table = table[table["gene"].isin(set(twin.genes))]
+                drugs = drugs_from_table(table, dose=st.drug_dose)
+                if drugs:
+                    drug_rank, _ = target_screen(
+                        twin,
+                        drugs,
+                        n_null=st.n_null,
+                        null_size=st.null_size,
+                        seed=config.seed,
+                        n_steps=st.n_steps,
+                        client=client,
+                    )
+                    names_by_id = table.drop_duplicates("drug_id").set_index("drug_id")["drug_name"]
+                    ids = drug_rank["name"].str.removeprefix("drug:")
+                    drug_rank.insert(1, "drug_name", ids.map(names_by_id).fillna(ids).to_numpy())
+                    write_table(out, "rank_drugs", drug_rank)
+                    names.append("rank_drugs")
+            write_table(out, "patients", patient_screen(twin, n_steps=st.n_steps))
+            cache.record(
+                "screens",
+                k_screens,
+                [out / f"{n}.parquet" for n in names],
+                {"failures": failures},
+            )
     run = {
         "schema_version": SCHEMA_VERSION,
         "versions": package_versions(),
         "config": config.model_dump(),
         "seed": config.seed,
-        "inputs": {config.data: sha256_of(config.data)},
-        "cohort": summary.one_line(),
-        "skipped_groups": len(summary.skipped_groups),
+        "inputs": {config.data: data_sha},
+        "cohort": cohort["line"],
+        "skipped_groups": cohort["skipped"],
+        "cached_stages": cached_stages,
         "timings_s": timings,
         "failures": failures,
         "tables": sorted(p.stem for p in out.glob("*.parquet")),

@@ -51,3 +51,63 @@ def test_flags_override_config_and_errors_are_clear(tmp_path):
         load_config(None, {"data": "x", "stages": {"n_nul": 3}})
     result = CliRunner().invoke(app, ["run", "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "error: invalid run config" in result.stderr
+
+
+def _tables(folder):
+    return {p.name: pd.read_parquet(p) for p in sorted(folder.glob("*.parquet"))}
+
+
+def _assert_same(a, b):
+    assert a.keys() == b.keys()
+    for name in a:
+        pd.testing.assert_frame_equal(a[name], b[name], check_exact=True, obj=name)
+
+
+def _config(tmp_path, path, n_null=2):
+    config = tmp_path / f"study{n_null}.yaml"
+    config.write_text(
+        f"data: {path}\nseed: 2\nstages:\n  n_null: {n_null}\n  null_size: 20\n"
+        "  screen_drugs: false\n"
+    )
+    return config
+
+
+def test_unchanged_rerun_reuses_every_stage(small_cohort_path, tmp_path):
+    from omicstwin.pipeline import run_pipeline
+
+    out = tmp_path / "run"
+    first = run_pipeline(load_config(_config(tmp_path, small_cohort_path), {}), out)
+    tables = _tables(out)
+    again = run_pipeline(load_config(_config(tmp_path, small_cohort_path), {}), out)
+    assert first["cached_stages"] == []
+    assert again["cached_stages"] == ["validate", "de", "networks", "regulators", "twin", "screens"]
+    _assert_same(tables, _tables(out))
+    # a changed screen parameter re-runs the screens only
+    changed = run_pipeline(load_config(_config(tmp_path, small_cohort_path, n_null=3), {}), out)
+    assert changed["cached_stages"] == ["validate", "de", "networks", "regulators", "twin"]
+
+
+def test_kill_9_then_resume_gives_identical_tables(small_cohort_path, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from omicstwin.pipeline import run_pipeline
+
+    config = _config(tmp_path, small_cohort_path)
+    reference = tmp_path / "reference"
+    run_pipeline(load_config(config, {}), reference)
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "omicstwin.cli", "run", str(config), "--out", str(out)]
+    for delay in (3.0, 7.0):  # kill -9 in the middle of different stages
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    finished = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert finished.returncode == 0, finished.stderr
+    _assert_same(_tables(reference), _tables(out))
+    assert not list(out.rglob("*.partial"))
