@@ -332,7 +332,10 @@ def run(
         }
         settings = load_config(config, overrides)
         result = run_pipeline(settings, out, stage=lambda name: _status(f"stage {name}"))
-        timing = ", ".join(f"{k} {v:.1f} s" for k, v in result["timings_s"].items())
+        timing = ", ".join(
+            f"{k} reused" if k in result["cached_stages"] else f"{k} {v:.1f} s"
+            for k, v in result["timings_s"].items()
+        )
         typer.echo(f"cohort: {result['cohort']}")
         typer.echo(f"timings: {timing}; total {sum(result['timings_s'].values()):.1f} s")
         typer.echo(
