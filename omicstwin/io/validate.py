@@ -61,6 +61,37 @@ class CohortKeys:
     layer: str | None = None
     time_unit: str | None = None
 
+    @classmethod
+    def from_arguments(cls, arguments: dict[str, Any]) -> CohortKeys:
+        """Build from a wrapper's keyword arguments (``cell_type_key=...``, ``case=...``).
+
+        Wrappers pass ``locals()``; names they do not have keep their defaults.
+        """
+        names = {
+            "cell_type": "cell_type_key",
+            "time": "time_key",
+            "condition": "condition_key",
+            "donor": "donor_key",
+        }
+        given = {name: arguments[arg] for name, arg in names.items() if arg in arguments}
+        for name in ("case", "control", "layer", "time_unit"):
+            if name in arguments:
+                given[name] = arguments[name]
+        return cls(**given)
+
+    def as_arguments(self) -> dict[str, Any]:
+        """Return the keyword arguments of :func:`validate_cohort` and the analysis wrappers."""
+        return {
+            "cell_type_key": self.cell_type,
+            "time_key": self.time,
+            "condition_key": self.condition,
+            "donor_key": self.donor,
+            "case": self.case,
+            "control": self.control,
+            "layer": self.layer,
+            "time_unit": self.time_unit,
+        }
+
 
 @dataclass
 class TimeAxis:

@@ -57,6 +57,7 @@ from scipy import sparse, special, stats
 
 from omicstwin._logging import logger
 from omicstwin.errors import InsufficientReplicationWarning, ParameterError
+from omicstwin.io.validate import CohortKeys
 from omicstwin.schemas import conform
 
 #: Dispersion grid (log-spaced): from nearly Poisson to very overdispersed.
@@ -682,7 +683,7 @@ class _Prepared:
 
 
 def _prepare(data: Any, keys: dict[str, Any], min_donors: int, min_cells: int) -> _Prepared:
-    from omicstwin.io.validate import CohortKeys, cohort_obs, validate_cohort
+    from omicstwin.io.validate import cohort_obs, validate_cohort
     from omicstwin.pp.pseudobulk import pseudobulk, schema_time
 
     # Validate once at the door. Its under-replication warning counts donors before the
@@ -910,16 +911,7 @@ def differential_expression(
             f"min_donors must be >= 2 (a dispersion needs replicates), got {min_donors}; fix: "
             "pass 2 or more (designs without donor replication fall back to a cell-level test)"
         )
-    keys = {
-        "cell_type_key": cell_type_key,
-        "time_key": time_key,
-        "condition_key": condition_key,
-        "donor_key": donor_key,
-        "case": case,
-        "control": control,
-        "layer": layer,
-        "time_unit": time_unit,
-    }
+    keys = CohortKeys.from_arguments(locals()).as_arguments()
     prep = _prepare(data, keys, min_donors, min_cells)
     summary = prep.summary
     chosen = DE_METHODS[method]
@@ -1062,16 +1054,7 @@ def timecourse_de(
             f"min_donors must be >= 2 (a dispersion needs replicates), got {min_donors}; fix: "
             "pass 2 or more"
         )
-    keys = {
-        "cell_type_key": cell_type_key,
-        "time_key": time_key,
-        "condition_key": condition_key,
-        "donor_key": donor_key,
-        "case": case,
-        "control": control,
-        "layer": layer,
-        "time_unit": time_unit,
-    }
+    keys = CohortKeys.from_arguments(locals()).as_arguments()
     prep = _prepare(data, keys, min_donors, min_cells)
     obs = prep.pb.obs
     counts = np.asarray(prep.pb.X, dtype=np.float64)

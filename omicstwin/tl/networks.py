@@ -59,16 +59,7 @@ def _cohort(data, keys: CohortKeys) -> _Cohort:
 
 
 def _keys(**kwargs) -> CohortKeys:
-    return CohortKeys(
-        cell_type=kwargs["cell_type_key"],
-        time=kwargs["time_key"],
-        condition=kwargs["condition_key"],
-        donor=kwargs["donor_key"],
-        case=kwargs["case"],
-        control=kwargs["control"],
-        layer=kwargs.get("layer"),
-        time_unit=kwargs.get("time_unit"),
-    )
+    return CohortKeys.from_arguments(kwargs)
 
 
 # ----------------------------------------------------------------------------- intracellular
