@@ -84,6 +84,34 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "reversal_score": "float64",
         "rank": "int64",
     },
+    "enrichment": {
+        "analysis": "string",  # prerank (GSEA of a context's ranked genes) / ora (top targets)
+        "collection": "string",  # gene set manifest name (msigdb_hallmark, reactome_pathways, ...)
+        "ranking": "string",  # what was tested: de (prerank) / rank_targets / rank_disease_genes
+        "cell_type": "string",  # context of a prerank; "all" for the study-level ORA
+        "time": "float64",  # NaN for the study-level ORA
+        "term": "string",
+        "score": "float64",  # NES (prerank) or log2 odds ratio (ora); higher is more enriched
+        "p_value": "float64",
+        "q_value": "float64",  # BH within analysis x collection x context
+        "set_size": "int64",  # genes of the set in the tested universe
+        "n_overlap": "int64",  # leading-edge genes (prerank) or hits among the top (ora)
+        "genes": "string",  # ";"-joined leading-edge genes or hits
+    },
+    "validation": {
+        "disease_id": "string",  # Disease Ontology id, e.g. DOID:4481
+        "disease_name": "string",
+        "ranking": "string",  # rank_disease_genes / rank_targets / rank_drugs
+        "reference": "string",  # what counts as a hit (known disease genes, indicated drugs, ...)
+        "k": "int64",
+        "n_ranked": "int64",  # size of the ranking (the universe)
+        "n_known": "int64",  # known items in the universe
+        "hits": "int64",  # known items in the top k
+        "precision": "float64",  # hits / k
+        "random_precision": "float64",  # expected precision at k of a random ranking
+        "random_p95": "float64",  # 95th percentile of precision at k over random rankings
+        "p_value": "float64",  # one-sided hypergeometric P(X >= hits)
+    },
 }
 
 
