@@ -567,6 +567,38 @@ def _prior_pairs(prior: pd.DataFrame, genes: list[str]) -> set[tuple[str, str]]:
     return set(zip(prior["source"].astype(str), prior["target"].astype(str), strict=True))
 
 
+def _top_mask(
+    weights: np.ndarray, reg_idx: np.ndarray, genes: Sequence[str], top: int
+) -> np.ndarray:
+    """Regulators x targets mask of each target's ``top`` regulators by |weight| (self excluded).
+
+    Ties are broken by regulator name, as a sort of the edge table by (target, -|weight|,
+    source) would.
+    """
+    if top < 1:
+        raise ParameterError(f"top_per_target must be >= 1, got {top}")
+    n_reg, n_genes = weights.shape
+    k = min(top, n_reg)
+    strength = -np.abs(weights)
+    strength[np.arange(n_reg), reg_idx] = np.inf  # a gene never regulates itself here
+    # partition, not sort: the k-th strength per target splits clear winners from ties
+    kth = np.partition(strength, k - 1, axis=0)[k - 1]
+    mask = strength < kth[None, :]
+    tie = strength == kth[None, :]
+    slots = k - mask.sum(axis=0)
+    crowded = np.flatnonzero(tie.sum(axis=0) > slots)
+    mask |= tie
+    if crowded.size:  # more tied regulators than places: the first names win
+        names = np.asarray(genes, dtype=object)[reg_idx]
+        name_rank = np.empty(n_reg, dtype=np.int64)
+        name_rank[np.argsort(names, kind="stable")] = np.arange(n_reg)
+        for column in crowded:
+            tied = np.flatnonzero(tie[:, column])
+            losers = tied[np.argsort(name_rank[tied], kind="stable")][slots[column] :]
+            mask[losers, column] = False
+    return mask
+
+
 def infer_grn(
     expression: np.ndarray,
     genes: Sequence[str],
@@ -576,6 +608,7 @@ def infer_grn(
     prior: pd.DataFrame | None = None,
     pseudotime: np.ndarray | None = None,
     seed: int = 0,
+    top_per_target: int | None = None,
     **params,
 ) -> pd.DataFrame:
     """Infer a gene regulatory network from single-cell expression.
@@ -601,6 +634,10 @@ def infer_grn(
         it ignore it.
     seed
         Seed of every random choice (bootstrap, tree ensembles): same seed, same table.
+    top_per_target
+        Keep only each target's ``top_per_target`` regulators by ``|weight|`` (ties by
+        regulator name), chosen on the weight matrix before the table is built: the full table
+        of a context with hundreds of regulators has millions of rows.
     **params
         Method parameters (e.g. ``alpha``, ``n_bags``); unknown names are an error.
 
@@ -641,6 +678,8 @@ def infer_grn(
     w = weights.ravel()
     s = np.ones_like(w) if stability is None else stability.ravel()
     keep = src != tgt
+    if top_per_target is not None:
+        keep &= _top_mask(weights, reg_idx, genes, top_per_target).ravel()
     if prior is not None:
         pairs = _prior_pairs(prior, genes)
         names = np.asarray(genes, dtype=object)

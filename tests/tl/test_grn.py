@@ -244,3 +244,31 @@ def test_cli_grn_errors_are_one_line(tmp_path):
         ["grn", "--expression", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "r.csv")],
     )
     assert result.exit_code == 2 and "error:" in result.output
+
+
+
+def test_top_per_target_equals_sorting_the_full_table():
+    from omicstwin.tl.networks import _top_per_target
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(80, 12))
+    genes = [f"G{i:02d}" for i in range(12)][::-1]  # name order differs from column order
+    regulators = genes[:6]
+    full = infer_grn(x, genes, method="ridge", regulators=regulators)
+    for top in (1, 3, 6):
+        pruned = infer_grn(x, genes, method="ridge", regulators=regulators, top_per_target=top)
+        pd.testing.assert_frame_equal(
+            _top_per_target(full, top).reset_index(drop=True),
+            _top_per_target(pruned, top).reset_index(drop=True),
+        )
+
+
+def test_top_mask_breaks_ties_by_regulator_name_and_skips_self():
+    weights = np.array([[0.5, 0.9, 0.5], [0.5, 0.1, 0.5], [0.5, 0.2, 0.7]])  # regulators x genes
+    genes = ["C", "A", "B"]  # regulators are genes 0, 1, 2: names C, A, B
+    mask = grn._top_mask(weights, np.array([0, 1, 2]), genes, 1)
+    # target C (col 0): self excluded, A and B tie at 0.5 -> A; target A: C (0.9);
+    # target B: self excluded (0.7), C and A tie at 0.5 -> A
+    assert mask.tolist() == [[False, True, False], [True, False, True], [False, False, False]]
+    with pytest.raises(ParameterError, match="top_per_target"):
+        grn._top_mask(weights, np.array([0, 1, 2]), genes, 0)
