@@ -21,7 +21,7 @@ $(VENV)/.installed-dev: $(BIN)/python pyproject.toml
 	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(BIN)/omicstwin demo --out demo_output
+	$(BIN)/omicstwin demo --config pipelines/demo.yaml --out demo_output
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q

@@ -7,6 +7,7 @@ code; ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -140,7 +141,7 @@ def validate(
 @app.command()
 def simulate(
     out: Annotated[Path, typer.Option(help="Output .h5ad file.")],
-    preset: Annotated[str, typer.Option(help="small (tests) or demo (~30k cells).")] = "small",
+    preset: Annotated[str, typer.Option(help="small (tests), demo (~30k cells) or sar_like (10 cell types x 7 times).")] = "small",
     seed: Annotated[int, typer.Option(help="Random seed; same seed, identical file.")] = 0,
     n_cells: Annotated[
         int | None, typer.Option(help="Override the preset's number of cells.")
@@ -172,16 +173,23 @@ def simulate(
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="Folder for the demo outputs.")] = Path("demo_output"),
-    seed: Annotated[int, typer.Option(help="Random seed of the simulated cohort.")] = 0,
+    out: Annotated[Path, typer.Option(help="Run directory of the demo.")] = Path("demo_output"),
+    config: Annotated[
+        Path | None, typer.Option(help="Study config (default: pipelines/demo.yaml).")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of the simulation and the analysis.")
+    ] = None,
     debug: DebugOption = False,
 ) -> None:
-    """Run the available stages on the bundled simulated cohort (demo preset)."""
+    """Run pipelines/demo.yaml (the bundled simulated cohort) through every stage."""
 
     def work() -> None:
         from omicstwin.demo import run_demo
 
-        run_demo(out, seed=seed, status=_status, echo=typer.echo)
+        with _StageProgress() as progress:
+            result = run_demo(out, config=config, seed=seed, stage=progress.stage, echo=typer.echo)
+        _echo_run_summary(result, out)
 
     _run(debug, work)
 
@@ -331,19 +339,47 @@ def run(
             "workers": workers,
         }
         settings = load_config(config, overrides)
-        result = run_pipeline(settings, out, stage=lambda name: _status(f"stage {name}"))
-        timing = ", ".join(
-            f"{k} reused" if k in result["cached_stages"] else f"{k} {v:.1f} s"
-            for k, v in result["timings_s"].items()
-        )
+        with _StageProgress() as progress:
+            result = run_pipeline(settings, out, stage=progress.stage)
         typer.echo(f"cohort: {result['cohort']}")
-        typer.echo(f"timings: {timing}; total {sum(result['timings_s'].values()):.1f} s")
-        typer.echo(
-            "top targets (reversal of the disease state): " + ", ".join(result["top_targets"])
-        )
-        typer.echo(f"results in {out}/: {', '.join(result['tables'])}, twin/, run.json")
+        _echo_run_summary(result, out)
 
     _run(debug, work)
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory written by omicstwin run.")],
+    debug: DebugOption = False,
+) -> None:
+    """Write RUN_DIR/report.html: one self-contained HTML report of a finished run."""
+
+    def work() -> None:
+        from omicstwin.report import build_report
+
+        started = time.perf_counter()
+        with _status("writing the report"):
+            path = build_report(run_dir)
+        typer.echo(f"wrote {path} ({time.perf_counter() - started:.1f} s)")
+
+    _run(debug, work)
+
+
+def _echo_run_summary(result: dict[str, Any], out: Path) -> None:
+    """Print the stage timings, the top targets and where the results are."""
+    timings = result["timings_s"]
+    width = max(len(name) for name in timings)
+    typer.echo("stage timings:")
+    for name, seconds in timings.items():
+        note = "reused (unchanged)" if name in result["cached_stages"] else f"{seconds:8.1f} s"
+        typer.echo(f"  {name:<{width}}  {note}")
+    typer.echo(f"  {'total':<{width}}  {sum(timings.values()):8.1f} s")
+    failures = {k: v for k, v in result.get("failures", {}).items() if v}
+    if failures:
+        typer.echo(f"failed work units (rows in the stage tables): {failures}")
+    typer.echo("top targets (reversal of the disease state): " + ", ".join(result["top_targets"]))
+    typer.echo(f"results in {out}/: {', '.join(result['tables'])}, twin/, run.json")
+    typer.echo(f"report: {result['report']}")
 
 
 def _status(message: str):
@@ -354,12 +390,68 @@ def _status(message: str):
     return console.status(message + " ...", spinner="dots")
 
 
+class _StageProgress:
+    """One progress bar per pipeline stage on stderr (rich); plain lines when not a terminal."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.console = Console(stderr=True)
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description:<12}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            disable=not self.console.is_terminal,
+        )
+
+    def __enter__(self) -> _StageProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    @contextlib.contextmanager
+    def stage(self, name: str):
+        """Context of one stage; yields ``advance(done, total)`` for work inside the stage."""
+        task = self.progress.add_task(name, total=None)
+        started = time.perf_counter()
+        if not self.console.is_terminal:
+            self.console.print(f"stage {name} ...", highlight=False)
+
+        def advance(done: int, total: int) -> None:
+            self.progress.update(task, completed=done, total=total)
+
+        yield advance
+        total = self.progress.tasks[-1].total or 1
+        self.progress.update(task, total=total, completed=total)
+        if not self.console.is_terminal:
+            seconds = time.perf_counter() - started
+            self.console.print(f"stage {name} done in {seconds:.1f} s", highlight=False)
+
+
 def _write_h5ad(adata, path: Path) -> None:
     """Write atomically: a crash never leaves a half-written file under the final name."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
     adata.write_h5ad(partial, compression="lzf")
     partial.replace(path)
+
+
+from omicstwin.cli_service import register as _register_service_commands  # noqa: E402
+
+_register_service_commands(app)
 
 
 def main() -> None:

@@ -84,6 +84,23 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "reversal_score": "float64",
         "rank": "int64",
     },
+    "qc": {
+        "condition": "string",
+        "donor": "string",
+        "time": "float64",
+        "cell_type": "string",
+        "n_cells": "int64",
+        "n_cells_kept": "int64",  # cells passing quality control
+        "median_genes": "float64",  # detected genes per cell before filtering
+    },
+    "patient_states": {
+        "patient_id": "string",
+        "arm": "string",  # case / control label
+        "cell_type": "string",
+        "time": "float64",
+        "n_cells": "int64",
+        "disease_score": "float64",  # position on the disease axis: 0 control mean, 1 case mean
+    },
     "enrichment": {
         "analysis": "string",  # prerank (GSEA of a context's ranked genes) / ora (top targets)
         "collection": "string",  # gene set manifest name (msigdb_hallmark, reactome_pathways, ...)

@@ -1,20 +1,28 @@
+"""The demo job on a small cohort: the demo config's stages, the truth summary, the report."""
+
 import pandas as pd
+import yaml
 
-from omicstwin.demo import run_demo
+from omicstwin.demo import demo_config_path, run_demo
 
 
-def test_demo_stages_write_outputs_and_summary(tmp_path):
+def test_demo_runs_its_config_and_compares_with_truth(tmp_path):
+    config = yaml.safe_load(demo_config_path().read_text())
+    assert config["data"]["simulate"] == "demo"  # what make demo runs
+    config["data"]["simulate"] = "small"
+    config["stages"].update(n_null=2, null_size=20, screen_drugs=False)
+    path = tmp_path / "small_demo.yaml"
+    path.write_text(yaml.safe_dump(config))
     lines = []
-    timings = run_demo(tmp_path, preset="small", echo=lines.append)
-    assert set(timings) == {"simulate", "write", "validate", "summarise", "run"}
-    assert (tmp_path / "run" / "rank_targets.parquet").is_file()
-    assert (tmp_path / "cohort.h5ad").is_file()
-    design = pd.read_csv(tmp_path / "design.csv")
-    assert design["n_cells"].sum() == 3000
-    for name in ("endotypes", "drivers", "degs", "reversal"):
-        assert len(pd.read_csv(tmp_path / "truth" / f"{name}.csv")) > 0
+    run = run_demo(tmp_path / "out", config=path, echo=lines.append)
+    out = tmp_path / "out"
+    assert run["timings_s"]["simulate"] > 0 and "validation" in run["timings_s"]
+    assert (out / "cohort.h5ad").is_file() and (out / "report.html").is_file()
+    validation = pd.read_parquet(out / "validation.parquet")
+    assert set(validation["disease_id"]) == {"DOID:4481"}
+    assert set(validation["k"]) == {10, 20, 50}
     text = "\n".join(lines)
     assert text.startswith("cohort: ok: 3000 cells x 150 genes")
     assert "endotype A" in text and "endotype B" in text
-    assert f"results in {tmp_path}/" in text and "the twin's top 10 targets" in text
+    assert "the twin's top 10 targets" in text and "planted genes among them" in text
     assert "placeholder" not in text.lower() and "not implemented" not in text.lower()

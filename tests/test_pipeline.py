@@ -10,6 +10,7 @@ from omicstwin import errors
 from omicstwin.cli import app
 from omicstwin.pipeline import load_config
 from omicstwin.schemas import SCHEMAS
+from tests.conftest import REPO
 
 
 def test_run_writes_every_table(small_cohort_path, tmp_path):
@@ -33,7 +34,22 @@ def test_run_writes_every_table(small_cohort_path, tmp_path):
     assert (edges["condition"] == "donors").any()  # the network the twin propagates through
     run = json.loads((out / "run.json").read_text())
     assert run["seed"] == 1 and run["schema_version"] == 1
-    assert set(run["timings_s"]) == {"validate", "de", "networks", "regulators", "twin", "screens"}
+    assert set(run["timings_s"]) == {
+        "validate",
+        "preprocess",
+        "de",
+        "networks",
+        "regulators",
+        "twin",
+        "screens",
+        "enrichment",
+        "report",
+    }  # no disease in the config: no validation stage
+    for name in ("qc", "patient_states", "enrichment"):
+        table = pd.read_parquet(out / f"{name}.parquet")
+        assert list(table.columns) == list(SCHEMAS[name]), name
+    assert (out / "report.html").is_file() and f"report: {out / 'report.html'}" in result.stdout
+    assert "stage timings:" in result.stdout
     assert len(run["inputs"][str(small_cohort_path)]) == 64  # sha256 of the input
     assert (out / "twin" / "meta.json").is_file()
     assert not list(out.glob(".*partial"))  # atomic writes leave nothing behind
@@ -80,11 +96,12 @@ def test_unchanged_rerun_reuses_every_stage(small_cohort_path, tmp_path):
     tables = _tables(out)
     again = run_pipeline(load_config(_config(tmp_path, small_cohort_path), {}), out)
     assert first["cached_stages"] == []
-    assert again["cached_stages"] == ["validate", "de", "networks", "regulators", "twin", "screens"]
+    upstream = ["validate", "preprocess", "de", "networks", "regulators", "twin"]
+    assert again["cached_stages"] == [*upstream, "screens", "enrichment", "report"]
     _assert_same(tables, _tables(out))
-    # a changed screen parameter re-runs the screens only
+    # a changed screen parameter re-runs the screens and what reads them only
     changed = run_pipeline(load_config(_config(tmp_path, small_cohort_path, n_null=3), {}), out)
-    assert changed["cached_stages"] == ["validate", "de", "networks", "regulators", "twin"]
+    assert changed["cached_stages"] == upstream
 
 
 def test_kill_9_then_resume_gives_identical_tables(small_cohort_path, tmp_path):
@@ -112,3 +129,42 @@ def test_kill_9_then_resume_gives_identical_tables(small_cohort_path, tmp_path):
     assert finished.returncode == 0, finished.stderr
     _assert_same(_tables(reference), _tables(out))
     assert not list(out.rglob("*.partial"))
+
+
+def test_data_from_a_manifest_entry(small_cohort_path, tmp_path, monkeypatch):
+    import shutil
+
+    from omicstwin.io.manifests import sha256_of
+    from omicstwin.pipeline import _data_path
+
+    shutil.copytree(REPO / "data_manifests", tmp_path / "manifests")
+    (tmp_path / "manifests" / "cohorts.yaml").write_text(
+        "schema_version: 1\nfamily: cohorts\ndescription: test cohorts\nresources:\n"
+        "- name: small_cohort\n  title: small\n  version: '1'\n  licence: CC0\n"
+        "  source: omicstwin simulator\n  source_url: https://example.org/\n  format: h5ad\n"
+        f"  root: cohorts\n  files:\n  - path: small.h5ad\n    sha256: {sha256_of(small_cohort_path)}\n"
+    )
+    (tmp_path / "data" / "cohorts").mkdir(parents=True)
+    shutil.copy(small_cohort_path, tmp_path / "data" / "cohorts" / "small.h5ad")
+    monkeypatch.setenv("OMICSTWIN_MANIFEST_DIR", str(tmp_path / "manifests"))
+    monkeypatch.setenv("OMICSTWIN_DATA_PATH", str(tmp_path / "data"))
+    from omicstwin.io import manifests
+
+    manifests._default_resources.cache_clear()  # the shipped manifests were read before
+    try:
+        config = load_config(None, {"data": "manifest:small_cohort"})
+        assert config.data == "manifest:small_cohort"
+        path = _data_path(config, tmp_path, None, None, None)
+        assert path == tmp_path / "data" / "cohorts" / "small.h5ad"
+    finally:
+        manifests._default_resources.cache_clear()
+
+
+def test_shipped_study_configs_validate():
+    from omicstwin.pipeline import SimulatedData
+
+    for name in ("demo", "sar_like"):
+        config = load_config(REPO / "pipelines" / f"{name}.yaml", {})
+        assert isinstance(config.data, SimulatedData) and config.disease == "DOID:4481"
+    with pytest.raises(errors.ParameterError, match="disease"):
+        load_config(None, {"data": "x.h5ad", "disease": "allergic rhinitis"})

@@ -103,6 +103,15 @@ PRESETS: dict[str, SimulationParams] = {
         n_case=10,
         n_control=6,
     ),
+    # Li et al. 2022 (seasonal allergic rhinitis): 10 PBMC cell types x 7 time points
+    "sar_like": SimulationParams(
+        n_genes=2000,
+        n_cells=50000,
+        cell_types=PBMC_CELL_TYPES,
+        time_points=(0, 6, 12, 24, 48, 72, 168),
+        n_case=10,
+        n_control=6,
+    ),
 }
 
 

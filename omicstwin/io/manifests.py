@@ -61,7 +61,7 @@ class Resource(BaseModel):
     licence: str
     source: str = Field(description="Provenance: repository, commit and original path.")
     source_url: str = Field(pattern=r"^https?://", description="Home page of the source.")
-    format: Literal["txt", "csv", "tsv", "gmt", "beeline", "boolode"]
+    format: Literal["txt", "csv", "tsv", "gmt", "beeline", "boolode", "h5ad", "h5mu"]
     root: str = Field(description="Folder of the files below each search-path entry.")
     columns: dict[str, str] = Field(
         default_factory=dict,

@@ -33,7 +33,8 @@ KEY_PACKAGES = (
 )
 
 
-def _atomic_path(target: Path):
+def atomic_path(target: Path) -> Path:
+    """A fresh temporary file beside ``target``: write there, then ``os.replace`` it."""
     handle, partial = tempfile.mkstemp(
         dir=target.parent, prefix=f".{target.name}.", suffix=".partial"
     )
@@ -46,7 +47,7 @@ def write_table(folder: str | Path, name: str, table: pd.DataFrame) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{name}.parquet"
-    partial = _atomic_path(target)
+    partial = atomic_path(target)
     try:
         table.to_parquet(partial, index=False)
         os.replace(partial, target)
@@ -60,7 +61,7 @@ def write_json(path: str | Path, payload: dict[str, Any]) -> Path:
     """Write JSON atomically (sorted keys, so identical runs give identical files)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = _atomic_path(path)
+    partial = atomic_path(path)
     try:
         partial.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
         os.replace(partial, path)

@@ -631,6 +631,7 @@ def target_screen(
     n_steps: int | None = DEFAULT_STEPS,
     client=None,
     batch_size: int = 500,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Rank perturbations by how far they move ``state`` back towards the control state.
 
@@ -659,6 +660,8 @@ def target_screen(
         in process. Seeds derive from the task names, so results are identical either way.
     batch_size
         Perturbations per task (perturbations never interact, so batching is exact).
+    progress
+        Called as ``progress(done, total)`` after each finished task (the CLI's progress bar).
 
     Returns
     -------
@@ -687,7 +690,9 @@ def target_screen(
         "state": state,
         "n_steps": n_steps,
     }
-    results, failures = run_units(_screen_unit, units, shared=shared, client=client)
+    results, failures = run_units(
+        _screen_unit, units, shared=shared, client=client, progress=progress
+    )
     if len(failures):
         logger.warning(
             "%d of %d screen tasks failed: %s",
@@ -893,6 +898,58 @@ def patient_screen(
 
 
 # ----------------------------------------------------------------------------- interactive use
+
+
+def patient_states(twin: Twin, design: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Each donor's position on the disease axis per cell type x time (the twin's state summary).
+
+    ``disease_score = <x - control, d> / <d, d>`` with ``d = case - control`` over the genes of
+    that context: 0 is the control mean, 1 the case mean (the same axis as the reversal score).
+    NaN where the donor was not sampled or the context has no disease signal (``d = 0``).
+
+    Parameters
+    ----------
+    twin
+        A fitted twin (its ``states`` hold one entry per donor).
+    design
+        ``design.parquet`` (condition, donor, time, cell_type, n_cells) for the cell counts;
+        without it ``n_cells`` is 0.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``patient_states.parquet`` rows: patient_id, arm, cell_type, time, n_cells,
+        disease_score.
+    """
+    case, control = twin.state("case"), twin.state("control")
+    d = case - control
+    dd = np.einsum("tcg,tcg->tc", d, d)
+    counts: dict[tuple[str, str, float], int] = {}
+    if design is not None:
+        grouped = design.groupby(["donor", "cell_type", "time"], observed=True)["n_cells"].sum()
+        counts = {(str(k[0]), str(k[1]), float(k[2])): int(v) for k, v in grouped.items()}
+    rows = []
+    for donor in sorted(twin.donors):
+        x = twin.states.get(donor)
+        if x is None:
+            continue
+        with np.errstate(invalid="ignore", divide="ignore"):
+            score = np.einsum("tcg,tcg->tc", x - control, d) / dd
+        score[dd <= 1e-12] = np.nan
+        for ti, time in enumerate(twin.times):
+            for ci, cell_type in enumerate(twin.cell_types):
+                rows.append(
+                    (
+                        donor,
+                        twin.donors[donor],
+                        cell_type,
+                        float(time),
+                        counts.get((donor, cell_type, float(time)), 0),
+                        float(score[ti, ci]),
+                    )
+                )
+    table = pd.DataFrame(rows, columns=list(SCHEMAS["patient_states"]))
+    return conform(table, "patient_states")
 
 
 def what_if(

@@ -276,3 +276,29 @@ def test_screen_identical_on_worker_processes():
     with resolve_client(n_workers=2) as client:  # real processes: pickled, single-threaded BLAS
         remote = target_screen(twin, n_null=3, null_size=2, batch_size=1, seed=5, client=client)
     pd.testing.assert_frame_equal(local[0], remote[0], check_exact=True)
+
+
+def test_patient_states_against_a_per_context_loop():
+    from omicstwin.tl.twin import patient_states
+
+    twin = toy_twin()
+    rng = np.random.default_rng(0)
+    twin.states["P1"] = twin.states["case"] + rng.normal(0, 0.1, twin.states["case"].shape)
+    twin.states["C1"] = twin.states["control"].copy()
+    twin.donors = {"P1": "case", "C1": "control"}
+    design = pd.DataFrame(
+        {"donor": ["P1"], "cell_type": ["S"], "time": [1.0], "n_cells": [7], "condition": "case"}
+    )
+    table = patient_states(twin, design).set_index(["patient_id", "cell_type", "time"])
+    case, control = twin.states["case"], twin.states["control"]
+    for donor in ("P1", "C1"):
+        for ti, time in enumerate(twin.times):
+            for ci, cell_type in enumerate(twin.cell_types):
+                d = case[ti, ci] - control[ti, ci]
+                expected = float(np.dot(twin.states[donor][ti, ci] - control[ti, ci], d) / (d @ d))
+                got = table.loc[(donor, cell_type, time), "disease_score"]
+                assert got == pytest.approx(expected, rel=1e-12)
+    assert table.loc[("C1", "S", 0.0), "disease_score"] == 0.0  # the control mean itself
+    assert table.loc[("P1", "S", 1.0), "n_cells"] == 7
+    assert table.loc[("P1", "R", 1.0), "n_cells"] == 0  # not in the design
+    assert set(table["arm"]) == {"case", "control"}

@@ -1,0 +1,120 @@
+"""Number, time and text formatting shared by the report's tables and figures."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+DASH = "–"  # shown for missing values (NaN, None)
+
+
+def is_missing(value: Any) -> bool:
+    """Return True for None and float NaN (pandas NA included)."""
+    if value is None:
+        return True
+    try:
+        return bool(value != value)  # NaN and pd.NA are not equal to themselves
+    except (TypeError, ValueError):
+        return False
+
+
+def fmt_num(value: Any, digits: int = 3) -> str:
+    """Format a number with ``digits`` significant digits; integers stay whole.
+
+    Large magnitudes are written in full with thousands separators rather than ``1.23e+04``,
+    because readers compare counts and seconds, not their exponents.
+    """
+    if is_missing(value):
+        return DASH
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | np.integer):
+        return f"{int(value):,}"
+    value = float(value)
+    if math.isinf(value):
+        return "∞" if value > 0 else "−∞"
+    if value != 0 and abs(value) >= 10**digits:
+        return f"{value:,.0f}"
+    if value != 0 and abs(value) < 1e-3:
+        return f"{value:.{digits - 1}e}"
+    text = f"{value:.{digits}g}"
+    return text.replace("-", "−")
+
+
+def fmt_p(value: Any) -> str:
+    """Format a p- or q-value in scientific notation with 3 significant digits."""
+    if is_missing(value):
+        return DASH
+    value = float(value)
+    if value == 0:
+        return "0"
+    return f"{value:.2e}"
+
+
+def fmt_seconds(value: Any) -> str:
+    """Format a duration in seconds."""
+    if is_missing(value):
+        return DASH
+    return f"{float(value):,.1f} s"
+
+
+def time_unit_of(run: dict[str, Any]) -> str | None:
+    """Return the time unit: the config's ``time_unit``, else the one the cohort line names.
+
+    The pipeline may read the unit from the data (``uns["time_unit"]``) without writing it back
+    into the config; the cohort one-liner (``"... (0 h .. 48 h) ..."``) still carries it.
+    """
+    unit = run.get("time_unit") or (run.get("config") or {}).get("time_unit")
+    if unit:
+        return str(unit)
+    match = re.search(r"\(\s*-?[\d.]+\s*([A-Za-z]+)\s*\.\.", str(run.get("cohort", "")))
+    return match.group(1) if match else None
+
+
+def fmt_time(value: Any, unit: str | None) -> str:
+    """Format a time point (``6 h``); NaN means "used at every time point"."""
+    if is_missing(value):
+        return "all times"
+    text = f"{float(value):g}"
+    return f"{text} {unit}" if unit else f"t={text}"
+
+
+def fmt_context(cell_type: Any, time: Any, unit: str | None) -> str:
+    """``CD14 Mono @ 6 h``."""
+    if is_missing(cell_type) and is_missing(time):
+        return DASH
+    return f"{DASH if is_missing(cell_type) else cell_type} @ {fmt_time(time, unit)}"
+
+
+def truncate(text: Any, n: int = 40) -> str:
+    """Cut a long string to ``n`` characters with an ellipsis."""
+    if is_missing(text):
+        return DASH
+    text = str(text)
+    return text if len(text) <= n else text[: n - 1].rstrip() + "…"
+
+
+def fmt_genes(genes: Any, n: int = 5) -> str:
+    """``A;B;C;...`` -> ``A, B, C, D, E … (+12)`` (long gene lists truncated)."""
+    if is_missing(genes) or str(genes) == "":
+        return DASH
+    items = [g for g in str(genes).split(";") if g]
+    shown = ", ".join(items[:n])
+    return shown if len(items) <= n else f"{shown} … (+{len(items) - n})"
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 gene`` / ``3 genes``."""
+    return f"{n:,} {word if n == 1 else (many or word + 's')}"
+
+
+def join_words(items: Iterable[str]) -> str:
+    """Join words as ``a, b and c``."""
+    items = list(items)
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]

@@ -1,0 +1,223 @@
+"""Methods prose and provenance, generated from ``run.json`` (the config and what was run).
+
+The text describes what each stage of :mod:`omicstwin.pipeline` does with the parameters this
+run used; it is written from the config alone, so it cannot drift from what was run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omicstwin.report._format import join_words
+
+
+def _get(mapping: dict[str, Any], key: str, default: Any = None) -> Any:
+    value = (mapping or {}).get(key, default)
+    return default if value is None else value
+
+
+def _listed(items: Any, what: str) -> str:
+    """Return ``"; collections: a and b"``, or ``""`` when not configured."""
+    if not items:
+        return ""
+    return f"; {what}: {join_words([str(i) for i in items])}"
+
+
+def _param(value: Any, what: str) -> str:
+    """Return ``"; 1,000 permutations"``, or ``""`` when not configured."""
+    return "" if value is None else f"; {value:,} {what}"
+
+
+def methods_paragraphs(run: dict[str, Any], *, tables: set[str]) -> list[tuple[str, str]]:
+    """``(stage, paragraph)`` pairs describing the run's methods.
+
+    Parameters
+    ----------
+    run
+        ``run.json`` content.
+    tables
+        Names of the tables present in the run directory (stages that did not run are skipped).
+    """
+    config = run.get("config") or {}
+    st = config.get("stages") or {}
+    priors = config.get("priors") or {}
+    compute = config.get("compute") or {}
+    out: list[tuple[str, str]] = []
+    case, control = _get(config, "case", "case"), _get(config, "control", "control")
+    unit = config.get("time_unit")
+    out.append(
+        (
+            "Data and design",
+            f"Raw counts were read from {_get(config, 'data', 'the input file')}"
+            + (f" (layer '{config['layer']}')" if config.get("layer") else "")
+            + f". Cells were grouped by cell type ('{_get(config, 'cell_type_key', '?')}'), "
+            f"time ('{_get(config, 'time_key', '?')}'"
+            + (f", in {unit}" if unit else "")
+            + f"), condition ('{_get(config, 'condition_key', '?')}': case '{case}' versus "
+            f"control '{control}') and donor ('{_get(config, 'donor_key', '?')}'). The cohort "
+            "was validated once at the start; cell type x time contexts with fewer than "
+            f"{_get(st, 'min_donors', 2)} donors per arm were skipped."
+            + (
+                f" Quality control kept cells with at least {st['min_genes']} detected genes and "
+                f"genes detected in at least {st.get('min_cells', '?')} cells."
+                if "min_genes" in st
+                else ""
+            ),
+        )
+    )
+    if "de" in tables:
+        out.append(
+            (
+                "Differential expression",
+                "Donor pseudobulk negative binomial GLM per cell type x time point: cells were "
+                "summed per donor, the model ~ condition with a log library-size offset was fitted "
+                "with Cox-Reid dispersions shrunk towards the mean-dispersion trend (edgeR-style "
+                "empirical Bayes), and genes were tested by a likelihood-ratio test; q-values are "
+                "Benjamini-Hochberg within each context (min_donors="
+                f"{_get(st, 'min_donors', 2)}). Genes with q < 0.05 count as differentially "
+                "expressed (DEGs).",
+            )
+        )
+    if {"edges", "network_layers"} & tables:
+        out.append(
+            (
+                "Multicellular network",
+                f"Intracellular gene regulatory networks per cell type x time point x condition "
+                f"were inferred with the '{_get(st, 'grn_method', '?')}' method, keeping the top "
+                f"{_get(st, 'grn_top_k', '?')} regulators per target; candidate regulators were "
+                f"transcription factors ({priors.get('tfs', '?')}) and receptors "
+                f"({priors.get('ligand_receptor', '?')}). Intercellular ligand (sender) -> "
+                f"receptor (receiver) edges came from {priors.get('ligand_receptor', '?')}, "
+                "scored by the ligand's disease change in the sender times the fraction of "
+                "receiver cells expressing the receptor. Temporal edges link a regulator at one "
+                "time point to a target at the next within a cell type, from donor-level "
+                "pseudobulk trajectories.",
+            )
+        )
+    if "regulators" in tables:
+        out.append(
+            (
+                "Upstream regulators",
+                "For each context, each regulator's prior targets "
+                f"({priors.get('tf_targets', '?')}) were compared with the context's DEGs: a "
+                "one-sided Fisher exact test of the overlap and an activation z-score from the "
+                "sign agreement of the targets' fold changes (Kraemer et al. 2014; activated "
+                "z >= 2, inhibited z <= -2). Regulators were ranked as in Li et al. 2022 by the "
+                "number of cell type x time contexts in which they are predicted (overlap "
+                "q < 0.05), ties broken by the summed -log10 overlap p.",
+            )
+        )
+    if "edges" in tables:
+        out.append(
+            (
+                "Digital twin",
+                "The twin holds the mean log1p(CP10k) state of every cell type x time point for "
+                "each arm and each donor, and elasticity networks: per context, ridge "
+                "regressions of each target on its network regulators, fitted on "
+                + (
+                    "donor-to-donor"
+                    if _get(st, "network_level", "donors") == "donors"
+                    else "cell-to-cell"
+                )
+                + " variation, with the "
+                f"{_get(st, 'n_intercellular', '?')} strongest intercellular edges per time "
+                "point and temporal elasticities from donor states at consecutive time points.",
+            )
+        )
+    if {"perturbations", "rank_targets"} & tables:
+        drugs = (
+            f" Drugs (sets of targets from the drug-target table, at dose "
+            f"{_get(st, 'drug_dose', '?')}) were screened the same way."
+            if st.get("screen_drugs", True) and "rank_drugs" in tables
+            else ""
+        )
+        out.append(
+            (
+                "Perturbation screens",
+                "Every gene with an outgoing network edge was knocked out in silico in the case "
+                "state; the "
+                f"change was propagated {_get(st, 'n_steps', '?')} steps through each context's "
+                "network (as in CellOracle), passed between cell types along the intercellular "
+                "edges and carried forward in time along the temporal edges. The reversal score "
+                "is the fraction of the disease vector (case minus control) undone (1 = fully "
+                "reversed); off-target is the change orthogonal to it. Empirical p-values "
+                f"compare each score with {_get(st, 'n_null', '?')} null twins whose edges have "
+                f"degree-preserving permuted targets ({_get(st, 'null_size', '?')} perturbations "
+                "each, scores pooled), with "
+                "Benjamini-Hochberg q-values. Disease genes were ranked by induction: how far "
+                "moving the gene to its case level in the control state recreates the disease "
+                "vector. Each case donor's own state was screened to rank that patient's "
+                "targets." + drugs,
+            )
+        )
+    if "enrichment" in tables:
+        out.append(
+            (
+                "Enrichment",
+                "Gene set enrichment: preranked GSEA of each context's genes ranked by their "
+                "differential expression (normalised enrichment score, NES"
+                + _listed(st.get("enrichment_prerank"), "collections")
+                + _param(st.get("enrichment_permutations"), "permutations")
+                + ") and over-representation of the top "
+                + str(_get(st, "enrichment_top_k", "")).strip()
+                + " targets and disease genes (log2 odds ratio, hypergeometric p"
+                + _listed(st.get("enrichment_ora"), "collections")
+                + "); q-values are Benjamini-Hochberg within analysis x collection x context.",
+            )
+        )
+    if "validation" in tables:
+        out.append(
+            (
+                "Validation",
+                "Rankings were compared with what is known about the disease"
+                + (f" ({config['disease']})" if config.get("disease") else "")
+                + ": precision at k"
+                + (
+                    f" (k = {', '.join(str(k) for k in st['validation_ks'])})"
+                    if st.get("validation_ks")
+                    else ""
+                )
+                + ", the known items among the top k, next to the precision expected of a "
+                "random ranking and its 95th percentile"
+                + _param(st.get("validation_random"), "random rankings")
+                + ", with a one-sided hypergeometric p-value.",
+            )
+        )
+    workers = compute.get("workers")
+    where = (
+        f"the dask scheduler at {compute['scheduler']}"
+        if compute.get("scheduler")
+        else f"cluster profile '{compute['profile']}'"
+        if compute.get("profile")
+        else "in process"
+        if workers == 0
+        else f"a local dask cluster of {workers} workers"
+        if workers
+        else "in process or on a local dask cluster, chosen by screen size"
+    )
+    versions = run.get("versions") or {}
+    shown = [
+        f"{k} {versions[k]}" for k in ("omicstwin", "python", "numpy", "scanpy") if k in versions
+    ]
+    out.append(
+        (
+            "Computation",
+            f"Random seed {run.get('seed', config.get('seed', '?'))}; screens ran {where}"
+            + (f"; software: {join_words(shown)}" if shown else "")
+            + ". Results are identical for any worker count given the seed.",
+        )
+    )
+    return out
+
+
+def flatten_config(config: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """Flatten a config: ``{"a": {"b": 1}}`` -> ``[("a.b", "1")]`` (for the methods table)."""
+    rows: list[tuple[str, str]] = []
+    for key in sorted(config):
+        value = config[key]
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            rows += flatten_config(value, prefix=f"{name}.")
+        else:
+            rows.append((name, "–" if value is None else str(value)))
+    return rows

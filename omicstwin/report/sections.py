@@ -1,0 +1,941 @@
+"""The report's sections: each one a title, a one-sentence explanation and its blocks.
+
+Blocks are figures, tables, notes and prose; the template only lays them out. Every table is
+optional here: a missing or empty table turns its section into a note saying so.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from omicstwin.report import figures as figs
+from omicstwin.report._format import (
+    DASH,
+    fmt_context,
+    fmt_genes,
+    fmt_num,
+    fmt_p,
+    fmt_seconds,
+    fmt_time,
+    is_missing,
+    plural,
+    time_unit_of,
+    truncate,
+)
+from omicstwin.report.methods import flatten_config, methods_paragraphs
+
+# ---------------------------------------------------------------------------------------------
+# blocks
+
+
+@dataclass
+class FigureBlock:
+    """An embedded figure and its caption."""
+
+    figure: figs.EmbeddedFigure
+    caption: str = ""
+    kind: str = "figure"
+
+
+@dataclass
+class TableBlock:
+    """A formatted table: every cell is already a string."""
+
+    columns: list[str]
+    rows: list[list[str]]
+    numeric: list[bool]
+    caption: str = ""
+    collapsed: bool = False  # shown inside a <details> element (long reference tables)
+    kind: str = "table"
+
+
+@dataclass
+class HeadingBlock:
+    """A sub-heading inside a section."""
+
+    text: str
+    kind: str = "heading"
+
+
+@dataclass
+class NoteBlock:
+    """A short note, e.g. why a section is empty."""
+
+    text: str
+    kind: str = "note"
+
+
+@dataclass
+class ProseBlock:
+    """Paragraphs, each with an optional bold lead-in."""
+
+    paragraphs: list[tuple[str, str]]
+    kind: str = "prose"
+
+
+@dataclass
+class Section:
+    """A numbered report section."""
+
+    id: str
+    title: str
+    lead: str  # one plain-language sentence: what the reader sees
+    blocks: list[Any] = field(default_factory=list)
+
+
+def table_block(
+    frame: pd.DataFrame,
+    formatters: dict[str, tuple[str, Callable[[Any], str]]],
+    *,
+    caption: str = "",
+    collapsed: bool = False,
+) -> TableBlock:
+    """Format ``frame`` with ``{column: (header, formatter)}`` (in that order)."""
+    numeric_formatters = {fmt_num, fmt_p, fmt_seconds}
+    columns = [header for header, _ in formatters.values()]
+    numeric = [f in numeric_formatters for _, f in formatters.values()]
+    rows = [
+        [formatter(record.get(column)) for column, (_, formatter) in formatters.items()]
+        for record in frame.to_dict("records")
+    ]
+    return TableBlock(columns, rows, numeric, caption=caption, collapsed=collapsed)
+
+
+def _text(value: Any) -> str:
+    return DASH if is_missing(value) else str(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# the run directory
+
+
+class RunData:
+    """Read-only access to a run directory's tables (each read once, when first needed)."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir
+        self.run: dict[str, Any] = json.loads((run_dir / "run.json").read_text())
+        self._tables: dict[str, pd.DataFrame | None] = {}
+        self.unit = time_unit_of(self.run)
+
+    def table(self, name: str) -> pd.DataFrame | None:
+        """Return the table ``name``, or None when the file is absent."""
+        if name not in self._tables:
+            path = self.path / f"{name}.parquet"
+            self._tables[name] = pd.read_parquet(path) if path.is_file() else None
+        return self._tables[name]
+
+    def present(self) -> set[str]:
+        """Names of the tables in the run directory."""
+        return {p.stem for p in self.path.glob("*.parquet")}
+
+    def axes(self) -> tuple[list[float], list[str]]:
+        """Time points and cell types of the study (from the design, else the results)."""
+        times: set[float] = set()
+        cell_types: set[str] = set()
+        # the first table that exists defines the axes, so every heatmap shares them
+        for name in ("design", "de", "regulators", "perturbations", "patient_states"):
+            frame = self.table(name)
+            if frame is not None and not frame.empty:
+                times |= {float(t) for t in frame["time"].dropna().unique()}
+                cell_types |= {str(c) for c in frame["cell_type"].dropna().unique()}
+                break
+        return sorted(times), sorted(cell_types)
+
+
+def _missing(name: str, what: str) -> NoteBlock:
+    return NoteBlock(f"No {what}: the run directory has no {name}.parquet (the stage did not run).")
+
+
+def _empty(what: str) -> NoteBlock:
+    return NoteBlock(f"No {what}: the table is empty.")
+
+
+# ---------------------------------------------------------------------------------------------
+# sections
+
+
+def design_section(data: RunData) -> Section:
+    """2. Cells per donor x time x cell type."""
+    section = Section(
+        "design",
+        "Study design",
+        "How many cells each donor contributed to each cell type at each time point; empty "
+        "(grey) cells mean no cells were measured there.",
+    )
+    design = data.table("design")
+    if design is None:
+        section.blocks.append(_missing("design", "design table"))
+        return section
+    if design.empty:
+        section.blocks.append(_empty("design table"))
+        return section
+    times, cell_types = data.axes()
+    fig = figs.design_figure(design, times=times, cell_types=cell_types, unit=data.unit)
+    section.blocks.append(
+        FigureBlock(
+            figs.embed(fig, "Heatmap of cells per donor, time point and cell type"),
+            "Rows: donors, grouped by arm; columns: cell types, grouped by time point; "
+            "numbers: cells.",
+        )
+    )
+    arms = design.groupby("condition")["donor"].nunique()
+    totals = design.groupby("condition")["n_cells"].sum()
+    section.blocks.append(
+        table_block(
+            pd.DataFrame(
+                {"arm": arms.index.astype(str), "donors": arms.to_numpy(), "cells": totals}
+            ),
+            {
+                "arm": ("Arm", _text),
+                "donors": ("Donors", fmt_num),
+                "cells": ("Cells", fmt_num),
+            },
+        )
+    )
+    return section
+
+
+def de_section(data: RunData) -> Section:
+    """3. Number of DEGs per cell type x time."""
+    section = Section(
+        "de",
+        "Differential expression",
+        "How many genes differ between patients and controls (q < 0.05) in each cell type at "
+        "each time point, with how many go up (↑) and down (↓) in patients.",
+    )
+    de = data.table("de")
+    if de is None:
+        section.blocks.append(_missing("de", "differential expression results"))
+        return section
+    if de.empty:
+        section.blocks.append(_empty("differential expression results"))
+        return section
+    times, cell_types = data.axes()
+    times = sorted({float(t) for t in de["time"].dropna()} | set(times))
+    cell_types = sorted({str(c) for c in de["cell_type"].dropna()} | set(cell_types))
+    fig = figs.de_counts_figure(de, times=times, cell_types=cell_types, unit=data.unit)
+    section.blocks.append(
+        FigureBlock(
+            figs.embed(fig, "Heatmap of differentially expressed gene counts"),
+            "Colour and top number: genes with q < 0.05; second line: up / down in patients. "
+            "Grey: no results for that context in de.parquet (not tested).",
+        )
+    )
+    top = (
+        de[de["q_value"] < 0.05].sort_values(["q_value", "p_value", "gene"], kind="stable").head(15)
+    )
+    if not top.empty:
+        section.blocks.append(
+            table_block(
+                top,
+                {
+                    "gene": ("Gene", _text),
+                    "cell_type": ("Cell type", _text),
+                    "time": ("Time", lambda t: fmt_time(t, data.unit)),
+                    "log_fc": ("log2 fold change", fmt_num),
+                    "mean_case": ("Mean (case, CPM)", fmt_num),
+                    "mean_control": ("Mean (control, CPM)", fmt_num),
+                    "p_value": ("p", fmt_p),
+                    "q_value": ("q", fmt_p),
+                },
+                caption="The 15 most significant differentially expressed genes.",
+            )
+        )
+    return section
+
+
+def network_section(data: RunData) -> Section:
+    """4. The multicellular network per time point."""
+    section = Section(
+        "network",
+        "Multicellular network",
+        "At each time point, which cell types signal to which (arrows from the ligand's cell "
+        "type to the receptor's), how dense each cell type's own gene network is, and how genes "
+        "influence each other from one time point to the next.",
+    )
+    edges = data.table("edges")
+    if edges is None:
+        section.blocks.append(_missing("edges", "network"))
+        return section
+    if edges.empty:
+        section.blocks.append(_empty("network"))
+        return section
+    unit = data.unit
+    times, cell_types = data.axes()
+    cell_types = sorted(
+        set(cell_types)
+        | {str(c) for c in edges["source_cell_type"].dropna()}
+        | {str(c) for c in edges["target_cell_type"].dropna()}
+    )
+    inter = edges[edges["layer"] == "intercellular"]
+    inter_times = {float(t) for t in inter["time_from"].dropna()}
+    times = sorted(set(times) | inter_times)
+    fig = figs.network_figure(edges, times=times, cell_types=cell_types, unit=unit)
+    if fig is not None:
+        section.blocks.append(
+            FigureBlock(
+                figs.embed(fig, "Multicellular network per time point"),
+                "Nodes: cell types (area: intracellular edges at that time point); arrows: the "
+                "strongest ligand→receptor edges, sender → receiver. Edges without a time apply "
+                "at every time point and appear in every panel.",
+            )
+        )
+    if not inter.empty:
+        top = inter.assign(strength=inter["weight"].abs()).sort_values(
+            ["strength", "source_cell_type", "target_cell_type", "source", "target"],
+            ascending=[False, True, True, True, True],
+            kind="stable",
+        )
+        section.blocks.append(
+            table_block(
+                top.head(15),
+                {
+                    "time_from": ("Time", lambda t: fmt_time(t, unit)),
+                    "source_cell_type": ("Sender", _text),
+                    "source": ("Ligand", _text),
+                    "target_cell_type": ("Receiver", _text),
+                    "target": ("Receptor", _text),
+                    "weight": ("Weight", fmt_num),
+                    "stability": ("Stability", fmt_num),
+                },
+                caption="The 15 strongest intercellular edges (|weight|); stability is the "
+                "fraction of bootstrap fits that keep the edge.",
+            )
+        )
+    section.blocks += _intracellular_summary(edges, unit)
+    section.blocks += _temporal_summary(edges, unit)
+    return section
+
+
+def _intracellular_summary(edges: pd.DataFrame, unit: str | None) -> list[Any]:
+    intra = edges[edges["layer"] == "intracellular"]
+    if intra.empty:
+        return [NoteBlock("No intracellular (gene regulatory) edges in this run.")]
+    timed = intra[intra["time_from"].notna()]
+    untimed = intra[intra["time_from"].isna()]
+    conditions = sorted(
+        {str(c) for c in timed["condition"].dropna()}, key=lambda c: (c != "case", c)
+    )
+    counts = timed.groupby(["target_cell_type", "time_from", "condition"], observed=True).size()
+    cell_types = sorted({str(c) for c in intra["target_cell_type"].dropna()})
+    times = sorted({float(t) for t in timed["time_from"]})
+    frame = pd.DataFrame({"cell_type": cell_types})
+    formatters: dict[str, tuple[str, Callable[[Any], str]]] = {"cell_type": ("Cell type", _text)}
+    # one column per time point, "case / control" counts in one cell keeps the table narrow
+    for t in times:
+        key = f"t{t:g}"
+        frame[key] = [
+            " / ".join(f"{int(counts.get((c, t, cond), 0)):,}" for cond in conditions)
+            for c in cell_types
+        ]
+        formatters[key] = (fmt_time(t, unit), _text)
+    for cond in sorted({str(c) for c in untimed["condition"].dropna()}):
+        per_type = untimed[untimed["condition"] == cond].groupby("target_cell_type").size()
+        key = f"all_{cond}"
+        frame[key] = [int(per_type.get(c, 0)) for c in cell_types]
+        formatters[key] = (f"all times ({cond})", fmt_num)
+    # hubs: the regulators with most targets over all of the cell type's networks
+    hubs = (
+        intra.groupby(["target_cell_type", "source"], observed=True)
+        .size()
+        .rename("n")
+        .reset_index()
+        .sort_values(["target_cell_type", "n", "source"], ascending=[True, False, True])
+        .groupby("target_cell_type", observed=True)
+        .head(3)
+    )
+    hub_text = {
+        str(c): ", ".join(f"{s} ({n:,})" for s, n in zip(g["source"], g["n"], strict=True))
+        for c, g in hubs.groupby("target_cell_type", observed=True)
+    }
+    frame["hubs"] = frame["cell_type"].map(hub_text)
+    formatters["hubs"] = ("Top regulators (edges)", _text)
+    per_time = " / ".join(conditions)
+    return [
+        table_block(
+            frame,
+            formatters,
+            caption=f"Intracellular edges (regulator → target gene within a cell type) per cell "
+            f"type and time point ({per_time} networks); 'all times': networks without a time "
+            "('donors': the twin's network, fitted on donor variation and used at every time "
+            "point); last column: regulators with the most edges.",
+        )
+    ]
+
+
+def _temporal_summary(edges: pd.DataFrame, unit: str | None) -> list[Any]:
+    temporal = edges[edges["layer"] == "temporal"]
+    if temporal.empty:
+        return [NoteBlock("No temporal (time-lagged) edges in this run.")]
+    temporal = temporal.assign(
+        step=[
+            f"{fmt_time(a, unit)} → {fmt_time(b, unit)}"
+            for a, b in zip(temporal["time_from"], temporal["time_to"], strict=True)
+        ],
+        order=temporal["time_from"].fillna(math.inf),
+        strength=temporal["weight"].abs(),
+    )
+    steps = temporal.sort_values("order", kind="stable")["step"].drop_duplicates().tolist()
+    counts = (
+        temporal.groupby(["target_cell_type", "step"], observed=True)
+        .size()
+        .unstack(fill_value=0)
+        .reindex(columns=steps, fill_value=0)
+    )
+    strongest = temporal.sort_values(
+        ["target_cell_type", "strength", "source", "target"],
+        ascending=[True, False, True, True],
+        kind="stable",
+    ).drop_duplicates("target_cell_type")
+    strongest_text = {
+        str(r.target_cell_type): f"{r.source} → {r.target} ({r.step}, {fmt_num(r.weight)})"
+        for r in strongest.itertuples(index=False)
+    }
+    frame = counts.reset_index().rename(columns={"target_cell_type": "cell_type"})
+    frame["strongest"] = frame["cell_type"].astype(str).map(strongest_text)
+    formatters: dict[str, tuple[str, Callable[[Any], str]]] = {"cell_type": ("Cell type", _text)}
+    for step in steps:
+        formatters[step] = (step, fmt_num)
+    formatters["strongest"] = ("Strongest edge (weight)", _text)
+    return [
+        table_block(
+            frame,
+            formatters,
+            caption="Temporal edges (a regulator at one time point → a target at the next, "
+            "within a cell type) per cell type and step, and the strongest one.",
+        )
+    ]
+
+
+def regulator_section(data: RunData) -> Section:
+    """5. Regulator ranking heatmap (Li et al. 2022)."""
+    section = Section(
+        "regulators",
+        "Upstream regulators",
+        "Which regulators explain the gene changes in each cell type and time point: red means "
+        "the regulator's known targets change as if it were activated in patients, blue as if "
+        "inhibited; dots mark where it is significantly predicted.",
+    )
+    regulators = data.table("regulators")
+    if regulators is None:
+        section.blocks.append(_missing("regulators", "upstream regulator results"))
+        return section
+    if regulators.empty:
+        section.blocks.append(_empty("upstream regulator results"))
+        return section
+    ranking = data.table("rank_regulators")
+    times, cell_types = data.axes()
+    result = figs.regulator_figure(
+        regulators, ranking, times=times, cell_types=cell_types, unit=data.unit
+    )
+    if result is not None:
+        fig, n_ranked = result
+        note = (
+            f"Numbered rows: the {plural(n_ranked, 'ranked regulator')} (Li et al. 2022: number "
+            "of cell type x time contexts where predicted)"
+            + (
+                "; rows in parentheses: further regulators with the smallest overlap p-values, "
+                "predicted nowhere, shown for context."
+                if n_ranked < 25
+                else "."
+            )
+        )
+        section.blocks.append(
+            FigureBlock(figs.embed(fig, "Heatmap of upstream regulator z-scores"), note)
+        )
+    if ranking is not None and not ranking.empty:
+        section.blocks.append(
+            table_block(
+                ranking.sort_values("rank", kind="stable").head(20),
+                {
+                    "rank": ("Rank", fmt_num),
+                    "regulator": ("Regulator", _text),
+                    "n_contexts": ("Contexts", fmt_num),
+                    "n_cell_types": ("Cell types", fmt_num),
+                    "n_targets_total": ("Target DEGs", fmt_num),
+                    "evidence": ("Σ −log10 p", fmt_num),
+                    "best_cell_type": ("Best cell type", _text),
+                    "best_time": ("Best time", lambda t: fmt_time(t, data.unit)),
+                },
+                caption="Ranked regulators (top 20).",
+            )
+        )
+    else:
+        section.blocks.append(
+            NoteBlock("No regulator is predicted (overlap q < 0.05) in any context.")
+        )
+    return section
+
+
+def _rank_formatters(
+    kind: str, unit: str | None, extra: Sequence[str]
+) -> dict[str, tuple[str, Callable[[Any], str]]]:
+    score = {"disease_genes": "Induction", "targets": "Reversal", "drugs": "Reversal"}[kind]
+    formatters: dict[str, tuple[str, Callable[[Any], str]]] = {"rank": ("Rank", fmt_num)}
+    if kind == "drugs":
+        formatters["drug_name"] = ("Drug", lambda x: truncate(x, 30))
+        formatters["name"] = ("ID", lambda x: _text(x).removeprefix("drug:"))
+        formatters["genes"] = ("Targets", lambda g: fmt_genes(g, 4))
+        formatters["dose"] = ("Dose", fmt_num)
+    elif kind == "targets":
+        formatters["name"] = ("Perturbation", lambda x: truncate(x, 30))
+        formatters["kind"] = ("Kind", _text)
+        formatters["genes"] = ("Genes", lambda g: fmt_genes(g, 4))
+        formatters["dose"] = ("Dose", fmt_num)
+    else:
+        formatters["name"] = ("Gene", lambda x: truncate(x, 30))
+    formatters["score"] = (f"{score} score", fmt_num)
+    formatters["off_target"] = ("Off-target", fmt_num)
+    for column in extra:
+        formatters[column] = (column.replace("_", " ").capitalize(), fmt_num)
+    formatters["p_value"] = ("p", fmt_p)
+    formatters["q_value"] = ("q", fmt_p)
+    formatters["best_context"] = ("Best context", _text)
+    return formatters
+
+
+def rankings_section(data: RunData) -> Section:
+    """6. Top disease genes, targets and drugs."""
+    section = Section(
+        "rankings",
+        "Disease genes, targets and drugs",
+        "The genes whose change most recreates the disease in the twin (disease genes), and the "
+        "knockouts and drugs that most reverse it (targets, drugs), best first.",
+    )
+    known = set().union(*[set(s) for s in _rank_known_columns()])
+    specs = [
+        ("rank_targets", "targets", "Targets", "in-silico knockouts ranked by reversal"),
+        ("rank_disease_genes", "disease_genes", "Disease genes", "genes ranked by induction"),
+        ("rank_drugs", "drugs", "Drugs", "drugs (sets of targets) ranked by reversal"),
+    ]
+    for name, kind, title, what in specs:
+        section.blocks.append(HeadingBlock(title))
+        frame = data.table(name)
+        if frame is None:
+            section.blocks.append(_missing(name, what))
+            continue
+        if frame.empty:
+            section.blocks.append(_empty(what))
+            continue
+        frame = frame.sort_values("rank", kind="stable")
+        if kind == "targets":
+            fig = figs.rank_bars(
+                frame, xlabel="reversal score (fraction of the disease vector undone)"
+            )
+            if fig is not None:
+                section.blocks.append(
+                    FigureBlock(
+                        figs.embed(fig, "Bar chart of the top targets' reversal scores"),
+                        "Top 20 targets: reversal score (1 = the disease signature fully "
+                        "undone in the twin); dark bars: q < 0.05.",
+                    )
+                )
+        extra = [
+            c for c in frame.columns if c not in known and pd.api.types.is_numeric_dtype(frame[c])
+        ]
+        top = frame.head(20).assign(
+            best_context=[
+                fmt_context(c, t, data.unit)
+                for c, t in zip(
+                    frame.head(20)["best_cell_type"], frame.head(20)["best_time"], strict=True
+                )
+            ]
+        )
+        section.blocks.append(
+            table_block(
+                top,
+                _rank_formatters(kind, data.unit, extra),
+                caption=f"Top 20 of {len(frame):,} ({what}); off-target: change orthogonal to "
+                "the disease axis (lower is cleaner)"
+                + (
+                    "; this ranking has no empirical p-values (–)."
+                    if frame["p_value"].isna().all()
+                    else "."
+                ),
+            )
+        )
+    return section
+
+
+def _rank_known_columns() -> list[Sequence[str]]:
+    """Columns the ranking tables format explicitly (other numeric columns are appended)."""
+    from omicstwin.schemas import SCHEMAS
+
+    return [list(SCHEMAS["rank"]), ["kind", "genes", "dose", "drug_name"]]
+
+
+def perturbation_section(data: RunData) -> Section:
+    """7. Perturbation effects per context."""
+    section = Section(
+        "perturbations",
+        "Perturbation effects by context",
+        "In which cell types and at which time points each top perturbation acts: green "
+        "cells are contexts whose disease change it reverses, pink ones where it makes the "
+        "change worse.",
+    )
+    perturbations = data.table("perturbations")
+    if perturbations is None:
+        section.blocks.append(_missing("perturbations", "perturbation results"))
+        return section
+    if perturbations.empty:
+        section.blocks.append(_empty("perturbation results"))
+        return section
+    times, cell_types = data.axes()
+    fig = figs.perturbation_figure(
+        perturbations,
+        data.table("rank_targets"),
+        times=times,
+        cell_types=cell_types,
+        unit=data.unit,
+    )
+    if fig is not None:
+        section.blocks.append(
+            FigureBlock(
+                figs.embed(fig, "Heatmap of perturbation reversal scores per context"),
+                "Rows: the top 20 perturbations in ranking order (study-level q in "
+                "parentheses); columns: cell types grouped by time point; grey: not simulated "
+                "there.",
+            )
+        )
+    return section
+
+
+def patients_section(data: RunData) -> Section:
+    """8. Per-patient targets and disease scores."""
+    section = Section(
+        "patients",
+        "Per-patient targets",
+        "Each patient's own best targets, from screening that patient's twin, so targets "
+        "shared by all patients stand out from personal ones.",
+    )
+    patients = data.table("patients")
+    if patients is None:
+        section.blocks.append(_missing("patients", "per-patient screen"))
+    elif patients.empty:
+        section.blocks.append(_empty("per-patient screen"))
+    else:
+        fig = figs.patient_rank_figure(patients)
+        if fig is not None:
+            section.blocks.append(
+                FigureBlock(
+                    figs.embed(fig, "Heatmap of per-patient target ranks"),
+                    "Columns: every target in some patient's top 5; numbers: its rank in each "
+                    "patient's screen (1 = best).",
+                )
+            )
+        top = patients[patients["rank"] <= 5].sort_values(["patient_id", "rank"], kind="stable")
+        wide = (
+            top.assign(
+                label=[
+                    f"{t} ({fmt_context(c, s, data.unit)}; {fmt_num(r)})"
+                    for t, c, s, r in zip(
+                        top["target"],
+                        top["cell_type"],
+                        top["time"],
+                        top["reversal_score"],
+                        strict=True,
+                    )
+                ]
+            )
+            .pivot(index="patient_id", columns="rank", values="label")
+            .reset_index()
+        )
+        formatters: dict[str, tuple[str, Callable[[Any], str]]] = {"patient_id": ("Patient", _text)}
+        for rank in sorted(c for c in wide.columns if c != "patient_id"):
+            formatters[rank] = (f"#{rank}", _text)
+        section.blocks.append(
+            table_block(
+                wide,
+                formatters,
+                caption="Each patient's top 5 targets with the best context and reversal score.",
+            )
+        )
+    states = data.table("patient_states")
+    if states is None:
+        section.blocks.append(
+            NoteBlock("No patient_states.parquet: per-patient disease scores were not computed.")
+        )
+    elif states.empty:
+        section.blocks.append(_empty("per-patient disease scores"))
+    else:
+        times, cell_types = data.axes()
+        fig = figs.patient_state_figure(states, times=times, cell_types=cell_types, unit=data.unit)
+        if fig is not None:
+            section.blocks.append(
+                FigureBlock(
+                    figs.embed(fig, "Heatmap of per-patient disease scores"),
+                    "Disease score of each donor (rows, grouped by arm) per cell type and "
+                    "time point: where the donor lies on the axis from the control mean (0) "
+                    "to the case mean (1).",
+                )
+            )
+    return section
+
+
+def enrichment_section(data: RunData) -> Section:
+    """9. Gene set enrichment dot plots."""
+    section = Section(
+        "enrichment",
+        "Pathway enrichment",
+        "Which known pathways and gene sets are over-represented among the changed genes of "
+        "each context and among the top-ranked targets and disease genes.",
+    )
+    enrichment = data.table("enrichment")
+    if enrichment is None:
+        section.blocks.append(
+            NoteBlock("The enrichment stage did not run (no enrichment.parquet in the run).")
+        )
+        return section
+    if enrichment.empty:
+        section.blocks.append(NoteBlock("The enrichment stage ran and found nothing to report."))
+        return section
+    titles = {
+        "prerank": "Preranked GSEA of each context's differential expression",
+        "ora": "Over-representation among the top-ranked genes",
+    }
+    analyses = sorted(
+        enrichment["analysis"].dropna().astype(str).unique(), key=lambda a: (a != "prerank", a)
+    )
+    for analysis in analyses:
+        fig = figs.enrichment_figure(enrichment, analysis=analysis, unit=data.unit)
+        if fig is not None:
+            section.blocks.append(
+                FigureBlock(
+                    figs.embed(fig, f"Dot plot of {analysis} enrichment"),
+                    f"{titles.get(analysis, analysis)}: top terms per "
+                    + ("context" if analysis == "prerank" else "ranking")
+                    + "; dot size: overlapping genes; colour: score; ring: q < 0.05.",
+                )
+            )
+    top = enrichment.sort_values(["q_value", "p_value", "term"], kind="stable").head(15)
+    unit = data.unit
+    top = top.assign(
+        context=[
+            r if a != "prerank" else fmt_context(c, t, unit)
+            for a, r, c, t in zip(
+                top["analysis"], top["ranking"], top["cell_type"], top["time"], strict=True
+            )
+        ]
+    )
+    section.blocks.append(
+        table_block(
+            top,
+            {
+                "analysis": ("Analysis", _text),
+                "collection": ("Collection", _text),
+                "context": ("Context / ranking", _text),
+                "term": ("Term", lambda t: truncate(t, 60)),
+                "score": ("Score", fmt_num),
+                "n_overlap": ("Overlap", fmt_num),
+                "set_size": ("Set size", fmt_num),
+                "q_value": ("q", fmt_p),
+                "genes": ("Genes", lambda g: fmt_genes(g, 5)),
+            },
+            caption="The 15 most significant terms overall.",
+        )
+    )
+    return section
+
+
+def validation_section(data: RunData) -> Section:
+    """10. Validation against known disease biology."""
+    section = Section(
+        "validation",
+        "Validation against known biology",
+        "How many known disease genes or approved drugs appear among the top k of each ranking, "
+        "compared with what a random ranking would find.",
+    )
+    validation = data.table("validation")
+    if validation is None:
+        disease = (data.run.get("config") or {}).get("disease")
+        section.blocks.append(
+            NoteBlock(
+                f"No validation: the config names {disease}, but the run directory has no "
+                "validation.parquet (the stage did not run)."
+                if disease
+                else "No validation: no disease named in the config (no validation.parquet)."
+            )
+        )
+        return section
+    if validation.empty:
+        section.blocks.append(_empty("validation results"))
+        return section
+    frame = validation.sort_values(["disease_id", "ranking", "k"], kind="stable")
+    frame = frame.assign(
+        disease=[
+            f"{n} ({i})" for n, i in zip(frame["disease_name"], frame["disease_id"], strict=True)
+        ],
+        hits_k=[f"{h} / {k}" for h, k in zip(frame["hits"], frame["k"], strict=True)],
+        known=[f"{a:,} / {b:,}" for a, b in zip(frame["n_known"], frame["n_ranked"], strict=True)],
+        beats=frame["precision"] > frame["random_p95"],
+    )
+    formatters: dict[str, tuple[str, Callable[[Any], str]]] = {
+        "disease": ("Disease", _text),
+        "ranking": ("Ranking", _text),
+        "reference": ("Reference", lambda x: truncate(x, 40)),
+        "hits_k": ("Hits / k", _text),
+        "known": ("Known / ranked", _text),
+        "precision": ("Precision@k", fmt_num),
+        "random_precision": ("Random", fmt_num),
+        "random_p95": ("Random 95th pct", fmt_num),
+        "beats": ("Beats 95th pct", lambda b: "yes" if b else "no"),
+        "p_value": ("p (hypergeom.)", fmt_p),
+    }
+    diseases = frame["disease"].unique()
+    if len(diseases) == 1:  # one disease: name it once, above the table
+        del formatters["disease"]
+    section.blocks.append(
+        table_block(
+            frame,
+            formatters,
+            caption=(f"{diseases[0]}: " if len(diseases) == 1 else "")
+            + "precision at k beside the expected precision of a random ranking and its 95th "
+            "percentile.",
+        )
+    )
+    return section
+
+
+def methods_section(data: RunData) -> Section:
+    """11. Methods prose generated from the config."""
+    section = Section(
+        "methods",
+        "Methods",
+        "What was done, with the parameters this run used, written from the run's configuration.",
+    )
+    present = data.present()
+    section.blocks.append(ProseBlock(methods_paragraphs(data.run, tables=present)))
+    config = data.run.get("config") or {}
+    if config:
+        frame = pd.DataFrame(flatten_config(config), columns=["key", "value"])
+        section.blocks.append(
+            table_block(
+                frame,
+                {"key": ("Setting", _text), "value": ("Value", lambda v: truncate(v, 90))},
+                caption="Full run configuration.",
+                collapsed=True,
+            )
+        )
+    return section
+
+
+def provenance_section(data: RunData) -> Section:
+    """12. Versions, inputs, timings, cache and failures."""
+    run = data.run
+    section = Section(
+        "provenance",
+        "Provenance",
+        "Everything needed to reproduce this run: software versions, input checksums, how long "
+        "each stage took, which stages were reused from cache and what failed.",
+    )
+    facts = [
+        ("Schema version", _text(run.get("schema_version"))),
+        ("Seed", _text(run.get("seed"))),
+        ("Skipped contexts", _text(run.get("skipped_groups"))),
+        ("Cached stages", ", ".join(run.get("cached_stages") or []) or "none"),
+    ]
+    failures = run.get("failures") or {}
+    facts.append(
+        (
+            "Failures",
+            ", ".join(f"{k}: {v}" for k, v in sorted(failures.items())) if failures else "none",
+        )
+    )
+    section.blocks.append(
+        table_block(
+            pd.DataFrame(facts, columns=["what", "value"]),
+            {"what": ("", _text), "value": ("", _text)},
+        )
+    )
+    timings = run.get("timings_s") or {}
+    if timings:
+        cached = set(run.get("cached_stages") or [])
+        order = [
+            "validate",
+            "preprocess",
+            "de",
+            "networks",
+            "regulators",
+            "twin",
+            "screens",
+            "enrichment",
+            "validation",
+            "report",
+        ]
+        stages = sorted(timings, key=lambda k: (order.index(k) if k in order else len(order), k))
+        frame = pd.DataFrame(
+            [(k, timings[k], "reused" if k in cached else "ran") for k in stages]
+            + [("total", sum(timings.values()), "")],
+            columns=["stage", "seconds", "status"],
+        )
+        section.blocks.append(
+            table_block(
+                frame,
+                {
+                    "stage": ("Stage", _text),
+                    "status": ("Status", _text),
+                    "seconds": ("Time", fmt_seconds),
+                },
+                caption="Wall time per stage.",
+            )
+        )
+    inputs = run.get("inputs") or {}
+    if inputs:
+        section.blocks.append(
+            table_block(
+                pd.DataFrame(sorted(inputs.items()), columns=["path", "sha256"]),
+                {"path": ("Input", _text), "sha256": ("SHA-256", _text)},
+            )
+        )
+    versions = run.get("versions") or {}
+    if versions:
+        section.blocks.append(
+            table_block(
+                pd.DataFrame(sorted(versions.items()), columns=["package", "version"]),
+                {"package": ("Package", _text), "version": ("Version", _text)},
+                caption="Software versions.",
+            )
+        )
+    section.blocks.append(_tables_block(data.path))
+    return section
+
+
+def _tables_block(folder: Path) -> TableBlock:
+    """Row counts of the run directory's tables, from the parquet metadata (no data read)."""
+    import pyarrow.parquet as pq
+
+    rows = []
+    for path in sorted(folder.glob("*.parquet")):
+        try:
+            meta = pq.read_metadata(path)
+            rows.append((path.name, meta.num_rows, meta.num_columns))
+        except (OSError, ValueError):  # an unreadable file is listed, not fatal
+            rows.append((path.name, math.nan, math.nan))
+    return table_block(
+        pd.DataFrame(rows, columns=["file", "rows", "columns"]),
+        {"file": ("Table", _text), "rows": ("Rows", fmt_num), "columns": ("Columns", fmt_num)},
+        caption="Tables in the run directory.",
+    )
+
+
+SECTIONS: tuple[Callable[[RunData], Section], ...] = (
+    design_section,
+    de_section,
+    network_section,
+    regulator_section,
+    rankings_section,
+    perturbation_section,
+    patients_section,
+    enrichment_section,
+    validation_section,
+    methods_section,
+    provenance_section,
+)
