@@ -141,7 +141,10 @@ def validate(
 @app.command()
 def simulate(
     out: Annotated[Path, typer.Option(help="Output .h5ad file.")],
-    preset: Annotated[str, typer.Option(help="small (tests), demo (~30k cells) or sar_like (10 cell types x 7 times).")] = "small",
+    preset: Annotated[
+        str,
+        typer.Option(help="small (tests), demo (30k cells) or sar_like (10 cell types x 7 times)"),
+    ] = "small",
     seed: Annotated[int, typer.Option(help="Random seed; same seed, identical file.")] = 0,
     n_cells: Annotated[
         int | None, typer.Option(help="Override the preset's number of cells.")

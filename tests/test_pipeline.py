@@ -142,7 +142,8 @@ def test_data_from_a_manifest_entry(small_cohort_path, tmp_path, monkeypatch):
         "schema_version: 1\nfamily: cohorts\ndescription: test cohorts\nresources:\n"
         "- name: small_cohort\n  title: small\n  version: '1'\n  licence: CC0\n"
         "  source: omicstwin simulator\n  source_url: https://example.org/\n  format: h5ad\n"
-        f"  root: cohorts\n  files:\n  - path: small.h5ad\n    sha256: {sha256_of(small_cohort_path)}\n"
+        "  root: cohorts\n  files:\n  - path: small.h5ad\n"
+        f"    sha256: {sha256_of(small_cohort_path)}\n"
     )
     (tmp_path / "data" / "cohorts").mkdir(parents=True)
     shutil.copy(small_cohort_path, tmp_path / "data" / "cohorts" / "small.h5ad")

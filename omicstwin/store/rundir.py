@@ -34,7 +34,7 @@ KEY_PACKAGES = (
 
 
 def atomic_path(target: Path) -> Path:
-    """A fresh temporary file beside ``target``: write there, then ``os.replace`` it."""
+    """Return a fresh temporary file beside ``target`` (write there, then ``os.replace``)."""
     handle, partial = tempfile.mkstemp(
         dir=target.parent, prefix=f".{target.name}.", suffix=".partial"
     )

@@ -577,7 +577,7 @@ def _top_mask(
     """
     if top < 1:
         raise ParameterError(f"top_per_target must be >= 1, got {top}")
-    n_reg, n_genes = weights.shape
+    n_reg = weights.shape[0]
     k = min(top, n_reg)
     strength = -np.abs(weights)
     strength[np.arange(n_reg), reg_idx] = np.inf  # a gene never regulates itself here

@@ -246,7 +246,6 @@ def test_cli_grn_errors_are_one_line(tmp_path):
     assert result.exit_code == 2 and "error:" in result.output
 
 
-
 def test_top_per_target_equals_sorting_the_full_table():
     from omicstwin.tl.networks import _top_per_target
 
