@@ -1,0 +1,322 @@
+"""Response models of the service (pydantic), with the examples shown in the OpenAPI document."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+T = TypeVar("T")
+
+
+def _example(example: dict[str, Any]) -> ConfigDict:
+    return ConfigDict(json_schema_extra={"examples": [example]})
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document (``application/problem+json``)."""
+
+    model_config = _example(
+        {
+            "type": "about:blank",
+            "title": "Not Found",
+            "status": 404,
+            "detail": "no study 'sar_2022'; see GET /api/v1/studies",
+        }
+    )
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    errors: list[dict[str, Any]] | None = Field(
+        None, description="Validation errors (422 only): location, message, type."
+    )
+
+
+class Page(BaseModel, Generic[T]):
+    """A page of a list: the rows and the total number of rows matching the query."""
+
+    data: list[T]
+    count: int = Field(description="Rows matching the filters, before limit/offset.")
+
+
+class Health(BaseModel):
+    """Liveness and the database schema revision."""
+
+    model_config = _example({"status": "ok", "schema_revision": "0001"})
+    status: str
+    schema_revision: str
+
+
+class StudySummary(BaseModel):
+    """One published study in the list of studies."""
+
+    model_config = _example(
+        {
+            "study_id": "sar_2022",
+            "published_at": "2026-01-31T12:00:00Z",
+            "cohort": "ok: 3000 cells x 150 genes; 6 cell types; 5 time points",
+            "cell_types": ["B", "CD14 Mono"],
+            "time_points": [0.0, 6.0],
+            "n_patients": 7,
+            "n_targets": 68,
+        }
+    )
+    study_id: str
+    published_at: datetime
+    cohort: str | None
+    cell_types: list[str]
+    time_points: list[float]
+    n_patients: int
+    n_targets: int
+
+
+class StudyDetail(StudySummary):
+    """A study with its provenance (run.json) and table sizes."""
+
+    content_hash: str = Field(description="SHA-256 of run.json and the published tables.")
+    seed: int | None
+    case_label: str | None
+    control_label: str | None
+    counts: dict[str, int]
+    versions: dict[str, Any]
+    config: dict[str, Any]
+    timings_s: dict[str, Any]
+    failures: dict[str, Any]
+
+
+class TargetRow(BaseModel):
+    """A target: study-level (``level`` study, best context) or in one cell type x time."""
+
+    model_config = _example(
+        {
+            "name": "KO:ETS1",
+            "level": "study",
+            "rank": 1,
+            "score": 0.1087,
+            "off_target": 0.3413,
+            "p_value": 0.0007,
+            "q_value": 0.0024,
+            "cell_type": "B",
+            "time": 48.0,
+            "kind": "knockout",
+            "genes": "ETS1",
+            "dose": 1.0,
+        }
+    )
+    name: str
+    level: str = Field(description="study (rank_targets) or context (cell type x time).")
+    rank: int
+    score: float | None = Field(description="Reversal of the disease state; higher is better.")
+    off_target: float | None = Field(description="Off-target change; lower is better.")
+    p_value: float | None
+    q_value: float | None
+    cell_type: str | None
+    time: float | None
+    kind: str | None
+    genes: str | None
+    dose: float | None
+
+
+class DiseaseGeneRow(BaseModel):
+    """A ranked disease gene (perturbation that induces the disease state)."""
+
+    model_config = _example(
+        {
+            "name": "PPARD",
+            "rank": 1,
+            "score": 0.0406,
+            "off_target": 0.1116,
+            "p_value": None,
+            "q_value": None,
+            "cell_type": "CD14 Mono",
+            "time": 48.0,
+        }
+    )
+    name: str
+    rank: int
+    score: float | None
+    off_target: float | None
+    p_value: float | None
+    q_value: float | None
+    cell_type: str | None
+    time: float | None
+
+
+class DrugRow(DiseaseGeneRow):
+    """A ranked drug (its targets perturbed together)."""
+
+    model_config = _example(
+        {
+            "name": "drug:DB00421",
+            "drug_name": "Spironolactone",
+            "rank": 1,
+            "score": 0.0366,
+            "off_target": 0.1567,
+            "p_value": 0.0005,
+            "q_value": 0.0203,
+            "cell_type": "CD14 Mono",
+            "time": 12.0,
+            "genes": "NR3C1",
+            "dose": 0.8,
+        }
+    )
+    drug_name: str | None
+    genes: str | None
+    dose: float | None
+
+
+class GeneScore(BaseModel):
+    """A score of one gene in one study: study-level target, context target or disease gene."""
+
+    model_config = _example(
+        {
+            "study_id": "sar_2022",
+            "source": "context_target",
+            "name": "KO:ETS1",
+            "rank": 3,
+            "score": 0.1087,
+            "q_value": 0.0024,
+            "cell_type": "B",
+            "time": 48.0,
+        }
+    )
+    study_id: str
+    source: str = Field(description="study_target, context_target or disease_gene.")
+    name: str
+    rank: int
+    score: float | None
+    q_value: float | None
+    cell_type: str | None
+    time: float | None
+
+
+class TimeState(BaseModel):
+    """Cells and disease score of a patient at one time point."""
+
+    time: float
+    n_cells: int
+    disease_score: float | None
+
+
+class ContextState(BaseModel):
+    """Cells and disease score of a patient in one cell type x time."""
+
+    cell_type: str
+    time: float
+    n_cells: int
+    disease_score: float | None
+
+
+class StateSummary(BaseModel):
+    """A patient's sampled state (disease scores when the run wrote patient_states)."""
+
+    n_cells: int
+    cell_types: list[str]
+    time_points: list[float]
+    mean_disease_score: float | None = None
+    per_time: list[TimeState]
+    contexts: list[ContextState]
+
+
+class PatientRecord(BaseModel):
+    """A patient twin record (pseudonymous)."""
+
+    model_config = _example(
+        {
+            "patient_id": "P01",
+            "study_id": "sar_2022",
+            "arm": "case",
+            "time_points": [0.0, 6.0, 12.0],
+            "has_external_ref": True,
+            "n_targets": 68,
+            "state_summary": {
+                "n_cells": 430,
+                "cell_types": ["B"],
+                "time_points": [0.0],
+                "mean_disease_score": 0.42,
+                "per_time": [{"time": 0.0, "n_cells": 430, "disease_score": 0.42}],
+                "contexts": [
+                    {"cell_type": "B", "time": 0.0, "n_cells": 430, "disease_score": 0.42}
+                ],
+            },
+            "targets_href": "/api/v1/patients/P01/targets",
+        }
+    )
+    patient_id: str
+    study_id: str
+    arm: str = Field(description="case or control (controls have no personalised ranking).")
+    time_points: list[float]
+    has_external_ref: bool = Field(
+        description="Whether an external record reference is linked (stored only as a hash)."
+    )
+    n_targets: int
+    state_summary: StateSummary
+    targets_href: str
+
+
+class Evidence(BaseModel):
+    """The study-level evidence behind a personalised target."""
+
+    study_id: str
+    name: str | None = Field(description="The study-level target (rank_targets name).")
+    rank: int | None
+    score: float | None
+    q_value: float | None
+    context_rank: int | None = Field(description="Rank in the patient's best cell type x time.")
+    context_q_value: float | None
+    href: str
+
+
+class PatientTargetRow(BaseModel):
+    """One target of a patient's personalised ranking."""
+
+    model_config = _example(
+        {
+            "rank": 1,
+            "target": "PAX6",
+            "cell_type": "CD14 Mono",
+            "time": 48.0,
+            "reversal_score": 0.1042,
+            "evidence": {
+                "study_id": "sar_2022",
+                "name": "KO:PAX6",
+                "rank": 5,
+                "score": 0.0883,
+                "q_value": 0.0024,
+                "context_rank": 5,
+                "context_q_value": 0.0024,
+                "href": "/api/v1/studies/sar_2022/targets?cell_type=CD14%20Mono&time=48.0",
+            },
+        }
+    )
+    rank: int
+    target: str
+    cell_type: str | None
+    time: float | None
+    reversal_score: float | None
+    evidence: Evidence | None
+
+
+class AuditRow(BaseModel):
+    """One audited read of patient data."""
+
+    model_config = _example(
+        {
+            "id": 1,
+            "at": "2026-01-31T12:00:00Z",
+            "key_name": "dr-smith",
+            "role": "clinician",
+            "action": "patient.record",
+            "patient_id": "P01",
+            "outcome": "allowed",
+        }
+    )
+    id: int
+    at: datetime
+    key_name: str | None
+    role: str | None
+    action: str
+    patient_id: str | None
+    outcome: str = Field(description="allowed, denied, not_found or unauthenticated.")

@@ -1,0 +1,283 @@
+"""Read queries of the service (SQLAlchemy Core on the store's tables; no ORM sessions).
+
+Core selects return plain rows, which keeps the hot paths (top targets, patient targets) to one
+or two indexed statements each.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from omicstwin.store.db import TABLES
+
+STUDIES = TABLES["studies"]
+TARGETS = TABLES["targets"]
+CONTEXT = TABLES["context_targets"]
+DISEASE = TABLES["disease_genes"]
+DRUGS = TABLES["drugs"]
+PATIENTS = TABLES["patients"]
+PATIENT_TARGETS = TABLES["patient_targets"]
+AUDIT = TABLES["audit"]
+MAX_GENE_ROWS = 10_000
+
+
+def _utc(value: datetime) -> datetime:
+    # SQLite returns naive datetimes; the store writes UTC only.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def _summary(row: Any) -> dict[str, Any]:
+    counts = json.loads(row.counts)
+    return {
+        "study_id": row.study_id,
+        "published_at": _utc(row.published_at),
+        "cohort": row.cohort,
+        "cell_types": json.loads(row.cell_types),
+        "time_points": json.loads(row.time_points),
+        "n_patients": counts.get("patients", 0),
+        "n_targets": counts.get("targets", 0),
+    }
+
+
+def list_studies(conn: Connection, limit: int, offset: int) -> tuple[list[dict], int]:
+    """List published studies, by id."""
+    rows = conn.execute(
+        sa.select(STUDIES).order_by(STUDIES.c.study_id).limit(limit).offset(offset)
+    ).all()
+    count = conn.execute(sa.select(sa.func.count()).select_from(STUDIES)).scalar_one()
+    return [_summary(r) for r in rows], count
+
+
+def study_counts(conn: Connection, study_id: str) -> dict[str, int] | None:
+    """Return the published table sizes of a study, or None when there is no such study."""
+    text = conn.execute(sa.select(STUDIES.c.counts).where(STUDIES.c.study_id == study_id)).scalar()
+    return None if text is None else json.loads(text)
+
+
+def get_study(conn: Connection, study_id: str) -> dict[str, Any] | None:
+    """Return a study with provenance, or None."""
+    row = conn.execute(sa.select(STUDIES).where(STUDIES.c.study_id == study_id)).first()
+    if row is None:
+        return None
+    run = json.loads(row.run_json)
+    return _summary(row) | {
+        "content_hash": row.content_hash,
+        "seed": row.seed,
+        "case_label": row.case_label,
+        "control_label": row.control_label,
+        "counts": json.loads(row.counts),
+        "versions": run.get("versions") or {},
+        "config": run.get("config") or {},
+        "timings_s": run.get("timings_s") or {},
+        "failures": run.get("failures") or {},
+    }
+
+
+_TARGET_COLS = (
+    "name",
+    "rank",
+    "score",
+    "off_target",
+    "p_value",
+    "q_value",
+    "cell_type",
+    "time",
+    "kind",
+    "genes",
+    "dose",
+)
+
+
+def list_targets(
+    conn: Connection,
+    study_id: str,
+    *,
+    total: int,
+    cell_type: str | None,
+    time: float | None,
+    limit: int,
+    offset: int,
+    min_score: float | None,
+    max_q: float | None,
+) -> tuple[list[dict], int]:
+    """Study-level ranking, or the ranking within a cell type and/or time point.
+
+    ``total`` is the study's number of study-level targets, used as the count when nothing is
+    filtered (a COUNT over a large study would cost more than the page itself).
+    """
+    contextual = cell_type is not None or time is not None
+    table = CONTEXT if contextual else TARGETS
+    where = [table.c.study_id == study_id]
+    if cell_type is not None:
+        where.append(table.c.cell_type == cell_type)
+    if time is not None:
+        where.append(table.c.time == time)
+    if min_score is not None:
+        where.append(table.c.score >= min_score)
+    if max_q is not None:
+        where.append(table.c.q_value <= max_q)
+    if not contextual or (cell_type is not None and time is not None):
+        order = [table.c.rank, table.c.name]  # one ranking: the stored rank is the order
+    else:  # several contexts mixed: best score first
+        order = [table.c.score.desc().nulls_last(), table.c.name, table.c.cell_type, table.c.time]
+    cols = [table.c[c] for c in _TARGET_COLS]
+    rows = conn.execute(
+        sa.select(*cols).where(*where).order_by(*order).limit(limit).offset(offset)
+    ).all()
+    level = "context" if contextual else "study"
+    data = [dict(r._mapping, level=level) for r in rows]
+    if not contextual and min_score is None and max_q is None:
+        count = total
+    else:
+        count = conn.execute(
+            sa.select(sa.func.count()).select_from(table).where(*where)
+        ).scalar_one()
+    return data, count
+
+
+def list_ranking(
+    conn: Connection,
+    table: sa.Table,
+    study_id: str,
+    *,
+    limit: int,
+    offset: int,
+    min_score: float | None,
+    max_q: float | None,
+) -> tuple[list[dict], int]:
+    """Disease genes or drugs of a study, by rank."""
+    where = [table.c.study_id == study_id]
+    if min_score is not None:
+        where.append(table.c.score >= min_score)
+    if max_q is not None:
+        where.append(table.c.q_value <= max_q)
+    cols = [c for c in table.c if c.name not in ("id", "study_id")]
+    rows = conn.execute(
+        sa.select(*cols)
+        .where(*where)
+        .order_by(table.c.rank, table.c.name)
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    count = conn.execute(sa.select(sa.func.count()).select_from(table).where(*where)).scalar_one()
+    return [dict(r._mapping) for r in rows], count
+
+
+def gene_scores(conn: Connection, symbol: str) -> list[dict]:
+    """Every score of a gene: single-gene study targets, context targets, disease genes."""
+    out: list[dict] = []
+    for source, table, match in (
+        ("study_target", TARGETS, TARGETS.c.genes == symbol),
+        ("context_target", CONTEXT, CONTEXT.c.genes == symbol),
+        ("disease_gene", DISEASE, DISEASE.c.name == symbol),
+    ):
+        rows = conn.execute(
+            sa.select(
+                table.c.study_id,
+                table.c.name,
+                table.c.rank,
+                table.c.score,
+                table.c.q_value,
+                table.c.cell_type,
+                table.c.time,
+            )
+            .where(match)
+            .order_by(table.c.study_id, table.c.cell_type, table.c.time, table.c.rank)
+            .limit(MAX_GENE_ROWS)
+        ).all()
+        out += [dict(r._mapping, source=source) for r in rows]
+    return out
+
+
+def get_patient(conn: Connection, patient_id: str) -> dict[str, Any] | None:
+    """Return a patient twin record, or None."""
+    row = conn.execute(sa.select(PATIENTS).where(PATIENTS.c.patient_id == patient_id)).first()
+    if row is None:
+        return None
+    return {
+        "patient_id": row.patient_id,
+        "study_id": row.study_id,
+        "arm": row.arm,
+        "time_points": json.loads(row.time_points),
+        "has_external_ref": row.external_ref_hash is not None,
+        "n_targets": row.n_targets,
+        "state_summary": json.loads(row.state_summary),
+        "targets_href": f"/api/v1/patients/{quote(row.patient_id, safe='')}/targets",
+    }
+
+
+def patient_targets(
+    conn: Connection, patient_id: str, *, limit: int, offset: int
+) -> tuple[list[dict], int] | None:
+    """Return a patient's ranking with its study-level evidence, or None (no patient)."""
+    total = conn.execute(
+        sa.select(PATIENTS.c.n_targets).where(PATIENTS.c.patient_id == patient_id)
+    ).scalar()
+    if total is None:
+        return None
+    t = PATIENT_TARGETS
+    rows = conn.execute(
+        sa.select(t)
+        .where(t.c.patient_id == patient_id)
+        .order_by(t.c.rank, t.c.target)
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    data = []
+    for r in rows:
+        evidence = None
+        if r.study_name is not None or r.context_rank is not None:
+            query = ""
+            if r.cell_type is not None and r.time is not None:
+                query = f"?cell_type={quote(r.cell_type, safe='')}&time={r.time!r}"
+            evidence = {
+                "study_id": r.study_id,
+                "name": r.study_name,
+                "rank": r.study_rank,
+                "score": r.study_score,
+                "q_value": r.study_q_value,
+                "context_rank": r.context_rank,
+                "context_q_value": r.context_q_value,
+                "href": f"/api/v1/studies/{quote(r.study_id, safe='')}/targets{query}",
+            }
+        data.append(
+            {
+                "rank": r.rank,
+                "target": r.target,
+                "cell_type": r.cell_type,
+                "time": r.time,
+                "reversal_score": r.reversal_score,
+                "evidence": evidence,
+            }
+        )
+    return data, total
+
+
+def list_audit(
+    conn: Connection,
+    *,
+    limit: int,
+    offset: int,
+    patient_id: str | None,
+    outcome: str | None,
+    key_name: str | None,
+) -> tuple[list[dict], int]:
+    """Audit rows, newest first."""
+    where = []
+    if patient_id is not None:
+        where.append(AUDIT.c.patient_id == patient_id)
+    if outcome is not None:
+        where.append(AUDIT.c.outcome == outcome)
+    if key_name is not None:
+        where.append(AUDIT.c.key_name == key_name)
+    rows = conn.execute(
+        sa.select(AUDIT).where(*where).order_by(AUDIT.c.id.desc()).limit(limit).offset(offset)
+    ).all()
+    count = conn.execute(sa.select(sa.func.count()).select_from(AUDIT).where(*where)).scalar_one()
+    return [dict(r._mapping, at=_utc(r.at)) for r in rows], count

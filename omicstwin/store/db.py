@@ -1,0 +1,447 @@
+"""The results database: typed SQLAlchemy 2 tables, engines, and the schema version check.
+
+One database holds any number of published studies, the patient twin records, API keys, grants
+and the audit trail. SQLite (a file, zero set-up) is the default; PostgreSQL works with a
+``postgresql+psycopg://user:password@host:port/db`` URL.
+
+Schema versions are Alembic revisions (``omicstwin/store/migrations``). Writers
+(``omicstwin publish``, ``patients import``, ``keys create``, ``grants add``, ``db upgrade``)
+upgrade the schema to this package's head first; readers (the service) never migrate and refuse
+a database at another revision with :class:`SchemaVersionError`, whose message names the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from omicstwin.errors import OmicstwinError
+
+SQLITE_DEFAULT = "sqlite:///omicstwin.db"
+MIGRATIONS = Path(__file__).parent / "migrations"
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+"""Study and patient ids: URL-safe pseudonyms of at most 128 characters."""
+_ID_RE = re.compile(ID_PATTERN)
+
+
+class DatabaseError(OmicstwinError, ValueError):
+    """The database URL is invalid or the database cannot be reached."""
+
+
+class SchemaVersionError(DatabaseError):
+    """The database schema is at another revision than this omicstwin expects."""
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every omicstwin table."""
+
+
+# Float columns are double precision everywhere (SQLite REAL is already 8 bytes).
+Float = sa.Double
+
+
+class Study(Base):
+    """One published run directory."""
+
+    __tablename__ = "studies"
+    study_id: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    content_hash: Mapped[str] = mapped_column(sa.String(64))
+    published_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    run_schema_version: Mapped[int] = mapped_column(sa.Integer)
+    seed: Mapped[int | None] = mapped_column(sa.BigInteger)
+    cohort: Mapped[str | None] = mapped_column(sa.Text)
+    case_label: Mapped[str | None] = mapped_column(sa.String(128))
+    control_label: Mapped[str | None] = mapped_column(sa.String(128))
+    cell_types: Mapped[str] = mapped_column(sa.Text)  # JSON list
+    time_points: Mapped[str] = mapped_column(sa.Text)  # JSON list
+    counts: Mapped[str] = mapped_column(sa.Text)  # JSON {table: rows}
+    run_json: Mapped[str] = mapped_column(sa.Text)  # provenance, verbatim
+
+
+class Target(Base):
+    """Study-level target ranking (``rank_targets``)."""
+
+    __tablename__ = "targets"
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    study_id: Mapped[str] = mapped_column(
+        sa.String(128), sa.ForeignKey("studies.study_id", ondelete="CASCADE")
+    )
+    name: Mapped[str] = mapped_column(sa.String(512))
+    rank: Mapped[int] = mapped_column(sa.Integer)
+    score: Mapped[float | None] = mapped_column(Float)
+    off_target: Mapped[float | None] = mapped_column(Float)
+    p_value: Mapped[float | None] = mapped_column(Float)
+    q_value: Mapped[float | None] = mapped_column(Float)
+    cell_type: Mapped[str | None] = mapped_column(sa.String(128))
+    time: Mapped[float | None] = mapped_column(Float)
+    kind: Mapped[str | None] = mapped_column(sa.String(64))
+    genes: Mapped[str | None] = mapped_column(sa.String(512))
+    dose: Mapped[float | None] = mapped_column(Float)
+    __table_args__ = (
+        sa.Index("ix_targets_study_rank", "study_id", "rank"),
+        sa.Index("ix_targets_genes", "genes"),
+    )
+
+
+class ContextTarget(Base):
+    """Per cell type x time perturbation scores (``perturbations``), ranked within a context."""
+
+    __tablename__ = "context_targets"
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    study_id: Mapped[str] = mapped_column(
+        sa.String(128), sa.ForeignKey("studies.study_id", ondelete="CASCADE")
+    )
+    name: Mapped[str] = mapped_column(sa.String(512))
+    rank: Mapped[int] = mapped_column(sa.Integer)  # by reversal_score within the context
+    score: Mapped[float | None] = mapped_column(Float)
+    off_target: Mapped[float | None] = mapped_column(Float)
+    p_value: Mapped[float | None] = mapped_column(Float)
+    q_value: Mapped[float | None] = mapped_column(Float)
+    cell_type: Mapped[str] = mapped_column(sa.String(128))
+    time: Mapped[float] = mapped_column(Float)
+    kind: Mapped[str | None] = mapped_column(sa.String(64))
+    genes: Mapped[str | None] = mapped_column(sa.String(512))
+    dose: Mapped[float | None] = mapped_column(Float)
+    __table_args__ = (
+        sa.Index("ix_context_targets_ctx_rank", "study_id", "cell_type", "time", "rank"),
+        sa.Index("ix_context_targets_genes", "genes"),
+    )
+
+
+class DiseaseGene(Base):
+    """Study-level disease gene ranking (``rank_disease_genes``)."""
+
+    __tablename__ = "disease_genes"
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    study_id: Mapped[str] = mapped_column(
+        sa.String(128), sa.ForeignKey("studies.study_id", ondelete="CASCADE")
+    )
+    name: Mapped[str] = mapped_column(sa.String(512))
+    rank: Mapped[int] = mapped_column(sa.Integer)
+    score: Mapped[float | None] = mapped_column(Float)
+    off_target: Mapped[float | None] = mapped_column(Float)
+    p_value: Mapped[float | None] = mapped_column(Float)
+    q_value: Mapped[float | None] = mapped_column(Float)
+    cell_type: Mapped[str | None] = mapped_column(sa.String(128))
+    time: Mapped[float | None] = mapped_column(Float)
+    __table_args__ = (
+        sa.Index("ix_disease_genes_study_rank", "study_id", "rank"),
+        sa.Index("ix_disease_genes_name", "name"),
+    )
+
+
+class Drug(Base):
+    """Study-level drug ranking (``rank_drugs``)."""
+
+    __tablename__ = "drugs"
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    study_id: Mapped[str] = mapped_column(
+        sa.String(128), sa.ForeignKey("studies.study_id", ondelete="CASCADE")
+    )
+    name: Mapped[str] = mapped_column(sa.String(512))
+    drug_name: Mapped[str | None] = mapped_column(sa.String(512))
+    rank: Mapped[int] = mapped_column(sa.Integer)
+    score: Mapped[float | None] = mapped_column(Float)
+    off_target: Mapped[float | None] = mapped_column(Float)
+    p_value: Mapped[float | None] = mapped_column(Float)
+    q_value: Mapped[float | None] = mapped_column(Float)
+    cell_type: Mapped[str | None] = mapped_column(sa.String(128))
+    time: Mapped[float | None] = mapped_column(Float)
+    genes: Mapped[str | None] = mapped_column(sa.String(2048))
+    dose: Mapped[float | None] = mapped_column(Float)
+    __table_args__ = (sa.Index("ix_drugs_study_rank", "study_id", "rank"),)
+
+
+class Patient(Base):
+    """A patient twin record: one per donor of a study, cases and controls alike.
+
+    ``patient_id`` is unique across the database (see ``omicstwin.store.publish``).
+    """
+
+    __tablename__ = "patients"
+    patient_id: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    study_id: Mapped[str] = mapped_column(
+        sa.String(128), sa.ForeignKey("studies.study_id", ondelete="CASCADE"), index=True
+    )
+    donor: Mapped[str] = mapped_column(sa.String(128))
+    arm: Mapped[str] = mapped_column(sa.String(32))
+    time_points: Mapped[str] = mapped_column(sa.Text)  # JSON list of floats
+    external_ref_hash: Mapped[str | None] = mapped_column(sa.String(256))
+    state_summary: Mapped[str] = mapped_column(sa.Text)  # JSON
+    n_targets: Mapped[int] = mapped_column(sa.Integer)
+    __table_args__ = (sa.UniqueConstraint("study_id", "donor", name="uq_patients_study_donor"),)
+
+
+class PatientTarget(Base):
+    """A patient's personalised target ranking, with its study-level evidence denormalised."""
+
+    __tablename__ = "patient_targets"
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    patient_id: Mapped[str] = mapped_column(
+        sa.String(128),
+        # ON UPDATE CASCADE: `patients import` may rename a record's pseudonym in place
+        sa.ForeignKey("patients.patient_id", ondelete="CASCADE", onupdate="CASCADE"),
+    )
+    study_id: Mapped[str] = mapped_column(
+        sa.String(128), sa.ForeignKey("studies.study_id", ondelete="CASCADE"), index=True
+    )
+    rank: Mapped[int] = mapped_column(sa.Integer)
+    target: Mapped[str] = mapped_column(sa.String(512))
+    cell_type: Mapped[str | None] = mapped_column(sa.String(128))
+    time: Mapped[float | None] = mapped_column(Float)
+    reversal_score: Mapped[float | None] = mapped_column(Float)
+    study_name: Mapped[str | None] = mapped_column(sa.String(512))  # rank_targets name
+    study_rank: Mapped[int | None] = mapped_column(sa.Integer)
+    study_score: Mapped[float | None] = mapped_column(Float)
+    study_q_value: Mapped[float | None] = mapped_column(Float)
+    context_rank: Mapped[int | None] = mapped_column(sa.Integer)
+    context_q_value: Mapped[float | None] = mapped_column(Float)
+    __table_args__ = (sa.Index("ix_patient_targets_patient_rank", "patient_id", "rank"),)
+
+
+class PatientMapping(Base):
+    """Imported donor -> record mapping; kept apart so that it survives re-publishing."""
+
+    __tablename__ = "patient_mappings"
+    study_id: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    donor: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    patient_id: Mapped[str] = mapped_column(sa.String(128), unique=True)
+    external_ref_hash: Mapped[str | None] = mapped_column(sa.String(256))
+
+
+class ApiKey(Base):
+    """An API key: only the SHA-256 of the key is stored."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(sa.String(128), unique=True)
+    role: Mapped[str] = mapped_column(sa.String(32))
+    key_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+
+
+class Grant(Base):
+    """Permission of one key to read one patient's record (by patient id, survives republish)."""
+
+    __tablename__ = "grants"
+    key_id: Mapped[int] = mapped_column(
+        sa.Integer, sa.ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True
+    )
+    patient_id: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+
+
+class AuditEntry(Base):
+    """One read (or attempted read) of patient data: who, what, when, outcome."""
+
+    __tablename__ = "audit"
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), index=True)
+    key_name: Mapped[str | None] = mapped_column(sa.String(128))  # None: no valid key
+    role: Mapped[str | None] = mapped_column(sa.String(32))
+    action: Mapped[str] = mapped_column(sa.String(128))  # route template, e.g. patient.targets
+    patient_id: Mapped[str | None] = mapped_column(sa.String(128), index=True)
+    outcome: Mapped[str] = mapped_column(sa.String(32))  # allowed / denied / not_found / ...
+
+
+TABLES = Base.metadata.tables
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now (UTC), the only clock the store uses."""
+    return datetime.now(UTC)
+
+
+def check_id(value: str, what: str) -> str:
+    """Return ``value`` if it is a valid study/patient id, else raise :class:`DatabaseError`."""
+    if not isinstance(value, str) or not _ID_RE.match(value):
+        raise DatabaseError(
+            f"{what} '{value}' is not a valid id; fix: use 1-128 characters from letters, "
+            "digits and . _ : - (starting with a letter or digit)"
+        )
+    return value
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets the service's readers run while a publish writes; busy_timeout makes concurrent
+    # writers (audit rows from several workers) wait instead of failing with "locked".
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
+    """Create an engine for a database URL (default: ``sqlite:///omicstwin.db``).
+
+    Parameters
+    ----------
+    url
+        ``sqlite:///path.db`` or ``postgresql+psycopg://user:pw@host:port/db``. A bare file path
+        is taken as a SQLite file.
+    **kwargs
+        Passed to :func:`sqlalchemy.create_engine`.
+
+    Raises
+    ------
+    DatabaseError
+        The URL cannot be parsed or names an unsupported backend.
+    """
+    url = url or SQLITE_DEFAULT
+    if "://" not in url:
+        url = f"sqlite:///{url}"
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise DatabaseError(
+            f"cannot parse the database URL ({exc}); fix: use sqlite:///file.db or "
+            "postgresql+psycopg://user:password@host:port/database"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise DatabaseError(
+            f"unsupported database backend '{backend}'; fix: use sqlite:///file.db or "
+            "postgresql+psycopg://..."
+        )
+    if backend == "postgresql" and parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")  # psycopg 3, not psycopg2
+    if backend == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+        kwargs.setdefault("connect_args", {"check_same_thread": False})
+    else:
+        kwargs.setdefault("pool_pre_ping", True)
+    try:
+        engine = sa.create_engine(parsed, **kwargs)
+    except ImportError as exc:
+        raise DatabaseError(
+            f"the driver for '{parsed.drivername}' is not installed ({exc}); fix: pip install "
+            "'omicstwin[postgres]'"
+        ) from None
+    if backend == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def describe_url(engine: Engine) -> str:
+    """Return the engine's URL without its password (safe for messages and logs)."""
+    return engine.url.render_as_string(hide_password=True)
+
+
+def _alembic_config(engine: Engine):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    # The URL only matters when env.py runs without a connection (alembic CLI use).
+    cfg.set_main_option(
+        "sqlalchemy.url", engine.url.render_as_string(hide_password=False).replace("%", "%%")
+    )
+    return cfg
+
+
+def head_revision() -> str:
+    """Return the schema revision this version of omicstwin writes and reads."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return str(ScriptDirectory.from_config(cfg).get_current_head())
+
+
+def current_revision(engine: Engine) -> str | None:
+    """Return the revision the database is at (None: not initialised by omicstwin)."""
+    from alembic.runtime.migration import MigrationContext
+
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    except sa.exc.OperationalError as exc:
+        raise DatabaseError(
+            f"cannot connect to the database {describe_url(engine)} "
+            f"({str(exc.orig).strip().splitlines()[0] if exc.orig else exc}); fix: check the URL "
+            "and that the server is running"
+        ) from None
+
+
+def upgrade_db(url_or_engine: str | Engine) -> str:
+    """Create or migrate the schema to this package's head revision; return the revision.
+
+    Raises
+    ------
+    SchemaVersionError
+        The database is at a revision this omicstwin does not know (written by a newer one).
+    """
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
+    engine = url_or_engine if isinstance(url_or_engine, Engine) else make_engine(url_or_engine)
+    cfg = _alembic_config(engine)
+    script = ScriptDirectory.from_config(cfg)
+    current = current_revision(engine)
+    if current is not None and _unknown(script, current):
+        raise _newer_error(engine, current)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+    return head_revision()
+
+
+def _unknown(script: Any, revision: str) -> bool:
+    from alembic.util.exc import CommandError
+
+    try:
+        return script.get_revision(revision) is None
+    except CommandError:
+        return True
+
+
+def _newer_error(engine: Engine, current: str) -> SchemaVersionError:
+    return SchemaVersionError(
+        f"the database {describe_url(engine)} is at schema revision '{current}', which this "
+        f"omicstwin (schema '{head_revision()}') does not know: it was written by a newer "
+        "omicstwin; fix: upgrade omicstwin (pip install -U omicstwin)"
+    )
+
+
+def check_schema(engine: Engine) -> None:
+    """Raise :class:`SchemaVersionError` unless the database is at this package's head.
+
+    Readers call this once at start-up; they never migrate a database themselves.
+    """
+    current = current_revision(engine)
+    head = head_revision()
+    if current == head:
+        return
+    shown = describe_url(engine)
+    if current is None:
+        raise SchemaVersionError(
+            f"the database {shown} has no omicstwin schema; fix: publish a run into it "
+            f"(omicstwin publish RUN_DIR --db URL) or run: omicstwin db upgrade --db URL"
+        )
+    from alembic.script import ScriptDirectory
+
+    if _unknown(ScriptDirectory.from_config(_alembic_config(engine)), current):
+        raise _newer_error(engine, current)
+    raise SchemaVersionError(
+        f"the database {shown} is at schema revision '{current}' but this omicstwin needs "
+        f"'{head}'; fix: run: omicstwin db upgrade --db URL"
+    )
+
+
+def loads(text: str | None, default: Any = None) -> Any:
+    """Decode a JSON text column (None -> ``default``)."""
+    return default if text is None else json.loads(text)

@@ -1,0 +1,765 @@
+"""Load a run directory into the results database, and import donor -> patient record mappings.
+
+Publishing is atomic and idempotent:
+
+- everything a study owns is deleted and re-inserted in ONE transaction, so a failed publish
+  (bad table, lost connection, id clash) leaves the previous version intact;
+- the study's content hash (SHA-256 over ``run.json`` and the tables read) is stored; publishing
+  the same content again changes nothing (not even ``published_at``), and a changed run under the
+  same study id replaces the old one;
+- the schema is upgraded to this package's head first (publish is the writer; the service only
+  checks the revision).
+
+Ids. The study id is ``--study-id``, else ``run.json``'s ``study_id`` or ``config.name``, else the
+run directory's name, made URL-safe. A patient id is a pseudonym unique across the whole
+database: the donor id of the data unless ``omicstwin patients import`` mapped that donor to
+another pseudonym. A donor id that already names a patient of another study is refused with a
+message that says how to map it (mappings may be imported before the study is published).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from omicstwin._logging import logger
+from omicstwin.errors import OmicstwinError
+from omicstwin.store.access import hash_external_ref
+from omicstwin.store.db import (
+    ID_PATTERN,
+    TABLES,
+    check_id,
+    make_engine,
+    upgrade_db,
+    utcnow,
+)
+
+SUPPORTED_RUN_SCHEMAS = (1,)
+TABLES_READ = (
+    "design",
+    "perturbations",
+    "rank_targets",
+    "rank_disease_genes",
+    "rank_drugs",
+    "patients",
+    "patient_states",
+)
+_CHUNK = 20_000  # rows per executemany call: bounded memory for large studies
+
+
+class PublishError(OmicstwinError, ValueError):
+    """A run directory cannot be published (missing or malformed files, id clashes)."""
+
+
+class PatientImportError(OmicstwinError, ValueError):
+    """A patient mapping file is malformed or clashes with existing records."""
+
+
+@dataclass
+class PublishResult:
+    """What a publish did."""
+
+    study_id: str
+    status: str  # published / replaced / unchanged
+    content_hash: str
+    counts: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def one_line(self) -> str:
+        """Summarise for the CLI."""
+        counts = ", ".join(f"{v} {k}" for k, v in self.counts.items())
+        return f"study '{self.study_id}' {self.status} ({counts}; {self.seconds:.2f} s)"
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def default_study_id(run_dir: Path, run_json: dict[str, Any]) -> str:
+    """Study id from ``run.json`` (``study_id`` or ``config.name``), else the directory name."""
+    config = run_json.get("config") or {}
+    raw = run_json.get("study_id") or (config.get("name") if isinstance(config, dict) else None)
+    raw = str(raw or run_dir.resolve().name)
+    cleaned = re.sub(r"[^A-Za-z0-9._:-]+", "-", raw).strip("-._:")[:128]
+    return cleaned or "study"
+
+
+def content_hash(run_dir: Path) -> str:
+    """SHA-256 over ``run.json`` and the tables publish reads (names and bytes)."""
+    digest = hashlib.sha256()
+    for name in ("run.json", *(f"{t}.parquet" for t in TABLES_READ)):
+        path = run_dir / name
+        if path.exists():
+            digest.update(name.encode() + b"\0")
+            with path.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
+    if not run_dir.is_dir():
+        raise PublishError(
+            f"run directory '{run_dir}' does not exist; fix: pass the --out folder of omicstwin run"
+        )
+    path = run_dir / "run.json"
+    try:
+        run_json = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise PublishError(
+            f"'{run_dir}' has no run.json; fix: pass a run directory written by omicstwin run"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise PublishError(f"cannot read '{path}' ({exc}); fix: rerun omicstwin run") from None
+    version = run_json.get("schema_version")
+    if version not in SUPPORTED_RUN_SCHEMAS:
+        raise PublishError(
+            f"'{path}' has schema_version {version!r}, this omicstwin reads "
+            f"{list(SUPPORTED_RUN_SCHEMAS)}; fix: rerun the study with this omicstwin version"
+        )
+    tables: dict[str, pd.DataFrame] = {}
+    for name in TABLES_READ:
+        file = run_dir / f"{name}.parquet"
+        if file.exists():
+            try:
+                tables[name] = pd.read_parquet(file)
+            except Exception as exc:  # pyarrow raises many types for a corrupt file
+                raise PublishError(
+                    f"cannot read '{file}' ({type(exc).__name__}: {exc}); fix: rerun the study "
+                    "(omicstwin run) to rewrite it"
+                ) from None
+    for name in ("design", "rank_targets"):
+        if name not in tables:
+            raise PublishError(
+                f"'{run_dir}' lacks {name}.parquet; fix: rerun omicstwin run so that the twin "
+                "stages write it"
+            )
+    _require(tables, "design", ["condition", "donor", "time", "cell_type", "n_cells"])
+    rank_cols = ["name", "rank", "score", "off_target", "p_value", "q_value"]
+    _require(tables, "rank_targets", [*rank_cols, "best_cell_type", "best_time"])
+    _require(tables, "rank_disease_genes", rank_cols)
+    _require(tables, "rank_drugs", rank_cols)
+    _require(
+        tables,
+        "perturbations",
+        ["perturbation_id", "cell_type", "time", "reversal_score", "off_target", "q_value"],
+    )
+    _require(tables, "patients", ["patient_id", "target", "rank"])
+    _require(tables, "patient_states", ["patient_id", "cell_type", "time"])
+    return run_json, tables
+
+
+def _require(tables: dict[str, pd.DataFrame], name: str, columns: list[str]) -> None:
+    if name not in tables:
+        return
+    missing = [c for c in columns if c not in tables[name].columns]
+    if missing:
+        raise PublishError(
+            f"table '{name}' lacks columns {missing}; fix: rerun the study with this omicstwin "
+            "version (omicstwin run)"
+        )
+
+
+# ----------------------------------------------------------------------------- shaping
+
+
+def _clean(value: Any) -> Any:
+    """Python scalar for the DB driver: NaN/inf and pandas NA become NULL."""
+    if value is None or value is pd.NA:
+        return None
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _records(frame: pd.DataFrame, columns: dict[str, str], **constant: Any) -> list[dict]:
+    """Rows of ``frame`` renamed by ``columns`` (target <- source), NULLs cleaned."""
+    out: dict[str, list] = {}
+    n = len(frame)
+    for target, source in columns.items():
+        if source in frame.columns:
+            col = frame[source]
+            if pd.api.types.is_float_dtype(col):
+                values = col.to_numpy(dtype="float64", na_value=np.nan)
+                out[target] = [v if math.isfinite(v) else None for v in values.tolist()]
+            else:
+                out[target] = [_clean(v) for v in col.astype(object).tolist()]
+        else:
+            out[target] = [None] * n
+    keys = list(out) + list(constant)
+    rows = zip(*out.values(), strict=True) if out else iter([()] * n)
+    return [dict(zip(keys, (*row, *constant.values()), strict=True)) for row in rows]
+
+
+def _context_targets(perturbations: pd.DataFrame) -> pd.DataFrame:
+    """Perturbation rows with their rank within each cell type x time (best reversal first)."""
+    frame = perturbations.copy()
+    frame["_score"] = frame["reversal_score"].astype("float64").fillna(-np.inf)
+    frame = frame.sort_values(
+        ["cell_type", "time", "_score", "perturbation_id"],
+        ascending=[True, True, False, True],
+        kind="stable",
+    )
+    frame["context_rank"] = frame.groupby(["cell_type", "time"], sort=False).cumcount() + 1
+    return frame.drop(columns="_score")
+
+
+def _evidence(
+    patients: pd.DataFrame, rank_targets: pd.DataFrame, contexts: pd.DataFrame | None
+) -> pd.DataFrame:
+    """Attach the study-level and context-level evidence of each personalised target (a gene)."""
+    ranked = rank_targets.sort_values("rank", kind="stable")
+    if "kind" in ranked.columns:
+        single = ranked[ranked["kind"].astype("string") == "knockout"]
+    else:
+        single = ranked
+    gene_col = "genes" if "genes" in single.columns else "name"
+    study = single.drop_duplicates(gene_col)[[gene_col, "name", "rank", "score", "q_value"]]
+    study = study.rename(
+        columns={
+            gene_col: "target",
+            "name": "study_name",
+            "rank": "study_rank",
+            "score": "study_score",
+            "q_value": "study_q_value",
+        }
+    )
+    study["target"] = study["target"].astype("string")
+    out = patients.copy()
+    out["target"] = out["target"].astype("string")
+    out = out.merge(study, on="target", how="left")
+    if contexts is not None and {"cell_type", "time"} <= set(out.columns):
+        ctx = contexts
+        if "kind" in ctx.columns:
+            ctx = ctx[ctx["kind"].astype("string") == "knockout"]
+        gene = "genes" if "genes" in ctx.columns else "perturbation_id"
+        ctx = ctx[[gene, "cell_type", "time", "context_rank", "q_value"]].rename(
+            columns={gene: "target", "q_value": "context_q_value"}
+        )
+        ctx = ctx.drop_duplicates(["target", "cell_type", "time"])
+        ctx["target"] = ctx["target"].astype("string")
+        ctx["cell_type"] = ctx["cell_type"].astype("string")
+        out["cell_type"] = out["cell_type"].astype("string")
+        out = out.merge(ctx, on=["target", "cell_type", "time"], how="left")
+    return out
+
+
+def _weighted(scores: pd.Series, weights: pd.Series) -> float | None:
+    ok = scores.notna()
+    if not ok.any():
+        return None
+    w = weights[ok].astype("float64")
+    s = scores[ok].astype("float64")
+    total = float(w.sum())
+    value = float((s * w).sum() / total) if total > 0 else float(s.mean())
+    return value if math.isfinite(value) else None
+
+
+def _state_summary(states: pd.DataFrame) -> dict[str, Any]:
+    """Cells, cell types, time points and (when known) the disease score per time point."""
+    if states.empty:
+        return {"n_cells": 0, "cell_types": [], "time_points": [], "per_time": [], "contexts": []}
+    states = states.sort_values(["time", "cell_type"], kind="stable")
+    n_cells = states["n_cells"].fillna(0).astype("int64")
+    per_time = []
+    for t, group in states.groupby("time", sort=True):
+        per_time.append(
+            {
+                "time": float(t),
+                "n_cells": int(group["n_cells"].fillna(0).sum()),
+                "disease_score": _weighted(group["disease_score"], group["n_cells"].fillna(0)),
+            }
+        )
+    contexts = [
+        {
+            "cell_type": str(row.cell_type),
+            "time": float(row.time),
+            "n_cells": int(row.n_cells) if pd.notna(row.n_cells) else 0,
+            "disease_score": _clean(row.disease_score),
+        }
+        for row in states.itertuples(index=False)
+    ]
+    return {
+        "n_cells": int(n_cells.sum()),
+        "cell_types": sorted(states["cell_type"].astype(str).unique().tolist()),
+        "time_points": sorted(float(t) for t in states["time"].unique()),
+        "mean_disease_score": _weighted(states["disease_score"], states["n_cells"].fillna(0)),
+        "per_time": per_time,
+        "contexts": contexts,
+    }
+
+
+def _arm(condition: str, case: str | None, control: str | None) -> str:
+    if condition == case:
+        return "case"
+    if condition == control:
+        return "control"
+    return str(condition)
+
+
+def _patient_rows(
+    study_id: str,
+    run_json: dict[str, Any],
+    tables: dict[str, pd.DataFrame],
+    mapping: dict[str, tuple[str, str | None]],
+) -> tuple[list[dict], pd.DataFrame]:
+    """One record per donor, and the personalised targets keyed by donor."""
+    config = run_json.get("config") or {}
+    case, control = config.get("case"), config.get("control")
+    design = tables["design"].copy()
+    design["donor"] = design["donor"].astype(str)
+    design["cell_type"] = design["cell_type"].astype(str)
+    if "patient_states" in tables:
+        states = tables["patient_states"].copy()
+        states["donor"] = states["patient_id"].astype(str)
+        states["cell_type"] = states["cell_type"].astype(str)
+        if "n_cells" not in states.columns:
+            states["n_cells"] = 0
+        if "disease_score" not in states.columns:
+            states["disease_score"] = np.nan
+    else:
+        states = design.assign(disease_score=np.nan)
+    personal = tables.get("patients")
+    if personal is None:
+        personal = pd.DataFrame(columns=["patient_id", "target", "rank", "cell_type", "time"])
+    personal = personal.copy()
+    personal["donor"] = personal["patient_id"].astype(str)
+    n_targets = personal.groupby("donor").size().to_dict()
+
+    arms = design.groupby("donor")["condition"].first().astype(str).to_dict()
+    if "patient_states" in tables and "arm" in tables["patient_states"].columns:
+        arms.update(states.groupby("donor")["arm"].first().astype(str).to_dict())
+    donors = sorted(set(arms) | set(personal["donor"].unique()) | set(states["donor"].unique()))
+    records = []
+    for donor in donors:
+        patient_id, ref_hash = mapping.get(donor, (donor, None))
+        check_id(patient_id, f"patient id of donor '{donor}'")
+        own_states = states[states["donor"] == donor]
+        summary = _state_summary(own_states[["cell_type", "time", "n_cells", "disease_score"]])
+        times = sorted(
+            {float(t) for t in design.loc[design["donor"] == donor, "time"].dropna()}
+            | set(summary["time_points"])
+        )
+        arm = arms.get(donor)
+        records.append(
+            {
+                "patient_id": patient_id,
+                "study_id": study_id,
+                "donor": donor,
+                "arm": _arm(arm, case, control) if arm is not None else "case",
+                "time_points": json.dumps(times),
+                "external_ref_hash": ref_hash,
+                "state_summary": json.dumps(summary, sort_keys=True),
+                "n_targets": int(n_targets.get(donor, 0)),
+            }
+        )
+    return records, personal
+
+
+def _insert(conn: Connection, name: str, rows: list[dict]) -> None:
+    table = TABLES[name]
+    for start in range(0, len(rows), _CHUNK):
+        conn.execute(table.insert(), rows[start : start + _CHUNK])
+
+
+# ----------------------------------------------------------------------------- publish
+
+
+def _delete_study(conn: Connection, study_id: str) -> None:
+    # Children first and explicitly: cheaper than relying on cascades, and portable.
+    for name in ("patient_targets", "patients", "context_targets", "targets", "disease_genes"):
+        table = TABLES[name]
+        conn.execute(table.delete().where(table.c.study_id == study_id))
+    conn.execute(TABLES["drugs"].delete().where(TABLES["drugs"].c.study_id == study_id))
+    conn.execute(TABLES["studies"].delete().where(TABLES["studies"].c.study_id == study_id))
+
+
+def publish_run(
+    run_dir: str | Path, db: str | Engine | None = None, *, study_id: str | None = None
+) -> PublishResult:
+    """Publish a run directory into the database (atomic, idempotent).
+
+    Parameters
+    ----------
+    run_dir
+        Output folder of ``omicstwin run`` (``run.json`` + parquet tables).
+    db
+        Database URL or engine (default ``sqlite:///omicstwin.db``).
+    study_id
+        Id of the study (default: see the module docstring).
+
+    Returns
+    -------
+    PublishResult
+        ``status`` is ``published`` (new), ``replaced`` (changed content) or ``unchanged``.
+
+    Raises
+    ------
+    PublishError
+        Missing or malformed run files, an invalid study id, or patient ids that already belong
+        to another study. The database is left as it was.
+    """
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    run_json, tables = _read_run(run_dir)
+    sid = check_id(study_id, "study id") if study_id else default_study_id(run_dir, run_json)
+    digest = content_hash(run_dir)
+    engine = db if isinstance(db, Engine) else make_engine(db)
+    upgrade_db(engine)
+    studies = TABLES["studies"]
+
+    design = tables["design"]
+    contexts = _context_targets(tables["perturbations"]) if "perturbations" in tables else None
+    with engine.begin() as conn:
+        old = conn.execute(
+            sa.select(studies.c.content_hash).where(studies.c.study_id == sid)
+        ).scalar()
+        if old == digest:
+            logger.info("study %s unchanged (content hash %s)", sid, digest[:12])
+            return PublishResult(sid, "unchanged", digest, {}, time.perf_counter() - started)
+        mapping = _mapping(conn, sid)
+        patients, personal = _patient_rows(sid, run_json, tables, mapping)
+        _check_patient_clash(conn, sid, [p["patient_id"] for p in patients])
+        _delete_study(conn, sid)
+
+        counts = {
+            "targets": len(tables["rank_targets"]),
+            "context_targets": 0 if contexts is None else len(contexts),
+            "disease_genes": len(tables.get("rank_disease_genes", ())),
+            "drugs": len(tables.get("rank_drugs", ())),
+            "patients": len(patients),
+            "cases": sum(p["arm"] == "case" for p in patients),
+            "controls": sum(p["arm"] == "control" for p in patients),
+            "patient_targets": len(personal),
+        }
+        config = run_json.get("config") or {}
+        seed = run_json.get("seed")
+        conn.execute(
+            studies.insert().values(
+                study_id=sid,
+                content_hash=digest,
+                published_at=utcnow(),
+                run_schema_version=int(run_json["schema_version"]),
+                seed=int(seed) if isinstance(seed, int | float) else None,
+                cohort=str(run_json.get("cohort")) if run_json.get("cohort") else None,
+                case_label=config.get("case"),
+                control_label=config.get("control"),
+                cell_types=json.dumps(sorted(design["cell_type"].astype(str).unique().tolist())),
+                time_points=json.dumps(sorted(float(t) for t in design["time"].dropna().unique())),
+                counts=json.dumps(counts),
+                run_json=json.dumps(run_json, sort_keys=True, default=str),
+            )
+        )
+        rank_cols = {
+            "name": "name",
+            "rank": "rank",
+            "score": "score",
+            "off_target": "off_target",
+            "p_value": "p_value",
+            "q_value": "q_value",
+            "cell_type": "best_cell_type",
+            "time": "best_time",
+        }
+        _insert(
+            conn,
+            "targets",
+            _records(
+                tables["rank_targets"],
+                rank_cols | {"kind": "kind", "genes": "genes", "dose": "dose"},
+                study_id=sid,
+            ),
+        )
+        if "rank_disease_genes" in tables:
+            _insert(
+                conn,
+                "disease_genes",
+                _records(tables["rank_disease_genes"], rank_cols, study_id=sid),
+            )
+        if "rank_drugs" in tables:
+            _insert(
+                conn,
+                "drugs",
+                _records(
+                    tables["rank_drugs"],
+                    rank_cols | {"drug_name": "drug_name", "genes": "genes", "dose": "dose"},
+                    study_id=sid,
+                ),
+            )
+        if contexts is not None:
+            _insert(
+                conn,
+                "context_targets",
+                _records(
+                    contexts,
+                    {
+                        "name": "perturbation_id",
+                        "rank": "context_rank",
+                        "score": "reversal_score",
+                        "off_target": "off_target",
+                        "p_value": "p_value",
+                        "q_value": "q_value",
+                        "cell_type": "cell_type",
+                        "time": "time",
+                        "kind": "kind",
+                        "genes": "genes",
+                        "dose": "dose",
+                    },
+                    study_id=sid,
+                ),
+            )
+        _insert(conn, "patients", patients)
+        if len(personal):
+            linked = _evidence(personal, tables["rank_targets"], contexts)
+            by_donor = {p["donor"]: p["patient_id"] for p in patients}
+            linked["patient_id"] = linked["donor"].map(by_donor)
+            _insert(
+                conn,
+                "patient_targets",
+                _records(
+                    linked,
+                    {
+                        "patient_id": "patient_id",
+                        "rank": "rank",
+                        "target": "target",
+                        "cell_type": "cell_type",
+                        "time": "time",
+                        "reversal_score": "reversal_score",
+                        "study_name": "study_name",
+                        "study_rank": "study_rank",
+                        "study_score": "study_score",
+                        "study_q_value": "study_q_value",
+                        "context_rank": "context_rank",
+                        "context_q_value": "context_q_value",
+                    },
+                    study_id=sid,
+                ),
+            )
+        status = "replaced" if old is not None else "published"
+    seconds = time.perf_counter() - started
+    logger.info("study %s %s in %.2f s", sid, status, seconds)
+    return PublishResult(sid, status, digest, counts, seconds)
+
+
+def _mapping(conn: Connection, study_id: str) -> dict[str, tuple[str, str | None]]:
+    mappings = TABLES["patient_mappings"]
+    rows = conn.execute(
+        sa.select(mappings.c.donor, mappings.c.patient_id, mappings.c.external_ref_hash).where(
+            mappings.c.study_id == study_id
+        )
+    )
+    return {r.donor: (r.patient_id, r.external_ref_hash) for r in rows}
+
+
+def _check_patient_clash(conn: Connection, study_id: str, patient_ids: list[str]) -> None:
+    patients = TABLES["patients"]
+    clash: list[tuple[str, str]] = []
+    for start in range(0, len(patient_ids), 500):
+        chunk = patient_ids[start : start + 500]
+        clash += [
+            (r.patient_id, r.study_id)
+            for r in conn.execute(
+                sa.select(patients.c.patient_id, patients.c.study_id).where(
+                    patients.c.patient_id.in_(chunk), patients.c.study_id != study_id
+                )
+            )
+        ]
+    duplicated = sorted({p for p in patient_ids if patient_ids.count(p) > 1})
+    if clash or duplicated:
+        others = sorted({s for _, s in clash})
+        raise PublishError(
+            f"{len(clash) + len(duplicated)} patient id(s) of study '{study_id}' are not unique "
+            f"(already used by studies {others} or by two donors); fix: map these donors to "
+            "distinct pseudonyms first with omicstwin patients import --db URL FILE.csv "
+            "(columns study_id,donor,patient_id), then publish again"
+        )
+
+
+# ----------------------------------------------------------------------------- patients import
+
+
+@dataclass
+class ImportResult:
+    """What a patients import did."""
+
+    rows: int
+    updated_records: int
+    pending: int  # mappings stored for studies not (yet) published
+
+    def one_line(self) -> str:
+        """Summarise for the CLI."""
+        return (
+            f"imported {self.rows} mapping(s): {self.updated_records} patient record(s) updated, "
+            f"{self.pending} kept for studies not yet published"
+        )
+
+
+def _read_mapping_csv(path: Path) -> list[dict[str, str]]:
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            header = [h.strip() for h in (reader.fieldnames or [])]
+            rows = [
+                {(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader
+            ]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise PatientImportError(
+            f"cannot read '{path}' ({exc}); fix: pass a UTF-8 CSV file"
+        ) from None
+    missing = [c for c in ("study_id", "donor") if c not in header]
+    if missing:
+        raise PatientImportError(
+            f"'{path.name}' lacks columns {missing} (has {header}); fix: use the header "
+            "study_id,donor,patient_id,external_ref (patient_id and external_ref optional)"
+        )
+    if "patient_id" not in header and "external_ref" not in header:
+        raise PatientImportError(
+            f"'{path.name}' maps nothing: it has neither a patient_id nor an external_ref column;"
+            " fix: add one of them"
+        )
+    return rows
+
+
+def import_patients(path: str | Path, db: str | Engine | None = None) -> ImportResult:
+    """Import a donor -> patient record mapping (CSV) into the database, in one transaction.
+
+    Columns: ``study_id``, ``donor`` (required), ``patient_id`` (pseudonym; blank keeps the
+    donor id), ``external_ref`` (e.g. FHIR Patient id or MRN; stored only as a salted scrypt
+    hash, blank keeps the stored one). Mappings are kept in their own table, so they apply to
+    studies published later and survive re-publishing. Renaming a record also moves its grants.
+
+    Raises
+    ------
+    PatientImportError
+        Malformed file, invalid or duplicated pseudonyms, unknown donors of a published study,
+        or a pseudonym already used by another patient. Nothing is changed then.
+    """
+    path = Path(path)
+    rows = _read_mapping_csv(path)
+    engine = db if isinstance(db, Engine) else make_engine(db)
+    upgrade_db(engine)
+    mappings, patients, grants = (
+        TABLES["patient_mappings"],
+        TABLES["patients"],
+        TABLES["grants"],
+    )
+    seen_pairs: set[tuple[str, str]] = set()
+    for line, row in enumerate(rows, start=2):
+        if not row.get("study_id") or not row.get("donor"):
+            raise PatientImportError(
+                f"{path.name} line {line}: study_id and donor must not be empty; fix: fill them"
+            )
+        pair = (row["study_id"], row["donor"])
+        if pair in seen_pairs:
+            raise PatientImportError(
+                f"{path.name} line {line}: donor '{row['donor']}' of study '{row['study_id']}' "
+                "appears twice; fix: keep one row per donor"
+            )
+        seen_pairs.add(pair)
+        if row.get("patient_id") and not re.match(ID_PATTERN, row["patient_id"]):
+            raise PatientImportError(
+                f"{path.name} line {line}: invalid patient_id; fix: use 1-128 characters from "
+                "letters, digits and . _ : - (starting with a letter or digit)"
+            )
+    updated = pending = 0
+    with engine.begin() as conn:
+        existing = {
+            (r.study_id, r.donor): (r.patient_id, r.external_ref_hash)
+            for r in conn.execute(sa.select(mappings))
+        }
+        published = {
+            (r.study_id, r.donor): r.patient_id
+            for r in conn.execute(
+                sa.select(patients.c.study_id, patients.c.donor, patients.c.patient_id)
+            )
+        }
+        studies = {sid for sid, _ in published}
+        final: dict[tuple[str, str], tuple[str, str | None]] = {}
+        for line, row in enumerate(rows, start=2):
+            key = (row["study_id"], row["donor"])
+            if key[0] in studies and key not in published:
+                raise PatientImportError(
+                    f"{path.name} line {line}: study '{key[0]}' has no donor '{key[1]}'; fix: "
+                    "check the donor id against the study's design"
+                )
+            old_pid, old_hash = existing.get(key, (published.get(key, key[1]), None))
+            pid = row.get("patient_id") or old_pid
+            ref = row.get("external_ref")
+            final[key] = (pid, hash_external_ref(ref) if ref else old_hash)
+        # Every pseudonym must name one (study, donor) in the whole database after the import.
+        owners: dict[str, tuple[str, str]] = {}
+        for key, pid in published.items():
+            owners[pid] = key
+        for key, (pid, _) in existing.items():
+            owners.setdefault(pid, key)
+        for key in final:
+            old = published.get(key) or existing.get(key, (None,))[0]
+            if old is not None and owners.get(old) == key:
+                del owners[old]
+        for key, (pid, _) in final.items():
+            if pid in owners and owners[pid] != key:
+                raise PatientImportError(
+                    f"{path.name}: patient id for donor '{key[1]}' of study '{key[0]}' is "
+                    "already used by another patient; fix: choose a distinct pseudonym"
+                )
+            owners[pid] = key
+        # Two phases so that swapping pseudonyms between two records cannot collide midway.
+        renames = [
+            (key, published[key], pid)
+            for key, (pid, _) in final.items()
+            if key in published and published[key] != pid
+        ]
+        for i, (key, old, _) in enumerate(renames):
+            _rename(conn, patients, grants, key, old, f"~import~{i}")
+        for i, (key, _, new) in enumerate(renames):
+            _rename(conn, patients, grants, key, f"~import~{i}", new)
+        for key in final:
+            conn.execute(
+                mappings.delete().where(mappings.c.study_id == key[0], mappings.c.donor == key[1])
+            )
+        for key, (pid, ref_hash) in final.items():
+            conn.execute(
+                mappings.insert().values(
+                    study_id=key[0], donor=key[1], patient_id=pid, external_ref_hash=ref_hash
+                )
+            )
+            if key in published:
+                conn.execute(
+                    patients.update()
+                    .where(patients.c.study_id == key[0], patients.c.donor == key[1])
+                    .values(external_ref_hash=ref_hash)
+                )
+                updated += 1
+            else:
+                pending += 1
+    logger.info("imported %d patient mapping(s)", len(rows))
+    return ImportResult(len(rows), updated, pending)
+
+
+def _rename(
+    conn: Connection,
+    patients: sa.Table,
+    grants: sa.Table,
+    key: tuple[str, str],
+    old: str,
+    new: str,
+) -> None:
+    conn.execute(
+        patients.update()
+        .where(patients.c.study_id == key[0], patients.c.donor == key[1])
+        .values(patient_id=new)
+    )
+    # SQLite and PostgreSQL both cascade the new id to patient_targets (ON UPDATE CASCADE).
+    conn.execute(grants.update().where(grants.c.patient_id == old).values(patient_id=new))
