@@ -138,17 +138,19 @@ def fit_elasticities(
     n = len(zc)
     c_rr = zc[:, regs].T @ zc[:, regs] / n  # regulators' covariance, once per context
     c_rg = zc[:, regs].T @ zc / n
-    pos = {r: i for i, r in enumerate(regs)}
-    edges = edges.assign(p=edges["s"].map(pos))
-    grouped = edges.groupby("t")["p"].apply(np.asarray)
-    k_max = max(len(v) for v in grouped)
-    n_t = len(grouped)
+    # per target, its regulators' positions in edge order (a stable sort by target, then
+    # split: a pandas groupby-apply over thousands of targets per context was the bottleneck)
+    t_all = edges["t"].to_numpy(int)
+    order = np.argsort(t_all, kind="stable")
+    members = np.searchsorted(regs, edges["s"].to_numpy(int)[order])
+    tgt, start, counts = np.unique(t_all[order], return_index=True, return_counts=True)
+    k_max, n_t = int(counts.max()), len(tgt)
+    row = np.repeat(np.arange(n_t), counts)
+    slot = np.arange(len(order)) - np.repeat(start, counts)
     idx = np.zeros((n_t, k_max), int)
     valid = np.zeros((n_t, k_max), bool)
-    for row, members in enumerate(grouped):
-        idx[row, : len(members)] = members
-        valid[row, : len(members)] = True
-    tgt = grouped.index.to_numpy(int)
+    idx[row, slot] = members
+    valid[row, slot] = True
     a = c_rr[idx[:, :, None], idx[:, None, :]] * (valid[:, :, None] & valid[:, None, :])
     a += alpha * np.eye(k_max)[None]  # ridge; padded slots stay solvable and get 0
     b = c_rg[idx, tgt[:, None]] * valid
@@ -321,7 +323,9 @@ def _donor_networks(states, donors, genes, cell_types, times, regulators, top_k,
     for c, cell_type in enumerate(cell_types):
         x = np.stack([states[d][:, c, :] for d in donors], axis=1)  # times x donors x genes
         x = (x - x.mean(axis=1, keepdims=True)).reshape(-1, len(genes))  # donor variation only
-        found = _top_per_target(infer_grn(x, genes, method="ridge", regulators=candidates), top_k)
+        found = _top_per_target(
+            infer_grn(x, genes, method="ridge", regulators=candidates, top_per_target=top_k), top_k
+        )
         w = fit_elasticities(
             x,
             found["source"].map(g_index).to_numpy(),
