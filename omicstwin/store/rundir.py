@@ -30,6 +30,8 @@ KEY_PACKAGES = (
     "dask",
     "distributed",
     "pyarrow",
+    "gseapy",
+    "matplotlib",
 )
 
 
