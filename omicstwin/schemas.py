@@ -99,7 +99,8 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "cell_type": "string",
         "time": "float64",
         "n_cells": "int64",
-        "disease_score": "float64",  # position on the disease axis: 0 control mean, 1 case mean
+        # projection on the disease axis: 0 control mean, 1 case mean at the cell type's peak
+        "disease_score": "float64",
     },
     "enrichment": {
         "analysis": "string",  # prerank (GSEA of a context's ranked genes) / ora (top targets)

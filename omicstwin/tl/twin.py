@@ -907,9 +907,12 @@ def patient_screen(
 def patient_states(twin: Twin, design: pd.DataFrame | None = None) -> pd.DataFrame:
     """Each donor's position on the disease axis per cell type x time (the twin's state summary).
 
-    ``disease_score = <x - control, d> / <d, d>`` with ``d = case - control`` over the genes of
-    that context: 0 is the control mean, 1 the case mean (the same axis as the reversal score).
-    NaN where the donor was not sampled or the context has no disease signal (``d = 0``).
+    ``disease_score = <x - control, d> / max_t <d_t, d_t>`` with ``d = case - control`` over the
+    genes of that context and the maximum taken over the cell type's time points: 0 is the
+    control mean, and the case mean scores ``|d_t|^2 / max |d|^2``, i.e. 1 at the cell type's
+    peak of disease and near 0 before onset. Scaling by the peak rather than by each time
+    point's own ``|d_t|^2`` keeps donor noise at baseline (where ``d_t`` is tiny) from looking
+    like disease. NaN where the donor was not sampled or the cell type shows no disease signal.
 
     Parameters
     ----------
@@ -927,7 +930,7 @@ def patient_states(twin: Twin, design: pd.DataFrame | None = None) -> pd.DataFra
     """
     case, control = twin.state("case"), twin.state("control")
     d = case - control
-    dd = np.einsum("tcg,tcg->tc", d, d)
+    peak = np.einsum("tcg,tcg->tc", d, d).max(axis=0)  # per cell type
     counts: dict[tuple[str, str, float], int] = {}
     if design is not None:
         grouped = design.groupby(["donor", "cell_type", "time"], observed=True)["n_cells"].sum()
@@ -938,8 +941,8 @@ def patient_states(twin: Twin, design: pd.DataFrame | None = None) -> pd.DataFra
         if x is None:
             continue
         with np.errstate(invalid="ignore", divide="ignore"):
-            score = np.einsum("tcg,tcg->tc", x - control, d) / dd
-        score[dd <= 1e-12] = np.nan
+            score = np.einsum("tcg,tcg->tc", x - control, d) / peak[None, :]
+        score[:, peak <= 1e-12] = np.nan
         for ti, time in enumerate(twin.times):
             for ci, cell_type in enumerate(twin.cell_types):
                 rows.append(

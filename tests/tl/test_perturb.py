@@ -289,16 +289,31 @@ def test_patient_states_against_a_per_context_loop():
     design = pd.DataFrame(
         {"donor": ["P1"], "cell_type": ["S"], "time": [1.0], "n_cells": [7], "condition": "case"}
     )
-    table = patient_states(twin, design).set_index(["patient_id", "cell_type", "time"])
     case, control = twin.states["case"], twin.states["control"]
+    case[1, 0, 0] = 3.0  # the sender's disease peaks at the second time point
+    table = patient_states(twin, design).set_index(["patient_id", "cell_type", "time"])
     for donor in ("P1", "C1"):
         for ti, time in enumerate(twin.times):
             for ci, cell_type in enumerate(twin.cell_types):
                 d = case[ti, ci] - control[ti, ci]
-                expected = float(np.dot(twin.states[donor][ti, ci] - control[ti, ci], d) / (d @ d))
+                peak = max(
+                    float((case[t, ci] - control[t, ci]) @ (case[t, ci] - control[t, ci]))
+                    for t in range(len(twin.times))
+                )
+                expected = float(np.dot(twin.states[donor][ti, ci] - control[ti, ci], d) / peak)
                 got = table.loc[(donor, cell_type, time), "disease_score"]
                 assert got == pytest.approx(expected, rel=1e-12)
     assert table.loc[("C1", "S", 0.0), "disease_score"] == 0.0  # the control mean itself
     assert table.loc[("P1", "S", 1.0), "n_cells"] == 7
     assert table.loc[("P1", "R", 1.0), "n_cells"] == 0  # not in the design
     assert set(table["arm"]) == {"case", "control"}
+    case_mean = patient_states(
+        Twin(
+            **{
+                **twin.__dict__,
+                "states": {**twin.states, "P2": case.copy()},
+                "donors": {"P2": "case"},
+            }
+        )
+    ).set_index(["cell_type", "time"])["disease_score"]
+    assert case_mean[("S", 1.0)] == pytest.approx(1.0) and case_mean[("S", 0.0)] < 1.0
