@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -118,3 +119,45 @@ def join_words(items: Iterable[str]) -> str:
     if len(items) <= 1:
         return "".join(items)
     return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def short_sha(sha: Any, n: int = 12) -> str:
+    """Return the first ``n`` hex digits of a checksum and an ellipsis (full one: Provenance)."""
+    return DASH if is_missing(sha) or not str(sha) else f"{str(sha)[:n]}…"
+
+
+def describe_data(run: dict[str, Any]) -> dict[str, str]:
+    """Describe the run's input data for the header and the methods.
+
+    Returns ``label`` (what the data is: ``simulated cohort (preset demo, seed 0)``, a path or
+    ``manifest:NAME``), ``file`` (the input file's name, from run.json ``inputs``), ``sha256``
+    (its short checksum) and ``title`` (a short name for the report title).
+    """
+    data = (run.get("config") or {}).get("data")
+    inputs = run.get("inputs") or {}
+    path, sha = None, None
+    if inputs:
+        # the input recorded for this data: the same path, else the only (first) one
+        key = str(data) if isinstance(data, str) and str(data) in inputs else next(iter(inputs))
+        path, sha = key, inputs[key]
+    file = Path(path).name if path else (Path(str(data)).name if data else DASH)
+    if isinstance(data, dict):
+        details = [f"preset {data.get('simulate', '?')}"]
+        if not is_missing(data.get("seed")):
+            details.append(f"seed {data['seed']}")
+        if not is_missing(data.get("n_cells")):
+            details.append(f"{fmt_num(data['n_cells'])} cells")
+        label = f"simulated cohort ({', '.join(details)})"
+        title = f"simulated {data.get('simulate', 'cohort')} cohort"
+    elif data:
+        label = str(data)
+        title = str(data) if str(data).startswith("manifest:") else file
+    else:
+        label, title = DASH, file
+    return {
+        "label": label,
+        "file": file,
+        "path": str(path) if path else "",
+        "sha256": short_sha(sha) if sha else "",
+        "title": title,
+    }

@@ -15,7 +15,7 @@ from typing import Any
 
 from omicstwin._logging import logger
 from omicstwin.errors import OmicstwinError
-from omicstwin.report._format import DASH, time_unit_of
+from omicstwin.report._format import DASH, describe_data, time_unit_of
 
 TEMPLATE = "report.html.j2"
 
@@ -25,19 +25,39 @@ class ReportError(OmicstwinError, ValueError):
 
 
 def _run_date(run: dict[str, Any], run_json: Path) -> str:
-    """When the run finished: a date recorded in run.json, else run.json's modification time."""
+    """Return when the run finished: run.json ``finished``, else run.json's modification time."""
     for key in ("finished", "finished_at", "date", "created", "started", "started_at"):
         if run.get(key):
-            return str(run[key])
+            try:
+                stamp = dt.datetime.fromisoformat(str(run[key]))
+            except ValueError:
+                return str(run[key])  # not an ISO time: shown as written
+            if stamp.tzinfo is None:
+                return stamp.strftime("%Y-%m-%d %H:%M")
+            return stamp.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     stamp = dt.datetime.fromtimestamp(run_json.stat().st_mtime, tz=dt.UTC)
     return stamp.strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _data_name(data: Any) -> str:
-    """Return the input's file name, or a description of simulated data (``{"simulate": ...}``)."""
-    if isinstance(data, dict):
-        return "simulated: " + ", ".join(f"{k}={v}" for k, v in sorted(data.items()))
-    return Path(str(data)).name if data else DASH
+def _data_line(run: dict[str, Any]) -> dict[str, str]:
+    """Describe the data for the header: what it is, the input file's name and checksum.
+
+    A simulator spec reads ``simulated cohort (preset demo, seed 0) — cohort.h5ad``,
+    ``manifest:NAME`` reads ``manifest:NAME — file.h5ad``, and a path reads as the file's name
+    with the full path beside the checksum.
+    """
+    described = describe_data(run)
+    data = (run.get("config") or {}).get("data")
+    is_path = isinstance(data, str) and not data.startswith("manifest:")
+    details = [described["path"] or str(data)] if is_path else []
+    if described["sha256"]:
+        details.append(f"sha256 {described['sha256']}")
+    return {
+        "data_lead": "" if is_path or not data else described["label"],
+        "data_file": described["file"],
+        "data_details": "; ".join(details),
+        "data_title": described["title"],
+    }
 
 
 def _environment():
@@ -91,12 +111,11 @@ def render_report(run_dir: str | Path, *, now: dt.datetime | None = None) -> str
         sections = [make(data) for make in SECTIONS]
     for number, section in enumerate(sections, start=2):  # 1 is the header
         section.title = f"{number}. {section.title}"
-    data_file = _data_name(config.get("data"))
+    data_line = _data_line(run)
     now = now or dt.datetime.now(tz=dt.UTC)
     context = {
-        "title": f"omicstwin report: {config.get('study') or data_file}",
-        "data_file": data_file,
-        "data_path": str(config.get("data") or DASH),
+        "title": f"omicstwin report: {config.get('study') or data_line['data_title']}",
+        **data_line,
         "run_date": _run_date(run, run_dir / "run.json"),
         "generated": now.strftime("%Y-%m-%d %H:%M UTC"),
         "cohort": run.get("cohort") or DASH,

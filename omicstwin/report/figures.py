@@ -64,18 +64,17 @@ def embed(fig: Figure, alt: str) -> EmbeddedFigure:
 
     The PNG carries no timestamp or software metadata, so identical figures give identical
     bytes (the report is reproducible). No ``bbox_inches="tight"``: the figures use the
-    constrained layout, which already keeps every label inside, and a tight box would draw each
-    figure twice.
+    constrained layout, which already keeps every label inside; the layout runs once, within
+    the figure's only draw.
     """
-    FigureCanvasAgg(fig)
+    canvas = FigureCanvasAgg(fig)
     buffer = io.BytesIO()
-    fig.savefig(
-        buffer,
-        format="png",
-        dpi=DPI,
-        facecolor="white",
-        metadata={"Software": None},
-    )
+    # one draw: ``savefig`` would first draw the whole figure without rendering just to run
+    # the layout engine, which the draw below runs anyway (half the time of a figure)
+    fig.set_dpi(DPI)
+    fig.set_facecolor("white")
+    # zlib level 3 instead of 6: the same pixels, files ~5 % larger, encoded twice as fast
+    canvas.print_png(buffer, metadata={"Software": None}, pil_kwargs={"compress_level": 3})
     data = buffer.getvalue()
     width, height = struct.unpack(">II", data[16:24])  # the PNG IHDR chunk
     css_w, css_h = round(width * CSS_PPI / DPI), round(height * CSS_PPI / DPI)
@@ -383,8 +382,12 @@ def network_figure(
     """
     import networkx as nx
 
-    inter = edges[edges["layer"] == "intercellular"]
-    intra = edges[edges["layer"] == "intracellular"]
+    layer = edges["layer"]
+    inter = edges[(layer == "intercellular").fillna(False).to_numpy(dtype=bool)]
+    intra = edges.loc[
+        (layer == "intracellular").fillna(False).to_numpy(dtype=bool),
+        ["time_from", "target_cell_type"],
+    ]
     if inter.empty and intra.empty:
         return None
     panel_times: list[float] = list(times) or [math.nan]
@@ -396,6 +399,20 @@ def network_figure(
         if math.isnan(t):
             return frame
         return frame[(frame["time_from"] == t) | frame["time_from"].isna()]
+
+    # intracellular edges per (time, cell type) once; a panel adds the untimed ones
+    has_time = intra["time_from"].notna().to_numpy()
+    untimed_counts = intra[~has_time].groupby("target_cell_type", observed=True).size()
+    timed_counts = intra[has_time].groupby(["time_from", "target_cell_type"], observed=True).size()
+
+    def intra_at(t: float) -> pd.Series:
+        if math.isnan(t):
+            return intra.groupby("target_cell_type", observed=True).size()
+        if t in timed_counts.index.get_level_values(0):
+            at_t = timed_counts.xs(t, level=0)
+        else:
+            at_t = timed_counts.iloc[:0].droplevel(0)
+        return at_t.add(untimed_counts, fill_value=0)
 
     panels = []
     for t in panel_times:
@@ -409,11 +426,15 @@ def network_figure(
             )
             .head(top_n)
         )
-        intra_counts = at(intra, t).groupby("target_cell_type", observed=True).size()
+        intra_counts = intra_at(t)
         panels.append((t, top, intra_counts))
     max_strength = max(
         [
-            float(top.groupby(["source_cell_type", "target_cell_type"]).strength.sum().max())
+            float(
+                top.groupby(["source_cell_type", "target_cell_type"], observed=True)
+                .strength.sum()
+                .max()
+            )
             for _, top, _ in panels
             if not top.empty
         ]
@@ -592,7 +613,8 @@ def regulator_figure(
         ranked = (
             rank_regulators.sort_values("rank", kind="stable")["regulator"].astype(str).tolist()
         )
-        ranked = [r for r in ranked if r in set(regulators["regulator"].astype(str))][:n]
+        known = set(regulators["regulator"].astype(str).unique())
+        ranked = [r for r in ranked if r in known][:n]
     extra: list[str] = []
     if len(ranked) < n:
         by_p = regulators.sort_values(["overlap_p", "regulator"], kind="stable")

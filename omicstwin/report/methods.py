@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from omicstwin.report._format import join_words
+from omicstwin.report._format import describe_data, join_words, time_unit_of
 
 
 def _get(mapping: dict[str, Any], key: str, default: Any = None) -> Any:
@@ -44,11 +44,17 @@ def methods_paragraphs(run: dict[str, Any], *, tables: set[str]) -> list[tuple[s
     compute = config.get("compute") or {}
     out: list[tuple[str, str]] = []
     case, control = _get(config, "case", "case"), _get(config, "control", "control")
-    unit = config.get("time_unit")
+    unit = time_unit_of(run)
+    described = describe_data(run)
+    source = (
+        f"{described['label']} ({described['file']})"
+        if isinstance(config.get("data"), dict)
+        else described["label"]
+    )
     out.append(
         (
             "Data and design",
-            f"Raw counts were read from {_get(config, 'data', 'the input file')}"
+            f"Raw counts were read from {source if config.get('data') else 'the input file'}"
             + (f" (layer '{config['layer']}')" if config.get("layer") else "")
             + f". Cells were grouped by cell type ('{_get(config, 'cell_type_key', '?')}'), "
             f"time ('{_get(config, 'time_key', '?')}'"

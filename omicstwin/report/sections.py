@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from omicstwin.report import figures as figs
@@ -96,16 +97,23 @@ def table_block(
     *,
     caption: str = "",
     collapsed: bool = False,
+    numeric: Sequence[str] = (),
 ) -> TableBlock:
-    """Format ``frame`` with ``{column: (header, formatter)}`` (in that order)."""
+    """Format ``frame`` with ``{column: (header, formatter)}`` (in that order).
+
+    Columns formatted as numbers are right-aligned; ``numeric`` names further columns to align
+    so (text made of numbers, e.g. ``"12 / 10"``).
+    """
     numeric_formatters = {fmt_num, fmt_p, fmt_seconds}
     columns = [header for header, _ in formatters.values()]
-    numeric = [f in numeric_formatters for _, f in formatters.values()]
+    aligned = [
+        f in numeric_formatters or column in numeric for column, (_, f) in formatters.items()
+    ]
     rows = [
         [formatter(record.get(column)) for column, (_, formatter) in formatters.items()]
         for record in frame.to_dict("records")
     ]
-    return TableBlock(columns, rows, numeric, caption=caption, collapsed=collapsed)
+    return TableBlock(columns, rows, aligned, caption=caption, collapsed=collapsed)
 
 
 def _text(value: Any) -> str:
@@ -114,6 +122,35 @@ def _text(value: Any) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # the run directory
+
+
+CATEGORICAL_TABLES = frozenset({"edges"})
+
+
+def read_categorical(path: Path) -> pd.DataFrame:
+    """Read a parquet table with every text column as a categorical with sorted categories."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(path)
+    text = [
+        f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+    ]
+    frame = pq.read_table(path, read_dictionary=text).to_pandas()
+    for column in frame.columns:
+        if isinstance(frame[column].dtype, pd.CategoricalDtype):
+            categories = frame[column].cat.categories
+            frame[column] = frame[column].cat.reorder_categories(sorted(categories))
+    return frame
+
+
+def distinct(values: pd.Series) -> set[str]:
+    """Return the distinct non-missing values of a column as strings (each hashed once)."""
+    if isinstance(values.dtype, pd.CategoricalDtype):  # the used categories, from the codes
+        codes = values.cat.codes.to_numpy()
+        used = np.flatnonzero(np.bincount(codes[codes >= 0], minlength=1))
+        return {str(values.cat.categories[i]) for i in used}
+    return {str(v) for v in values.dropna().unique()}
 
 
 class RunData:
@@ -126,10 +163,20 @@ class RunData:
         self.unit = time_unit_of(self.run)
 
     def table(self, name: str) -> pd.DataFrame | None:
-        """Return the table ``name``, or None when the file is absent."""
+        """Return the table ``name``, or None when the file is absent.
+
+        The edge table (millions of rows at study size) is read with its text columns as
+        categoricals whose categories are sorted: sorting and grouping then behave as on the
+        strings, on integer codes (several times faster to read and to group).
+        """
         if name not in self._tables:
             path = self.path / f"{name}.parquet"
-            self._tables[name] = pd.read_parquet(path) if path.is_file() else None
+            if not path.is_file():
+                self._tables[name] = None
+            elif name in CATEGORICAL_TABLES:
+                self._tables[name] = read_categorical(path)
+            else:
+                self._tables[name] = pd.read_parquet(path)
         return self._tables[name]
 
     def present(self) -> set[str]:
@@ -200,7 +247,67 @@ def design_section(data: RunData) -> Section:
             },
         )
     )
+    section.blocks += _qc_blocks(data)
     return section
+
+
+def _qc_blocks(data: RunData) -> list[Any]:
+    """Cells before and after quality control per cell type, and the median detected genes."""
+    qc = data.table("qc")
+    if qc is None:
+        return [NoteBlock("No qc.parquet: cells before quality control were not recorded.")]
+    needed = {"cell_type", "n_cells", "n_cells_kept", "median_genes"}
+    if qc.empty or not needed <= set(qc.columns):
+        return []
+    per_type = qc.groupby("cell_type", observed=True).agg(
+        before=("n_cells", "sum"),
+        after=("n_cells_kept", "sum"),
+        genes=("median_genes", "median"),
+        low=("median_genes", "min"),
+        high=("median_genes", "max"),
+    )
+    total = pd.DataFrame(
+        {
+            "before": [qc["n_cells"].sum()],
+            "after": [qc["n_cells_kept"].sum()],
+            "genes": [qc["median_genes"].median()],
+            "low": [qc["median_genes"].min()],
+            "high": [qc["median_genes"].max()],
+        },
+        index=["all cell types"],
+    )
+    frame = pd.concat([per_type, total]).rename_axis("cell_type").reset_index()
+    frame["kept"] = [
+        f"{100 * a / b:.1f} %" if b else DASH
+        for a, b in zip(frame["after"], frame["before"], strict=True)
+    ]
+    frame["range"] = [
+        f"{fmt_num(a)} – {fmt_num(b)}" for a, b in zip(frame["low"], frame["high"], strict=True)
+    ]
+    stages = (data.run.get("config") or {}).get("stages") or {}
+    rule = (
+        f"cells with at least {stages['min_genes']} detected genes"
+        if "min_genes" in stages
+        else "cells passing the quality filters"
+    )
+    before, after = int(total["before"].iloc[0]), int(total["after"].iloc[0])
+    return [
+        table_block(
+            frame,
+            {
+                "cell_type": ("Cell type", _text),
+                "before": ("Cells before QC", fmt_num),
+                "after": ("After QC", fmt_num),
+                "kept": ("Kept", _text),
+                "genes": ("Median genes / cell", fmt_num),
+                "range": ("Range over donor x time groups", _text),
+            },
+            numeric=("kept", "range"),
+            caption=f"Quality control kept {rule}: {after:,} of {before:,} cells. Median genes "
+            "/ cell: the median over donor x time groups of each group's median number of "
+            "detected genes.",
+        )
+    ]
 
 
 def de_section(data: RunData) -> Section:
@@ -219,8 +326,8 @@ def de_section(data: RunData) -> Section:
         section.blocks.append(_empty("differential expression results"))
         return section
     times, cell_types = data.axes()
-    times = sorted({float(t) for t in de["time"].dropna()} | set(times))
-    cell_types = sorted({str(c) for c in de["cell_type"].dropna()} | set(cell_types))
+    times = sorted({float(t) for t in de["time"].dropna().unique()} | set(times))
+    cell_types = sorted(distinct(de["cell_type"]) | set(cell_types))
     fig = figs.de_counts_figure(de, times=times, cell_types=cell_types, unit=data.unit)
     section.blocks.append(
         FigureBlock(
@@ -271,12 +378,10 @@ def network_section(data: RunData) -> Section:
     unit = data.unit
     times, cell_types = data.axes()
     cell_types = sorted(
-        set(cell_types)
-        | {str(c) for c in edges["source_cell_type"].dropna()}
-        | {str(c) for c in edges["target_cell_type"].dropna()}
+        set(cell_types) | distinct(edges["source_cell_type"]) | distinct(edges["target_cell_type"])
     )
-    inter = edges[edges["layer"] == "intercellular"]
-    inter_times = {float(t) for t in inter["time_from"].dropna()}
+    inter = edges[layer_mask(edges, "intercellular")]
+    inter_times = {float(t) for t in inter["time_from"].dropna().unique()}
     times = sorted(set(times) | inter_times)
     fig = figs.network_figure(edges, times=times, cell_types=cell_types, unit=unit)
     if fig is not None:
@@ -315,20 +420,31 @@ def network_section(data: RunData) -> Section:
     return section
 
 
+def _pair(a: float, b: float) -> tuple[float | None, float | None]:
+    """Return a (time from, time to) key that equals itself when a time is NaN (None)."""
+    return (None if is_missing(a) else float(a), None if is_missing(b) else float(b))
+
+
+def layer_mask(edges: pd.DataFrame, layer: str) -> np.ndarray:
+    """Boolean mask of the edges of one layer (a missing layer is no match)."""
+    return (edges["layer"] == layer).fillna(False).to_numpy(dtype=bool)
+
+
 def _intracellular_summary(edges: pd.DataFrame, unit: str | None) -> list[Any]:
-    intra = edges[edges["layer"] == "intracellular"]
+    columns = ["target_cell_type", "time_from", "condition", "source"]
+    intra = edges.loc[layer_mask(edges, "intracellular"), columns]
     if intra.empty:
         return [NoteBlock("No intracellular (gene regulatory) edges in this run.")]
-    timed = intra[intra["time_from"].notna()]
-    untimed = intra[intra["time_from"].isna()]
-    conditions = sorted(
-        {str(c) for c in timed["condition"].dropna()}, key=lambda c: (c != "case", c)
-    )
+    has_time = intra["time_from"].notna().to_numpy()
+    timed = intra[has_time]
+    untimed = intra[~has_time]
+    conditions = sorted(distinct(timed["condition"]), key=lambda c: (c != "case", c))
     counts = timed.groupby(["target_cell_type", "time_from", "condition"], observed=True).size()
-    cell_types = sorted({str(c) for c in intra["target_cell_type"].dropna()})
-    times = sorted({float(t) for t in timed["time_from"]})
+    cell_types = sorted(distinct(intra["target_cell_type"]))
+    times = sorted({float(t) for t in timed["time_from"].unique()})
     frame = pd.DataFrame({"cell_type": cell_types})
     formatters: dict[str, tuple[str, Callable[[Any], str]]] = {"cell_type": ("Cell type", _text)}
+    count_columns: list[str] = []  # "case / control" text, aligned as numbers
     # one column per time point, "case / control" counts in one cell keeps the table narrow
     for t in times:
         key = f"t{t:g}"
@@ -337,8 +453,13 @@ def _intracellular_summary(edges: pd.DataFrame, unit: str | None) -> list[Any]:
             for c in cell_types
         ]
         formatters[key] = (fmt_time(t, unit), _text)
-    for cond in sorted({str(c) for c in untimed["condition"].dropna()}):
-        per_type = untimed[untimed["condition"] == cond].groupby("target_cell_type").size()
+        count_columns.append(key)
+    for cond in sorted(distinct(untimed["condition"])):
+        per_type = (
+            untimed[(untimed["condition"] == cond).fillna(False).to_numpy(dtype=bool)]
+            .groupby("target_cell_type", observed=True)
+            .size()
+        )
         key = f"all_{cond}"
         frame[key] = [int(per_type.get(c, 0)) for c in cell_types]
         formatters[key] = (f"all times ({cond})", fmt_num)
@@ -356,47 +477,78 @@ def _intracellular_summary(edges: pd.DataFrame, unit: str | None) -> list[Any]:
         str(c): ", ".join(f"{s} ({n:,})" for s, n in zip(g["source"], g["n"], strict=True))
         for c, g in hubs.groupby("target_cell_type", observed=True)
     }
-    frame["hubs"] = frame["cell_type"].map(hub_text)
-    formatters["hubs"] = ("Top regulators (edges)", _text)
     per_time = " / ".join(conditions)
     return [
         table_block(
             frame,
             formatters,
+            numeric=count_columns,
             caption=f"Intracellular edges (regulator → target gene within a cell type) per cell "
             f"type and time point ({per_time} networks); 'all times': networks without a time "
             "('donors': the twin's network, fitted on donor variation and used at every time "
-            "point); last column: regulators with the most edges.",
-        )
+            "point).",
+        ),
+        # a table of its own: beside the counts, a column of names would be squeezed
+        table_block(
+            pd.DataFrame({"cell_type": cell_types, "hubs": [hub_text.get(c) for c in cell_types]}),
+            {"cell_type": ("Cell type", _text), "hubs": ("Top regulators (edges)", _text)},
+            caption="The regulators with the most intracellular edges in each cell type (over "
+            "all its networks).",
+        ),
     ]
 
 
 def _temporal_summary(edges: pd.DataFrame, unit: str | None) -> list[Any]:
-    temporal = edges[edges["layer"] == "temporal"]
+    columns = ["target_cell_type", "time_from", "time_to", "source", "target", "weight"]
+    temporal = edges.loc[layer_mask(edges, "temporal"), columns]
     if temporal.empty:
         return [NoteBlock("No temporal (time-lagged) edges in this run.")]
-    temporal = temporal.assign(
-        step=[
-            f"{fmt_time(a, unit)} → {fmt_time(b, unit)}"
-            for a, b in zip(temporal["time_from"], temporal["time_to"], strict=True)
-        ],
-        order=temporal["time_from"].fillna(math.inf),
-        strength=temporal["weight"].abs(),
-    )
-    steps = temporal.sort_values("order", kind="stable")["step"].drop_duplicates().tolist()
-    counts = (
-        temporal.groupby(["target_cell_type", "step"], observed=True)
+    # count per (cell type, time from, time to), then name the few distinct steps once
+    per_pair = (
+        temporal.groupby(["target_cell_type", "time_from", "time_to"], observed=True, dropna=False)
         .size()
+        .rename("n")
+        .reset_index()
+    )
+    per_pair = per_pair[per_pair["target_cell_type"].notna()]
+    pairs = temporal[["time_from", "time_to"]].drop_duplicates()  # in order of appearance
+    pairs = pairs.assign(order=pairs["time_from"].fillna(math.inf)).sort_values(
+        "order", kind="stable"
+    )
+    step_of = {
+        _pair(a, b): f"{fmt_time(a, unit)} → {fmt_time(b, unit)}"
+        for a, b in zip(pairs["time_from"], pairs["time_to"], strict=True)
+    }
+    steps = list(dict.fromkeys(step_of.values()))
+    counts = (
+        per_pair.assign(
+            step=[
+                step_of[_pair(a, b)]
+                for a, b in zip(per_pair["time_from"], per_pair["time_to"], strict=True)
+            ]
+        )
+        .groupby(["target_cell_type", "step"], observed=True)["n"]
+        .sum()
         .unstack(fill_value=0)
         .reindex(columns=steps, fill_value=0)
     )
-    strongest = temporal.sort_values(
-        ["target_cell_type", "strength", "source", "target"],
-        ascending=[True, False, True, True],
-        kind="stable",
-    ).drop_duplicates("target_cell_type")
+    # the strongest edge per cell type: only the rows at their cell type's maximum |weight|
+    # can win, so only those are sorted (ties: source, then target)
+    strength = temporal["weight"].abs()
+    best = strength.groupby(temporal["target_cell_type"], observed=True).transform("max")
+    candidates = temporal[((strength == best) | best.isna()).to_numpy(dtype=bool)]
+    strongest = (
+        candidates.assign(strength=strength)
+        .sort_values(
+            ["target_cell_type", "strength", "source", "target"],
+            ascending=[True, False, True, True],
+            kind="stable",
+        )
+        .drop_duplicates("target_cell_type")
+    )
     strongest_text = {
-        str(r.target_cell_type): f"{r.source} → {r.target} ({r.step}, {fmt_num(r.weight)})"
+        str(r.target_cell_type): f"{r.source} → {r.target} "
+        f"({step_of[_pair(r.time_from, r.time_to)]}, {fmt_num(r.weight)})"
         for r in strongest.itertuples(index=False)
     }
     frame = counts.reset_index().rename(columns={"target_cell_type": "cell_type"})
@@ -768,7 +920,8 @@ def validation_section(data: RunData) -> Section:
     if validation.empty:
         section.blocks.append(_empty("validation results"))
         return section
-    frame = validation.sort_values(["disease_id", "ranking", "k"], kind="stable")
+    # one reference's k values together, so a row reads on from the one above it
+    frame = validation.sort_values(["disease_id", "ranking", "reference", "k"], kind="stable")
     frame = frame.assign(
         disease=[
             f"{n} ({i})" for n, i in zip(frame["disease_name"], frame["disease_id"], strict=True)

@@ -10,13 +10,11 @@ import shutil
 from pathlib import Path
 
 import matplotlib
-import numpy as np
 import pandas as pd
 import pytest
 from markupsafe import escape
 
 from omicstwin.report import ReportError, build_report, render_report
-from omicstwin.schemas import conform
 
 SECTION_TITLES = [
     "2. Study design",
@@ -31,129 +29,8 @@ SECTION_TITLES = [
     "11. Methods",
     "12. Provenance",
 ]
-OPTIONAL = ("enrichment", "validation", "patient_states")
 DATE_LINE = re.compile(r'<dd id="date-line">.*?</dd>')
 IMG = re.compile(r"<img\b[^>]*>")
-
-
-# The browser tests import these session fixtures; a fixture defined in two modules is set up
-# once per module, so the expensive results are memoised here and shared by both.
-_SHARED: dict[str, Path] = {}
-
-
-@pytest.fixture(scope="session")
-def pipeline_run(small_cohort_path, tmp_path_factory):
-    """A run directory of the small cohort (few null twins, to stay fast); read-only."""
-    if "pipeline_run" not in _SHARED:
-        from omicstwin.pipeline import RunConfig, Stages, run_pipeline
-
-        out = tmp_path_factory.mktemp("report") / "run"
-        config = RunConfig(data=str(small_cohort_path), stages=Stages(n_null=2, null_size=20))
-        run_pipeline(config, out)
-        _SHARED["pipeline_run"] = out
-    return _SHARED["pipeline_run"]
-
-
-def _fabricate_optional(run_dir: Path) -> None:
-    """Write enrichment, validation and patient_states tables with their declared schemas."""
-    rng = np.random.default_rng(0)
-    de = pd.read_parquet(run_dir / "de.parquet")
-    contexts = de[["cell_type", "time"]].drop_duplicates().head(6)
-    rows = []
-    for i, (cell_type, time) in enumerate(contexts.itertuples(index=False)):
-        for j in range(5):
-            rows.append(
-                (
-                    "prerank",
-                    "msigdb_hallmark",
-                    "de",
-                    cell_type,
-                    time,
-                    f"HALLMARK_TERM_{(i + j) % 8}",
-                )
-            )
-    for ranking in ("rank_targets", "rank_disease_genes"):
-        for j in range(4):
-            rows.append(("ora", "reactome_pathways", ranking, "all", np.nan, f"PATHWAY_{j}"))
-    enrichment = pd.DataFrame(
-        rows, columns=["analysis", "collection", "ranking", "cell_type", "time", "term"]
-    )
-    n = len(enrichment)
-    enrichment["score"] = rng.normal(0, 1.5, n)
-    enrichment["p_value"] = rng.uniform(1e-6, 0.5, n)
-    enrichment["q_value"] = np.minimum(1.0, enrichment["p_value"] * 4)
-    enrichment["set_size"] = rng.integers(10, 200, n)
-    enrichment["n_overlap"] = rng.integers(1, 10, n)
-    enrichment["genes"] = ";".join(f"GENE{k}" for k in range(30))  # long: truncated in tables
-    conform(enrichment, "enrichment").to_parquet(run_dir / "enrichment.parquet")
-
-    validation = pd.DataFrame(
-        {
-            "disease_id": "DOID:4481",
-            "disease_name": "allergic rhinitis",
-            "ranking": ["rank_disease_genes", "rank_targets", "rank_targets"],
-            "reference": ["known disease genes", "known disease genes", "drug targets"],
-            "k": [10, 10, 20],
-            "n_ranked": 68,
-            "n_known": [12, 12, 8],
-            "hits": [4, 1, 3],
-        }
-    )
-    validation["precision"] = validation["hits"] / validation["k"]
-    validation["random_precision"] = validation["n_known"] / validation["n_ranked"]
-    validation["random_p95"] = validation["random_precision"] * 2
-    validation["p_value"] = [0.003, 0.6, 0.04]
-    conform(validation, "validation").to_parquet(run_dir / "validation.parquet")
-
-    design = pd.read_parquet(run_dir / "design.parquet")
-    states = design.rename(columns={"donor": "patient_id", "condition": "arm"})
-    states["disease_score"] = np.where(states["arm"] == "case", 1.0, 0.0) + rng.normal(
-        0, 0.3, len(states)
-    )
-    conform(states, "patient_states").to_parquet(run_dir / "patient_states.parquet")
-
-    # an intercellular edge without a time: it applies at every time point
-    edges = pd.read_parquet(run_dir / "edges.parquet")
-    extra = edges[edges["layer"] == "intercellular"].head(1).copy()
-    extra[["time_from", "time_to"]] = np.nan
-    extra["weight"] = 5.0
-    pd.concat([edges, extra], ignore_index=True).to_parquet(run_dir / "edges.parquet")
-
-
-@pytest.fixture(scope="session")
-def full_run(pipeline_run, tmp_path_factory):
-    """A copy of the run with every optional table present; read-only."""
-    if "full_run" not in _SHARED:
-        run_dir = tmp_path_factory.mktemp("report_full") / "run"
-        shutil.copytree(pipeline_run, run_dir)
-        (run_dir / "report.html").unlink(missing_ok=True)  # the pipeline's own report
-        _fabricate_optional(run_dir)
-        _SHARED["full_run"] = run_dir
-    return _SHARED["full_run"]
-
-
-@pytest.fixture
-def bare_run(pipeline_run, tmp_path):
-    """A copy of the run without the optional tables (and without a few result tables)."""
-    run_dir = tmp_path / "run"
-    shutil.copytree(pipeline_run, run_dir)
-    for name in (*OPTIONAL, "rank_drugs", "rank_regulators", "patients"):
-        (run_dir / f"{name}.parquet").unlink(missing_ok=True)
-    return run_dir
-
-
-@pytest.fixture(scope="session")
-def full_report_path(full_run, tmp_path_factory):
-    """The report of ``full_run``, built once (outside the run directory: it stays read-only)."""
-    if "full_report" not in _SHARED:
-        out = tmp_path_factory.mktemp("report_html") / "report.html"
-        _SHARED["full_report"] = build_report(full_run, out=out)
-    return _SHARED["full_report"]
-
-
-@pytest.fixture(scope="session")
-def full_report(full_report_path):
-    return full_report_path.read_text(encoding="utf-8")
 
 
 def test_every_section_and_figure(full_report):
@@ -195,6 +72,7 @@ def test_missing_optional_tables_are_explained(bare_run):
     assert "no disease named in the config" in html
     assert "No patient_states.parquet" in html
     assert "no patients.parquet" in html and "no rank_drugs.parquet" in html
+    assert "No qc.parquet" in html  # an older run: no quality-control table
     # the regulator heatmap still shows the best regulators by overlap p, unranked
     assert "No regulator is predicted" in html
     assert len(IMG.findall(html)) == 6  # no patient, patient-state or enrichment figures
@@ -292,3 +170,98 @@ def test_run_json_alone_gives_a_report_of_notes(full_run, tmp_path):
     for title in SECTION_TITLES:
         assert f"<h2>{title}</h2>" in html, title
     assert html.count('class="note"') >= 10
+
+
+def test_header_qc_and_network_tables(full_report, full_run):
+    run = json.loads((full_run / "run.json").read_text())
+    sha = run["inputs"][run["config"]["data"]]
+    # the data line: file name, full path and a short checksum; the finish time as a date
+    assert '<span class="mono">small.h5ad</span>' in full_report
+    assert f"sha256 {sha[:12]}…" in full_report
+    assert "run finished " + run["finished"][:10] in full_report
+    assert "<dt>Time unit</dt><dd>h</dd>" in full_report
+    # quality control per cell type, with a total row
+    assert "Cells before QC" in full_report and "all cell types" in full_report
+    qc = pd.read_parquet(full_run / "qc.parquet")
+    assert f"{int(qc['n_cells_kept'].sum()):,} of {int(qc['n_cells'].sum()):,} cells" in full_report
+    # the network summaries count every intracellular and temporal edge of the run
+    edges = pd.read_parquet(full_run / "edges.parquet")
+    temporal = edges[edges["layer"] == "temporal"]
+    step = temporal.iloc[0]
+    assert f"{step['time_from']:g} h → {step['time_to']:g} h" in full_report
+    assert "Top regulators (edges)" in full_report and "Strongest edge (weight)" in full_report
+
+
+def test_data_line_and_run_date(tmp_path):
+    from omicstwin.report.build import _data_line, _run_date
+
+    sha = "4532774391a44939735b7a4da6006824cc9bd021aedc5ba92f7eb9a23f3968b7"
+    simulated = {
+        "config": {"data": {"simulate": "demo", "seed": 0, "n_cells": None}},
+        "inputs": {"/runs/demo/cohort.h5ad": sha},
+    }
+    line = _data_line(simulated)
+    assert line["data_lead"] == "simulated cohort (preset demo, seed 0)"
+    assert line["data_file"] == "cohort.h5ad" and line["data_details"] == "sha256 4532774391a4…"
+    assert "None" not in str(line)
+    manifest = {"config": {"data": "manifest:pbmc"}, "inputs": {"/data/pbmc.h5ad": sha}}
+    line = _data_line(manifest)
+    assert line["data_lead"] == "manifest:pbmc" and line["data_file"] == "pbmc.h5ad"
+    path = {"config": {"data": "/x/y/cohort.h5ad"}, "inputs": {"/x/y/cohort.h5ad": sha}}
+    line = _data_line(path)
+    assert line["data_lead"] == "" and line["data_file"] == "cohort.h5ad"
+    assert line["data_details"] == "/x/y/cohort.h5ad; sha256 4532774391a4…"
+    run_json = tmp_path / "run.json"
+    run_json.write_text("{}")
+    assert _run_date({"finished": "2026-11-23T17:23:40+01:00"}, run_json) == "2026-11-23 16:23 UTC"
+    assert _run_date({}, run_json).endswith(" UTC")
+
+
+def test_time_unit_prefers_run_json(tmp_path):
+    from omicstwin.report._format import time_unit_of
+
+    cohort = "ok: 10 cells; 2 time points (0 d .. 2 d)"
+    assert time_unit_of({"time_unit": "h", "config": {"time_unit": "min"}, "cohort": cohort}) == "h"
+    assert time_unit_of({"config": {"time_unit": "min"}, "cohort": cohort}) == "min"
+    assert time_unit_of({"config": {}, "cohort": cohort}) == "d"
+
+
+def test_network_summaries_count_edges():
+    from omicstwin.report.sections import _intracellular_summary, _temporal_summary
+
+    nan = float("nan")
+    rows = [
+        # layer, condition, source ct, target ct, from, to, source, target, weight
+        ("intracellular", "case", "T", "T", 0.0, 0.0, "A", "X", 1.0),
+        ("intracellular", "case", "T", "T", 0.0, 0.0, "A", "Y", 1.0),
+        ("intracellular", "control", "T", "T", 0.0, 0.0, "B", "X", 1.0),
+        ("intracellular", "donors", "T", "T", nan, nan, "B", "Y", 1.0),
+        ("temporal", "all", "T", "T", 0.0, 6.0, "A", "X", -0.5),
+        ("temporal", "all", "T", "T", 0.0, 6.0, "B", "X", 0.7),
+        ("temporal", "all", "M", "M", 6.0, 12.0, "C", "Z", 0.2),
+    ]
+    edges = pd.DataFrame(
+        rows,
+        columns=[
+            "layer",
+            "condition",
+            "source_cell_type",
+            "target_cell_type",
+            "time_from",
+            "time_to",
+            "source",
+            "target",
+            "weight",
+        ],
+    )
+    for frame in (edges, edges.astype({c: "category" for c in ("layer", "source", "target")})):
+        intra, hubs = _intracellular_summary(frame, "h")
+        assert intra.columns == ["Cell type", "0 h", "all times (donors)"]
+        assert intra.rows == [["T", "2 / 1", "1"]]
+        assert hubs.rows == [["T", "A (2), B (2)"]]
+        (temporal,) = _temporal_summary(frame, "h")
+        assert temporal.columns[1:3] == ["0 h → 6 h", "6 h → 12 h"]
+        assert temporal.rows == [
+            ["M", "0", "1", "C → Z (6 h → 12 h, 0.2)"],
+            ["T", "2", "0", "B → X (0 h → 6 h, 0.7)"],
+        ]

@@ -2,6 +2,7 @@
 
 Skips when Chromium or Playwright is missing, unless OMICSTWIN_REQUIRE_BROWSER=1 (CI), where a
 missing browser is a failure. Playwright drives the system Chromium; it never downloads one.
+The report is the session fixture ``full_report_path`` of ``conftest.py`` (built once).
 """
 
 from __future__ import annotations
@@ -12,12 +13,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from tests.report.test_report import (  # noqa: F401  (session fixtures)
-    full_report_path,
-    full_run,
-    pipeline_run,
-)
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -59,7 +54,7 @@ def browser():
             launched.close()
 
 
-def test_report_renders_in_chromium(browser, full_report_path, tmp_path):  # noqa: F811
+def test_report_renders_in_chromium(browser, full_report_path, tmp_path):
     report = full_report_path
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     errors: list[str] = []
