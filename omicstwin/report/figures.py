@@ -784,8 +784,8 @@ def patient_state_figure(
     patients, groups = donor_rows(frame, donor="patient_id", arm="arm")
     columns = context_columns(times, cell_types)
     values = _pivot(frame, "patient_id", columns, "disease_score", patients)
-    # 0 is the control mean and 1 the case mean: centre the diverging scale between them, so
-    # blue reads "like a control", red "like a patient"
+    # 0 is the control mean and 1 the case mean at its peak: centre the diverging scale there,
+    # so blue reads "like a control", red "like a patient"
     finite = values[np.isfinite(values)]
     spread = float(np.abs(finite - 0.5).max()) if finite.size else 0.5
     spread = max(spread, 0.5)
@@ -797,7 +797,7 @@ def patient_state_figure(
         row_groups=groups,
         cmap="RdBu_r",
         norm=mcolors.Normalize(vmin=0.5 - spread, vmax=0.5 + spread),
-        colorbar_label="disease score\n(0 = control mean, 1 = case mean)",
+        colorbar_label="disease score\n(0 = control mean, 1 = case peak)",
         xlabel="cell type",
         ylabel="patient",
     )

@@ -825,8 +825,8 @@ def patients_section(data: RunData) -> Section:
                 FigureBlock(
                     figs.embed(fig, "Heatmap of per-patient disease scores"),
                     "Disease score of each donor (rows, grouped by arm) per cell type and "
-                    "time point: where the donor lies on the axis from the control mean (0) "
-                    "to the case mean (1).",
+                    "time point: where the donor lies on the disease axis, from the control "
+                    "mean (0) to the case mean at that cell type's peak of disease (1).",
                 )
             )
     return section
