@@ -11,11 +11,13 @@ pairs; 120k per-context perturbation rows) and >= 50 patients, publishes it to S
 
 The client is a minimal asyncio HTTP/1.1 client (raw sockets) so that it costs little CPU on
 the same machine; its CPU share (user+sys CPU / wall time of the client process) is reported
-next to the server's. Target on 2 cores at 50 clients: >= 500 requests/s, p99 <= 100 ms for the
-top-10 query.
+next to the server's (uvicorn processes; for PostgreSQL also the local server's processes, "db
+CPU"), each as a share of one core. Target on 2 cores at 50 clients: >= 500 requests/s,
+p99 <= 100 ms for the top-10 query. Measure on an otherwise idle machine: the load average is
+printed before and after each backend.
 
 Usage: python benchmarks/service_load.py [--clients 50] [--seconds 10] [--workers 2]
-       [--pg URL] [--backend sqlite|postgresql]
+       [--pg URL] [--serve-backend sqlite|postgresql|both]
 """
 
 from __future__ import annotations
@@ -171,6 +173,19 @@ def server_cpu(proc: subprocess.Popen) -> float:
     return total
 
 
+def db_cpu() -> float:
+    """User+sys CPU seconds of the local PostgreSQL server processes (0 when none run here)."""
+    total = 0.0
+    for p in psutil.process_iter(["name"]):
+        if p.info["name"] in ("postgres", "postmaster"):
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                pass
+    return total
+
+
 def fresh_pg_database(url: str) -> str:
     """A new database on the server of ``url`` (so the publish time is a real first publish)."""
     import sqlalchemy as sa
@@ -182,6 +197,16 @@ def fresh_pg_database(url: str) -> str:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     server.dispose()
     return sa.engine.make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_pg_database(server_url: str, url: str) -> None:
+    import sqlalchemy as sa
+
+    server = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with server.connect() as conn:
+        name = sa.engine.make_url(url).database
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    server.dispose()
 
 
 def run_load(url: str, label: str, key: str, args: argparse.Namespace) -> None:
@@ -201,22 +226,27 @@ def run_load(url: str, label: str, key: str, args: argparse.Namespace) -> None:
         }
         # warm-up: imports, pools, caches in every worker
         drive(port, scenarios["top-10 targets"], key, 8, 1.0)
+        pg = label == "postgresql"
         print(
             f"\n{label}: {args.clients} clients, {args.seconds:.0f} s per query, "
-            f"{args.workers} uvicorn workers, {os.cpu_count()} cores"
+            f"{args.workers} uvicorn workers, {os.cpu_count()} cores, load average "
+            f"{os.getloadavg()[0]:.2f} (1 min) before"
         )
         print(
             f"{'query':<22}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
-            f"{'client CPU':>12}{'server CPU':>12}"
+            f"{'client CPU':>12}{'server CPU':>12}" + (f"{'db CPU':>9}" if pg else "")
         )
         for name, paths in scenarios.items():
-            cpu0, t0 = server_cpu(proc), time.perf_counter()
+            cpu0, db0, t0 = server_cpu(proc), db_cpu() if pg else 0.0, time.perf_counter()
             r = drive(port, paths, key, args.clients, args.seconds)
-            share = (server_cpu(proc) - cpu0) / (time.perf_counter() - t0)
+            wall = time.perf_counter() - t0
+            share = (server_cpu(proc) - cpu0) / wall
+            db = f"{(db_cpu() - db0) / wall:>8.0%}" if pg else ""
             print(
                 f"{name:<22}{r['rps']:>9.0f}{r['p50']:>9.1f}{r['p99']:>9.1f}{r['errors']:>8}"
-                f"{r['client_cpu']:>11.0%} {share:>11.0%}"
+                f"{r['client_cpu']:>11.0%} {share:>11.0%} {db}"
             )
+        print(f"load average {os.getloadavg()[0]:.2f} (1 min) after")
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -247,9 +277,13 @@ def main() -> None:
             engine = make_engine(url)
             keys[label] = create_key(engine, name=f"bench-{os.getpid()}", role="admin")
             engine.dispose()
-        for label, url in urls.items():
-            if args.serve_backend in (label, "both"):
-                run_load(url, label, keys[label], args)
+        try:
+            for label, url in urls.items():
+                if args.serve_backend in (label, "both"):
+                    run_load(url, label, keys[label], args)
+        finally:
+            if "postgresql" in urls:
+                drop_pg_database(args.pg, urls["postgresql"])
 
 
 if __name__ == "__main__":

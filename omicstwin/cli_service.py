@@ -42,7 +42,7 @@ def publish(
     study_id: Annotated[
         str | None,
         typer.Option(
-            help="Study id (default: run.json study_id or config.name, else the folder name)."
+            help="Study id (default: run.json study_id or the config's study, else the folder)."
         ),
     ] = None,
     debug: DebugOption = False,

@@ -5,6 +5,11 @@ only the patients granted to its key; ``clinician`` reads only the patients gran
 (no study-level endpoints; a granted patient's targets carry their study-level evidence).
 Every read of patient data, allowed or not, appends an audit row before the data is returned.
 
+Hot paths: the unfiltered rankings, patient reads and key lookups run short indexed statements
+on one connection per worker on the event loop, and a fast lane answers their plain, valid,
+authorised requests before FastAPI's parameter solving (same answers; see ``_FastLane``);
+audit rows are group-committed by one writer thread, each read waiting for its row's commit.
+
 Logging: the service never logs request paths, keys or patient ids (paths carry patient ids,
 so ``omicstwin serve`` turns uvicorn's access log off), and SQL parameters are hidden from
 SQLAlchemy's logging.
@@ -12,20 +17,29 @@ SQLAlchemy's logging.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from http import HTTPStatus
 from typing import Annotated, Any
+from urllib.parse import parse_qsl
 
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
+from pydantic import TypeAdapter
 from sqlalchemy.engine import Engine
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from omicstwin import __version__
 from omicstwin._logging import logger
@@ -48,10 +62,17 @@ from omicstwin.store import access
 from omicstwin.store.access import Principal
 from omicstwin.store.db import ID_PATTERN, check_schema, head_revision, make_engine
 
+try:  # optional: a faster JSON encoder for the hot endpoints (same bytes, see _json)
+    import orjson
+except ImportError:  # pragma: no cover - exercised without the extra
+    orjson = None
+
 PREFIX = "/api/v1"
 PROBLEM = "application/problem+json"
 DB_ENV = "OMICSTWIN_DB_URL"
 KEY_CACHE_SECONDS = 10.0  # a revoked key stops working within this time
+POOL_SIZE, POOL_OVERFLOW = 8, 8  # SQLAlchemy pool per worker process
+HOT_MAX_OFFSET = 10_000  # deeper pages walk too much of an index to run on the event loop
 TEXT_PATTERN = r"^[^\x00-\x1f\x7f]+$"  # printable: NUL bytes would break PostgreSQL queries
 SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
 OUTCOMES = ("allowed", "denied", "not_found", "unauthenticated")
@@ -119,11 +140,176 @@ def _install_error_handlers(app: FastAPI) -> None:
 _bearer = HTTPBearer(auto_error=False, description="An API key: omicstwin keys create.")
 
 
-class _KeyCache:
-    """key hash -> principal for a few seconds: saves a query per request under load."""
+class _HotReader:
+    """One DBAPI connection per worker for the hot, indexed reads, used on the event loop.
 
-    def __init__(self, engine: Engine, ttl: float) -> None:
-        self.engine, self.ttl = engine, ttl
+    The statements it runs (``queries.hot_statements``) are primary-key or index-range lookups
+    that take well under a millisecond, so running them inline costs less than a hop to a
+    thread pool and back (and the GIL contention that comes with it under load). Anything
+    that can scan (filters, counts over a study, gene lookups, listings) still runs in the
+    thread pool. PostgreSQL: the connection is in autocommit (each read its own snapshot, never
+    idle in a transaction) with a statement timeout, and is replaced once on a disconnect.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.sql = q.hot_statements(engine.dialect)
+        self._fairy: Any = None
+        self._lock = threading.Lock()  # one event loop per worker; guards odd multi-loop use
+        self._dbapi_error = engine.dialect.loaded_dbapi.Error
+
+    def _connection(self) -> Any:
+        if self._fairy is None:
+            fairy = self.engine.raw_connection()
+            if self.engine.dialect.name == "postgresql":
+                fairy.driver_connection.autocommit = True
+                with fairy.driver_connection.cursor() as cursor:
+                    cursor.execute("SET statement_timeout = 5000")  # ms: never stall the loop
+            self._fairy = fairy
+        return self._fairy
+
+    def run(self, read: Callable[[Any, dict[str, q.Compiled]], Any]) -> Any:
+        """Run ``read(cursor, statements)`` (retried once on a fresh connection if it dropped)."""
+        with self._lock:
+            for attempt in (0, 1):
+                fairy = self._connection()
+                cursor = fairy.cursor()
+                try:
+                    return read(cursor, self.sql)
+                except self._dbapi_error as exc:
+                    dropped = self.engine.dialect.is_disconnect(exc, fairy, cursor)
+                    if attempt or not dropped:
+                        raise
+                    self._discard(invalidate=True)
+                finally:
+                    try:
+                        cursor.close()
+                    except self._dbapi_error:
+                        pass
+            raise AssertionError("unreachable")
+
+    def _discard(self, *, invalidate: bool) -> None:
+        fairy, self._fairy = self._fairy, None
+        if fairy is not None:
+            if invalidate:
+                fairy.invalidate()
+            else:
+                fairy.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._discard(invalidate=False)
+
+
+class _AuditWriter:
+    """Appends audit rows with group commit: one transaction for all rows pending meanwhile.
+
+    A request awaits its row's commit before it answers (so the audit row exists before any
+    data is returned); a failed commit fails every request of the batch. Under load this turns
+    one write transaction per patient read into one per batch, which keeps the SQLite write
+    lock (shared by all workers) short and rare, and never blocks the event loop.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._pending: list[tuple[dict[str, Any], asyncio.Future, asyncio.AbstractEventLoop]] = []
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._conn: sa.Connection | None = None  # used by the writer thread only
+
+    async def write(self, row: dict[str, Any]) -> None:
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        with self._wake:
+            self._pending.append((row, done, loop))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="omicstwin-audit", daemon=True
+                )
+                self._thread.start()
+            self._wake.notify()
+        await done
+
+    def _run(self) -> None:
+        table = q.AUDIT
+        while True:
+            with self._wake:
+                while not self._pending and not self._closed:
+                    self._wake.wait()
+                if not self._pending:
+                    self._thread = None  # under the lock: the next write starts a new thread
+                    self._drop(invalidate=False)
+                    return
+                batch, self._pending = self._pending, []
+            error: BaseException | None = None
+            for _attempt in (0, 1):
+                try:
+                    self._insert(table, [row for row, _, _ in batch])
+                    error = None
+                    break
+                except sa.exc.DBAPIError as exc:  # a dropped connection: retried once
+                    error = exc
+                    self._drop(invalidate=True)
+                    if not exc.connection_invalidated:
+                        break
+                except Exception as exc:  # handed to every waiting request
+                    error = exc
+                    self._drop(invalidate=True)
+                    break
+            for _, done, loop in batch:
+                try:
+                    loop.call_soon_threadsafe(_settle, done, error)
+                except RuntimeError:  # that event loop is closed: nobody waits any more
+                    pass
+
+    def _insert(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+        # The writer thread keeps one connection (no pool checkout and ping per batch).
+        if self._conn is None:
+            self._conn = self.engine.connect()
+        with self._conn.begin():
+            self._conn.execute(table.insert(), rows)
+
+    def _drop(self, *, invalidate: bool) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                if invalidate:
+                    conn.invalidate()
+                conn.close()
+            except sa.exc.SQLAlchemyError:
+                pass
+
+    def close(self) -> None:
+        """Write what is pending and stop the thread (a later write starts a new one)."""
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout=30)
+        with self._wake:
+            self._closed = False
+
+
+def _settle(done: asyncio.Future, error: BaseException | None) -> None:
+    if done.done():  # the request was cancelled (client gone); its row is written anyway
+        return
+    if error is None:
+        done.set_result(None)
+    else:
+        done.set_exception(error)
+
+
+class _KeyCache:
+    """key hash -> principal for a few seconds: saves a query per request under load.
+
+    A hit costs a hash and a dict lookup on the event loop (no database, no thread); a miss
+    is one indexed lookup on the worker's hot-path connection.
+    """
+
+    def __init__(self, reader: _HotReader, ttl: float) -> None:
+        self.reader, self.ttl = reader, ttl
         self._items: dict[str, tuple[Principal, float]] = {}
         self._lock = threading.Lock()
 
@@ -133,8 +319,8 @@ class _KeyCache:
         hit = self._items.get(digest)
         if hit is not None and hit[1] > now:
             return hit[0]
-        with self.engine.connect() as conn:
-            principal = access.authenticate(conn, key)
+        rows = self.reader.run(lambda cur, sql: q.fetch(cur, sql["key"], key_hash=digest))
+        principal = Principal(*rows[0]) if rows else None
         with self._lock:
             if principal is None:
                 self._items.pop(digest, None)
@@ -167,10 +353,13 @@ def _principal(
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def require(*roles: str) -> Callable[..., Principal]:
-    """Dependency: a valid key whose role is one of ``roles`` (401 / 403 otherwise)."""
+def require(*roles: str) -> Callable[..., Any]:
+    """Dependency: a valid key whose role is one of ``roles`` (401 / 403 otherwise).
 
-    def dependency(request: Request, credentials: Credentials) -> Principal:
+    ``async`` so that FastAPI runs it on the event loop: no thread-pool hop per request.
+    """
+
+    async def dependency(request: Request, credentials: Credentials) -> Principal:
         principal = _principal(request, credentials)
         if principal is None:
             raise _unauthorized()
@@ -179,6 +368,96 @@ def require(*roles: str) -> Callable[..., Principal]:
         return principal
 
     return dependency
+
+
+def _json(body: dict[str, Any], model: Any) -> Response:
+    """Serialise a body that matches ``model`` (FastAPI does not re-validate a Response).
+
+    orjson writes byte for byte what FastAPI's pydantic serialisation of these models writes
+    (compact, keys in field order, UTF-8, shortest float repr, NaN/inf as null) at a seventh of
+    its cost; without orjson, pydantic serialises the validated body.
+    """
+    if orjson is not None:
+        return Response(orjson.dumps(body), media_type="application/json")
+    adapter = _ADAPTERS.get(model)
+    if adapter is None:
+        adapter = _ADAPTERS.setdefault(model, TypeAdapter(model))
+    return Response(adapter.dump_json(adapter.validate_python(body)), media_type="application/json")
+
+
+_ADAPTERS: dict[Any, TypeAdapter] = {}
+
+
+# ----------------------------------------------------------------------------- fast lane
+
+Lane = Callable[[Scope, str], Awaitable[Response | None]]
+_UINT_RE = re.compile(r"[0-9]{1,7}")
+_DECIMAL_RE = re.compile(r"-?[0-9]{1,10}(?:\.[0-9]{1,17})?")
+_ID_FULL_RE = re.compile(ID_PATTERN)
+_TEXT_FULL_RE = re.compile(TEXT_PATTERN)
+
+
+class _FastLane:
+    """ASGI shortcut for the plain, valid, authorised requests of the hottest GET endpoints.
+
+    FastAPI's per-request dependency and parameter solving costs several times the indexed
+    reads behind these endpoints. A lane answers only requests it fully understands: a known
+    path with a valid id, only its own query parameters, each once and in canonical form
+    (digits, decimals) within the documented bounds, a valid key of an allowed role, and an
+    existing (granted) resource. Everything else (errors included) goes to the FastAPI route,
+    so every error response, the OpenAPI document and all validation stay FastAPI's own. The
+    lanes call the same readers, audit writer and serialiser as the routes.
+    """
+
+    def __init__(self, app: ASGIApp, lanes: list[tuple[str, str, Lane]]) -> None:
+        self.app = app
+        self.lanes = lanes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("root_path"):
+            path: str = scope["path"]
+            for prefix, suffix, lane in self.lanes:
+                if path.startswith(prefix) and path.endswith(suffix):
+                    ident = path[len(prefix) : len(path) - len(suffix)]
+                    if _ID_FULL_RE.fullmatch(ident):
+                        response = await lane(scope, ident)
+                        if response is not None:
+                            await response(scope, receive, send)
+                            return
+                    break
+        await self.app(scope, receive, send)
+
+
+def _lane_query(scope: Scope, allowed: frozenset[str]) -> dict[str, str] | None:
+    """Query parameters as Starlette parses them; None if any is unknown or repeated."""
+    raw: bytes = scope["query_string"]
+    out: dict[str, str] = {}
+    if raw:
+        for name, value in parse_qsl(raw.decode("latin-1"), keep_blank_values=True):
+            if name not in allowed or name in out:
+                return None
+            out[name] = value
+    return out
+
+
+def _lane_int(value: str | None, default: int, low: int, high: int) -> int | None:
+    if value is None:
+        return default
+    if not _UINT_RE.fullmatch(value):
+        return None
+    number = int(value)
+    return number if low <= number <= high else None
+
+
+def _lane_key(scope: Scope) -> str | None:
+    """Return the bearer credentials as HTTPBearer reads them (first Authorization header)."""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, credentials = get_authorization_scheme_param(value.decode("latin-1"))
+            if scheme.lower() == "bearer" and credentials and len(credentials) <= 256:
+                return credentials
+            return None
+    return None
 
 
 StudyReader = Annotated[Principal, Depends(require("admin", "analyst"))]
@@ -212,7 +491,9 @@ def _not_found(what: str) -> ApiError:
 # ----------------------------------------------------------------------------- app
 
 
-def create_app(db_url: str | Engine | None = None, *, check: bool = True) -> FastAPI:
+def create_app(
+    db_url: str | Engine | None = None, *, check: bool = True, fast_lane: bool = True
+) -> FastAPI:
     """Build the service for a database.
 
     Parameters
@@ -222,6 +503,9 @@ def create_app(db_url: str | Engine | None = None, *, check: bool = True) -> Fas
     check
         Refuse a database whose schema revision is not this package's (the service never
         migrates; run ``omicstwin db upgrade``).
+    fast_lane
+        Answer the plain, valid requests of the hottest endpoints (study and patient target
+        rankings) before FastAPI's routing (see ``_FastLane``); the answers are the same.
 
     Raises
     ------
@@ -232,15 +516,26 @@ def create_app(db_url: str | Engine | None = None, *, check: bool = True) -> Fas
         engine = db_url
     else:
         # hide_parameters: SQL logging must never show patient ids or key hashes.
+        # Pool per worker process: the hot paths hold one connection of their own (plus one
+        # for the audit writer when patient data is read); the rest serves the thread-pool
+        # endpoints. At most POOL_SIZE + POOL_OVERFLOW connections per worker.
         engine = make_engine(
             db_url or os.environ.get(DB_ENV),
             hide_parameters=True,
-            pool_size=10,
-            max_overflow=40,
+            pool_size=POOL_SIZE,
+            max_overflow=POOL_OVERFLOW,
         )
     if check:
         check_schema(engine)
     revision = head_revision()
+    reader = _HotReader(engine)
+    auditor = _AuditWriter(engine)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        auditor.close()
+        reader.close()
 
     app = FastAPI(
         title="omicstwin",
@@ -251,9 +546,10 @@ def create_app(db_url: str | Engine | None = None, *, check: bool = True) -> Fas
             "Errors are application/problem+json."
         ),
         responses=_problem_responses(401, 422),
+        lifespan=lifespan,
     )
     app.state.engine = engine
-    app.state.keys = _KeyCache(engine, KEY_CACHE_SECONDS)
+    app.state.keys = _KeyCache(reader, KEY_CACHE_SECONDS)
     _install_error_handlers(app)
 
     @app.get(f"{PREFIX}/health", tags=["service"])
@@ -286,12 +582,46 @@ def create_app(db_url: str | Engine | None = None, *, check: bool = True) -> Fas
             raise _no_study(study_id)
         return StudyDetail(**row)
 
+    context_sizes: dict[tuple[str, str, str, float | None], int] = {}
+
+    def ranking_reader(
+        study_id: str, cell_type: str | None, time: float | None, limit: int, offset: int
+    ) -> Callable[[Any, dict[str, q.Compiled]], dict[str, Any] | None]:
+        """Read one unfiltered ranking page (study level, or one cell type x time)."""
+
+        def read(cur: Any, sql: dict[str, q.Compiled]) -> dict[str, Any] | None:
+            counts = q.fetch(cur, sql["study_counts"], study_id=study_id)
+            if not counts:
+                return None
+            page = {"study_id": study_id, "limit": limit, "offset": offset}
+            if cell_type is None:
+                rows = q.fetch(cur, sql["targets"], **page)
+                return {
+                    "data": q.target_rows(rows, "study"),
+                    "count": json.loads(counts[0][0]).get("targets", 0),
+                }
+            ctx = {"study_id": study_id, "cell_type": cell_type, "time": time}
+            rows = q.fetch(cur, sql["context_targets"], **(page | ctx))
+            # A context's size changes only with the study's content: cache it by content hash
+            # (a COUNT over a context's index range costs more than the page itself).
+            size_key = (study_id, counts[0][1], cell_type, time)
+            count = context_sizes.get(size_key)
+            if count is None:
+                count = q.fetch(cur, sql["context_count"], **ctx)[0][0]
+                if len(context_sizes) >= 4096:
+                    context_sizes.clear()
+                context_sizes[size_key] = count
+            return {"data": q.target_rows(rows, "context"), "count": count}
+
+        return read
+
     @app.get(
         f"{PREFIX}/studies/{{study_id}}/targets",
         tags=["studies"],
         responses=_problem_responses(403, 404),
+        response_model=Page[TargetRow],
     )
-    def targets(
+    async def targets(
         _: StudyReader,
         study_id: StudyId,
         cell_type: Annotated[
@@ -318,8 +648,28 @@ def create_app(db_url: str | Engine | None = None, *, check: bool = True) -> Fas
         offset: Offset = 0,
         min_score: MinScore = None,
         max_q: MaxQ = None,
-    ) -> Page[TargetRow]:
+    ) -> Any:
         """Drug targets: the study-level ranking, or the ranking in a cell type / time point."""
+        plain = min_score is None and max_q is None and (cell_type is None) == (time is None)
+        if plain and offset <= HOT_MAX_OFFSET:
+            # Hot path: one ranking, no filters: short index range reads (see _HotReader).
+            body = reader.run(ranking_reader(study_id, cell_type, time, limit, offset))
+            if body is None:
+                raise _no_study(study_id)
+            return _json(body, Page[TargetRow])
+        return await run_in_threadpool(
+            filtered_targets, study_id, cell_type, time, limit, offset, min_score, max_q
+        )
+
+    def filtered_targets(
+        study_id: str,
+        cell_type: str | None,
+        time: float | None,
+        limit: int,
+        offset: int,
+        min_score: float | None,
+        max_q: float | None,
+    ) -> Page[TargetRow]:
         with engine.connect() as conn:
             counts = q.study_counts(conn, study_id)
             if counts is None:
@@ -335,7 +685,7 @@ def create_app(db_url: str | Engine | None = None, *, check: bool = True) -> Fas
                 min_score=min_score,
                 max_q=max_q,
             )
-        return Page[TargetRow](data=data, count=count)
+        return Page[TargetRow](data=data, count=count)  # serialised by FastAPI
 
     def ranking(table: sa.Table, study_id: str, **kwargs: Any) -> tuple[list[dict], int]:
         with engine.connect() as conn:
@@ -402,29 +752,40 @@ def create_app(db_url: str | Engine | None = None, *, check: bool = True) -> Fas
             raise _not_found(f"no scores for the gene '{symbol}' in any published study")
         return Page[GeneScore](data=rows[offset : offset + limit], count=len(rows))
 
-    def patient_read(
+    def granted(
+        principal: Principal, patient_id: str, read: Callable[[Any, dict[str, q.Compiled]], Any]
+    ) -> Callable[[Any, dict[str, q.Compiled]], tuple[str, Any]]:
+        """Check the grant, then read: (outcome, data) with outcome allowed/denied/not_found."""
+
+        def run(cur: Any, sql: dict[str, q.Compiled]) -> tuple[str, Any]:
+            allowed = principal.role == "admin" or bool(
+                q.fetch(cur, sql["grant"], key_id=principal.key_id, patient_id=patient_id)
+            )
+            if not allowed:
+                return "denied", None
+            data = read(cur, sql)
+            return ("not_found" if data is None else "allowed"), data
+
+        return run
+
+    async def patient_read(
         request: Request,
         credentials: HTTPAuthorizationCredentials | None,
         patient_id: str,
         action: str,
-        read: Callable[[sa.Connection], Any],
+        read: Callable[[Any, dict[str, q.Compiled]], Any],
     ) -> Any:
         """Authorise, read and audit one access to patient data (audit row before the data)."""
         principal = _principal(request, credentials)
         outcome, data = "unauthenticated", None
         if principal is not None:
-            with engine.connect() as conn:
-                allowed = principal.role == "admin" or access.is_granted(
-                    conn, principal.key_id, patient_id
-                )
-                if allowed:
-                    data = read(conn)
-            outcome = "denied" if not allowed else ("not_found" if data is None else "allowed")
-        # A separate write-only transaction: SQLite never has to upgrade a read lock.
-        with engine.begin() as conn:
-            access.audit(
-                conn, principal=principal, action=action, patient_id=patient_id, outcome=outcome
+            outcome, data = reader.run(granted(principal, patient_id, read))
+        # Committed (group commit, its own write-only transaction) before anything is returned.
+        await auditor.write(
+            access.audit_values(
+                principal=principal, action=action, patient_id=patient_id, outcome=outcome
             )
+        )
         if outcome == "unauthenticated":
             raise _unauthorized()
         if outcome == "denied":
@@ -438,39 +799,51 @@ def create_app(db_url: str | Engine | None = None, *, check: bool = True) -> Fas
         f"{PREFIX}/patients/{{patient_id}}",
         tags=["patients"],
         responses=_problem_responses(403, 404),
+        response_model=PatientRecord,
     )
-    def patient(request: Request, credentials: Credentials, patient_id: PatientId) -> PatientRecord:
+    async def patient(request: Request, credentials: Credentials, patient_id: PatientId) -> Any:
         """Get a patient twin record (admin, or a key granted this patient). Audited."""
-        row = patient_read(
-            request,
-            credentials,
-            patient_id,
-            "patient.record",
-            lambda conn: q.get_patient(conn, patient_id),
-        )
-        return PatientRecord(**row)
+
+        def read(cur: Any, sql: dict[str, q.Compiled]) -> dict[str, Any] | None:
+            rows = q.fetch(cur, sql["patient"], patient_id=patient_id)
+            return q.patient_record(rows[0]) if rows else None
+
+        row = await patient_read(request, credentials, patient_id, "patient.record", read)
+        return PatientRecord(**row)  # nested state summary: validated and serialised by FastAPI
+
+    def patient_targets_reader(
+        patient_id: str, limit: int, offset: int
+    ) -> Callable[[Any, dict[str, q.Compiled]], dict[str, Any] | None]:
+        """Read one page of a patient's ranking (None: no such patient)."""
+
+        def read(cur: Any, sql: dict[str, q.Compiled]) -> dict[str, Any] | None:
+            total = q.fetch(cur, sql["patient_total"], patient_id=patient_id)
+            if not total:
+                return None
+            rows = q.fetch(
+                cur, sql["patient_targets"], patient_id=patient_id, limit=limit, offset=offset
+            )
+            return {"data": q.patient_target_rows(rows), "count": total[0][0]}
+
+        return read
 
     @app.get(
         f"{PREFIX}/patients/{{patient_id}}/targets",
         tags=["patients"],
         responses=_problem_responses(403, 404),
+        response_model=Page[PatientTargetRow],
     )
-    def patient_targets(
+    async def patient_targets(
         request: Request,
         credentials: Credentials,
         patient_id: PatientId,
         limit: Limit = 50,
         offset: Offset = 0,
-    ) -> Page[PatientTargetRow]:
+    ) -> Any:
         """List a patient's personalised target ranking, each row with its study-level evidence."""
-        data, count = patient_read(
-            request,
-            credentials,
-            patient_id,
-            "patient.targets",
-            lambda conn: q.patient_targets(conn, patient_id, limit=limit, offset=offset),
-        )
-        return Page[PatientTargetRow](data=data, count=count)
+        read = patient_targets_reader(patient_id, limit, offset)
+        body = await patient_read(request, credentials, patient_id, "patient.targets", read)
+        return _json(body, Page[PatientTargetRow])
 
     @app.get(f"{PREFIX}/audit", tags=["admin"], responses=_problem_responses(403))
     def audit(
@@ -500,6 +873,68 @@ def create_app(db_url: str | Engine | None = None, *, check: bool = True) -> Fas
             )
         return Page[AuditRow](data=data, count=count)
 
+    study_params = frozenset({"limit", "offset", "cell_type", "time"})
+    page_params = frozenset({"limit", "offset"})
+
+    async def study_targets_lane(scope: Scope, study_id: str) -> Response | None:
+        params = _lane_query(scope, study_params)
+        if params is None:
+            return None
+        limit = _lane_int(params.get("limit"), 50, 1, 500)
+        offset = _lane_int(params.get("offset"), 0, 0, 1_000_000)
+        cell_type, raw_time = params.get("cell_type"), params.get("time")
+        if limit is None or offset is None or (cell_type is None) != (raw_time is None):
+            return None
+        if offset > HOT_MAX_OFFSET:
+            return None  # a long index walk: the route runs it in the thread pool
+        time_ = None
+        if cell_type is not None and raw_time is not None:
+            if not (len(cell_type) <= 128 and _TEXT_FULL_RE.fullmatch(cell_type)):
+                return None
+            if not _DECIMAL_RE.fullmatch(raw_time):
+                return None
+            time_ = float(raw_time)
+            if not -1e9 <= time_ <= 1e9:
+                return None
+        key = _lane_key(scope)
+        principal = None if key is None else app.state.keys.lookup(key)
+        if principal is None or principal.role not in ("admin", "analyst"):
+            return None
+        body = reader.run(ranking_reader(study_id, cell_type, time_, limit, offset))
+        return None if body is None else _json(body, Page[TargetRow])
+
+    async def patient_targets_lane(scope: Scope, patient_id: str) -> Response | None:
+        params = _lane_query(scope, page_params)
+        if params is None:
+            return None
+        limit = _lane_int(params.get("limit"), 50, 1, 500)
+        offset = _lane_int(params.get("offset"), 0, 0, 1_000_000)
+        key = _lane_key(scope)
+        principal = None if key is None else app.state.keys.lookup(key)
+        if limit is None or offset is None or principal is None:
+            return None
+        read = patient_targets_reader(patient_id, limit, offset)
+        outcome, body = reader.run(granted(principal, patient_id, read))
+        if outcome != "allowed":
+            return None  # the route answers (and audits) denied and not-found reads
+        await auditor.write(
+            access.audit_values(
+                principal=principal,
+                action="patient.targets",
+                patient_id=patient_id,
+                outcome=outcome,
+            )
+        )
+        return _json(body, Page[PatientTargetRow])
+
+    if fast_lane:
+        app.add_middleware(
+            _FastLane,
+            lanes=[
+                (f"{PREFIX}/studies/", "/targets", study_targets_lane),
+                (f"{PREFIX}/patients/", "/targets", patient_targets_lane),
+            ],
+        )
     return app
 
 

@@ -281,3 +281,182 @@ def list_audit(
     ).all()
     count = conn.execute(sa.select(sa.func.count()).select_from(AUDIT).where(*where)).scalar_one()
     return [dict(r._mapping, at=_utc(r.at)) for r in rows], count
+
+
+# ----------------------------------------------------------------------------- hot paths
+#
+# The hot endpoints (top targets of a study or of one context, patient targets, patient record,
+# key lookups) run a few indexed statements per request. Building a Core select and looking it
+# up in SQLAlchemy's statement cache costs more than the query itself, so these are compiled
+# once per dialect into driver SQL and run on a DBAPI connection with bound parameters.
+
+
+class Compiled:
+    """A statement compiled once for a dialect; ``params`` orders the bound values for it."""
+
+    def __init__(self, stmt: sa.ClauseElement, dialect: sa.Dialect) -> None:
+        compiled = stmt.compile(dialect=dialect)
+        self.sql = compiled.string
+        self._order = compiled.positiontup  # None for named parameter styles (psycopg)
+
+    def params(self, **values: Any) -> tuple | dict:
+        """Return the bound values in the form the driver expects."""
+        return tuple(values[n] for n in self._order) if self._order else values
+
+
+def _b(name: str) -> sa.BindParameter:
+    return sa.bindparam(name)
+
+
+def hot_statements(dialect: sa.Dialect) -> dict[str, Compiled]:
+    """Compile the hot-path statements for ``dialect``."""
+    keys = TABLES["api_keys"]
+    grants = TABLES["grants"]
+    t, c, p = TARGETS, CONTEXT, PATIENT_TARGETS
+    stmts: dict[str, sa.ClauseElement] = {
+        "key": sa.select(keys.c.id, keys.c.name, keys.c.role).where(
+            keys.c.key_hash == _b("key_hash"), keys.c.revoked_at.is_(None)
+        ),
+        "grant": sa.select(grants.c.key_id).where(
+            grants.c.key_id == _b("key_id"), grants.c.patient_id == _b("patient_id")
+        ),
+        "study_counts": sa.select(STUDIES.c.counts, STUDIES.c.content_hash).where(
+            STUDIES.c.study_id == _b("study_id")
+        ),
+        "targets": sa.select(*[t.c[n] for n in _TARGET_COLS])
+        .where(t.c.study_id == _b("study_id"))
+        .order_by(t.c.rank, t.c.name)
+        .limit(_b("limit"))
+        .offset(_b("offset")),
+        "context_targets": sa.select(*[c.c[n] for n in _TARGET_COLS])
+        .where(c.c.study_id == _b("study_id"), c.c.cell_type == _b("cell_type"))
+        .where(c.c.time == _b("time"))
+        .order_by(c.c.rank, c.c.name)
+        .limit(_b("limit"))
+        .offset(_b("offset")),
+        "context_count": sa.select(sa.func.count())
+        .select_from(c)
+        .where(c.c.study_id == _b("study_id"), c.c.cell_type == _b("cell_type"))
+        .where(c.c.time == _b("time")),
+        "patient": sa.select(
+            PATIENTS.c.patient_id,
+            PATIENTS.c.study_id,
+            PATIENTS.c.arm,
+            PATIENTS.c.time_points,
+            PATIENTS.c.external_ref_hash,
+            PATIENTS.c.n_targets,
+            PATIENTS.c.state_summary,
+        ).where(PATIENTS.c.patient_id == _b("patient_id")),
+        "patient_total": sa.select(PATIENTS.c.n_targets).where(
+            PATIENTS.c.patient_id == _b("patient_id")
+        ),
+        "patient_targets": sa.select(*[p.c[n] for n in _PATIENT_TARGET_COLS])
+        .where(p.c.patient_id == _b("patient_id"))
+        .order_by(p.c.rank, p.c.target)
+        .limit(_b("limit"))
+        .offset(_b("offset")),
+    }
+    return {name: Compiled(stmt, dialect) for name, stmt in stmts.items()}
+
+
+_PATIENT_TARGET_COLS = (
+    "rank",
+    "target",
+    "cell_type",
+    "time",
+    "reversal_score",
+    "study_id",
+    "study_name",
+    "study_rank",
+    "study_score",
+    "study_q_value",
+    "context_rank",
+    "context_q_value",
+)
+
+
+def fetch(cursor: Any, stmt: Compiled, **values: Any) -> list[tuple]:
+    """Run a compiled statement on a DBAPI cursor; return all rows (the cursor is drained)."""
+    cursor.execute(stmt.sql, stmt.params(**values))
+    return cursor.fetchall()
+
+
+def target_rows(rows: list[tuple], level: str) -> list[dict[str, Any]]:
+    """Target rows as dicts in the order of the ``TargetRow`` model's fields."""
+    return [
+        {
+            "name": r[0],
+            "level": level,
+            "rank": r[1],
+            "score": r[2],
+            "off_target": r[3],
+            "p_value": r[4],
+            "q_value": r[5],
+            "cell_type": r[6],
+            "time": r[7],
+            "kind": r[8],
+            "genes": r[9],
+            "dose": r[10],
+        }
+        for r in rows
+    ]
+
+
+def patient_record(row: tuple) -> dict[str, Any]:
+    """Turn a row of the ``patient`` statement into a ``PatientRecord`` dict."""
+    patient_id, study_id, arm, time_points, ref_hash, n_targets, state = row
+    return {
+        "patient_id": patient_id,
+        "study_id": study_id,
+        "arm": arm,
+        "time_points": json.loads(time_points),
+        "has_external_ref": ref_hash is not None,
+        "n_targets": n_targets,
+        "state_summary": json.loads(state),
+        "targets_href": f"/api/v1/patients/{quote(patient_id, safe='')}/targets",
+    }
+
+
+def patient_target_rows(rows: list[tuple]) -> list[dict[str, Any]]:
+    """``patient_targets`` rows as ``PatientTargetRow`` dicts (evidence and its link)."""
+    data = []
+    for (
+        rank,
+        target,
+        cell_type,
+        time,
+        reversal,
+        study_id,
+        name,
+        s_rank,
+        s_score,
+        s_q,
+        c_rank,
+        c_q,
+    ) in rows:
+        evidence = None
+        if name is not None or c_rank is not None:
+            query = ""
+            if cell_type is not None and time is not None:
+                query = f"?cell_type={quote(cell_type, safe='')}&time={time!r}"
+            evidence = {
+                "study_id": study_id,
+                "name": name,
+                "rank": s_rank,
+                "score": s_score,
+                "q_value": s_q,
+                "context_rank": c_rank,
+                "context_q_value": c_q,
+                "href": f"/api/v1/studies/{quote(study_id, safe='')}/targets{query}",
+            }
+        data.append(
+            {
+                "rank": rank,
+                "target": target,
+                "cell_type": cell_type,
+                "time": time,
+                "reversal_score": reversal,
+                "evidence": evidence,
+            }
+        )
+    return data

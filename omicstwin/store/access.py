@@ -179,6 +179,20 @@ def is_granted(conn: Connection, key_id: int, patient_id: str) -> bool:
     )
 
 
+def audit_values(
+    *, principal: Principal | None, action: str, patient_id: str | None, outcome: str
+) -> dict:
+    """Return the values of one audit row (timestamped now), for :func:`audit` or a batch."""
+    return {
+        "at": utcnow(),
+        "key_name": principal.name if principal else None,
+        "role": principal.role if principal else None,
+        "action": action,
+        "patient_id": patient_id,
+        "outcome": outcome,
+    }
+
+
 def audit(
     conn: Connection,
     *,
@@ -192,11 +206,6 @@ def audit(
         TABLES["audit"]
         .insert()
         .values(
-            at=utcnow(),
-            key_name=principal.name if principal else None,
-            role=principal.role if principal else None,
-            action=action,
-            patient_id=patient_id,
-            outcome=outcome,
+            audit_values(principal=principal, action=action, patient_id=patient_id, outcome=outcome)
         )
     )
