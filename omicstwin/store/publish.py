@@ -81,7 +81,8 @@ class PublishResult:
     def one_line(self) -> str:
         """Summarise for the CLI."""
         counts = ", ".join(f"{v} {k}" for k, v in self.counts.items())
-        return f"study '{self.study_id}' {self.status} ({counts}; {self.seconds:.2f} s)"
+        detail = f"{counts}; " if counts else "same content as the database holds; "
+        return f"study '{self.study_id}' {self.status} ({detail}{self.seconds:.2f} s)"
 
 
 # ----------------------------------------------------------------------------- reading
