@@ -97,16 +97,32 @@ def default_study_id(run_dir: Path, run_json: dict[str, Any]) -> str:
     return cleaned or "study"
 
 
+# run.json keys that change on every run, even when nothing was recomputed (a re-run that
+# reused every stage has new timings and a new finish time but the same results)
+_VOLATILE_RUN_KEYS = ("timings_s", "cached_stages", "finished")
+
+
 def content_hash(run_dir: Path) -> str:
-    """SHA-256 over ``run.json`` and the tables publish reads (names and bytes)."""
+    """SHA-256 over ``run.json`` (without its per-run timings) and the tables publish reads."""
     digest = hashlib.sha256()
     for name in ("run.json", *(f"{t}.parquet" for t in TABLES_READ)):
         path = run_dir / name
-        if path.exists():
-            digest.update(name.encode() + b"\0")
-            with path.open("rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
+        if not path.exists():
+            continue
+        digest.update(name.encode() + b"\0")
+        if name == "run.json":
+            try:
+                run = json.loads(path.read_text())
+            except (OSError, ValueError):  # unreadable: hash the bytes, _read_run will complain
+                digest.update(path.read_bytes())
+                continue
+            if isinstance(run, dict):
+                run = {k: v for k, v in run.items() if k not in _VOLATILE_RUN_KEYS}
+            digest.update(json.dumps(run, sort_keys=True, default=str).encode())
+            continue
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()
 
 

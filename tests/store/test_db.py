@@ -272,3 +272,19 @@ def test_design_only_states(db_url: str, run_dir: Path, tmp_path: Path) -> None:
     design = pd.read_parquet(run_dir / "design.parquet")
     assert f'"n_cells": {int(design[design.donor == "P001"].n_cells.sum())}' in summary
     assert '"mean_disease_score": null' in summary
+
+
+def test_rerun_with_new_timings_only_is_unchanged(db_url: str, run_dir: Path, tmp_path: Path):
+    import json
+
+    first = publish_run(run_dir, db_url)
+    rerun = _copy(run_dir, tmp_path, "rerun")
+    run = json.loads((rerun / "run.json").read_text())
+    # what an unchanged re-run of the pipeline rewrites: timings, reused stages, finish time
+    run.update(timings_s={"de": 0.0}, cached_stages=["de"], finished="2030-01-01T00:00:00+00:00")
+    (rerun / "run.json").write_text(json.dumps(run))
+    again = publish_run(rerun, db_url, study_id=first.study_id)
+    assert again.status == "unchanged" and again.content_hash == first.content_hash
+    run["seed"] = 99  # a real change to the run's provenance still counts
+    (rerun / "run.json").write_text(json.dumps(run))
+    assert publish_run(rerun, db_url, study_id=first.study_id).status == "replaced"
