@@ -904,15 +904,19 @@ def patient_screen(
 # ----------------------------------------------------------------------------- interactive use
 
 
-def patient_states(twin: Twin, design: pd.DataFrame | None = None) -> pd.DataFrame:
+def patient_states(
+    twin: Twin, design: pd.DataFrame | None = None, *, z: float = 3.0
+) -> pd.DataFrame:
     """Each donor's position on the disease axis per cell type x time (the twin's state summary).
 
-    ``disease_score = <x - control, d> / max_t <d_t, d_t>`` with ``d = case - control`` over the
-    genes of that context and the maximum taken over the cell type's time points: 0 is the
-    control mean, and the case mean scores ``|d_t|^2 / max |d|^2``, i.e. 1 at the cell type's
-    peak of disease and near 0 before onset. Scaling by the peak rather than by each time
-    point's own ``|d_t|^2`` keeps donor noise at baseline (where ``d_t`` is tiny) from looking
-    like disease. NaN where the donor was not sampled or the cell type shows no disease signal.
+    ``disease_score = <x - control, s> / max_t <s_t, s_t>``: ``s`` is the disease vector
+    ``d = case - control`` of that context restricted to the genes whose difference exceeds
+    ``z`` standard errors of the arm means (from the donors' spread), and the maximum is over
+    the cell type's time points. 0 is the control mean, 1 the case mean at the cell type's peak
+    of disease. Without the gene selection, donor noise summed over thousands of unchanged
+    genes reads as disease before onset. Donors are not left out of their arm's mean (with 10
+    patients one donor is a tenth of it). NaN where the donor was not sampled or the cell type
+    has no changed gene.
 
     Parameters
     ----------
@@ -921,6 +925,9 @@ def patient_states(twin: Twin, design: pd.DataFrame | None = None) -> pd.DataFra
     design
         ``design.parquet`` (condition, donor, time, cell_type, n_cells) for the cell counts;
         without it ``n_cells`` is 0.
+    z
+        Standard errors a gene's case - control difference needs to count (with fewer than 2
+        donors in an arm the spread is unknown and every gene counts).
 
     Returns
     -------
@@ -930,7 +937,13 @@ def patient_states(twin: Twin, design: pd.DataFrame | None = None) -> pd.DataFra
     """
     case, control = twin.state("case"), twin.state("control")
     d = case - control
-    peak = np.einsum("tcg,tcg->tc", d, d).max(axis=0)  # per cell type
+    noise = np.zeros_like(d)
+    for label in (twin.params.get("case", "case"), twin.params.get("control", "control")):
+        arm = [twin.states[k] for k, a in sorted(twin.donors.items()) if a == label]
+        if len(arm) >= 2:  # variance of the arm's mean, from the donors' spread
+            noise += np.var(np.stack(arm), axis=0, ddof=1) / len(arm)
+    axis = np.where(d**2 > z * z * noise, d, 0.0)
+    peak = np.einsum("tcg,tcg->tc", axis, axis).max(axis=0)  # per cell type
     counts: dict[tuple[str, str, float], int] = {}
     if design is not None:
         grouped = design.groupby(["donor", "cell_type", "time"], observed=True)["n_cells"].sum()
@@ -941,7 +954,7 @@ def patient_states(twin: Twin, design: pd.DataFrame | None = None) -> pd.DataFra
         if x is None:
             continue
         with np.errstate(invalid="ignore", divide="ignore"):
-            score = np.einsum("tcg,tcg->tc", x - control, d) / peak[None, :]
+            score = np.einsum("tcg,tcg->tc", x - control, axis) / peak[None, :]
         score[:, peak <= 1e-12] = np.nan
         for ti, time in enumerate(twin.times):
             for ci, cell_type in enumerate(twin.cell_types):

@@ -317,3 +317,40 @@ def test_patient_states_against_a_per_context_loop():
         )
     ).set_index(["cell_type", "time"])["disease_score"]
     assert case_mean[("S", 1.0)] == pytest.approx(1.0) and case_mean[("S", 0.0)] < 1.0
+
+
+def test_patient_states_count_only_genes_changed_beyond_donor_noise():
+    from omicstwin.tl.twin import patient_states
+
+    twin = toy_twin()
+    rng = np.random.default_rng(1)
+    control = twin.states["control"]
+    shape = control.shape
+    donors = {f"P{i}": "case" for i in range(6)} | {f"C{i}": "control" for i in range(6)}
+    for name, arm in donors.items():
+        shift = np.zeros(shape)
+        if arm == "case":
+            shift[1, 0, 0] = 1.0  # one truly changed gene: TF in S at the second time point
+        twin.states[name] = control + shift + rng.normal(0, 0.05, shape)
+    twin.donors = donors
+    stack = {
+        a: np.stack([twin.states[k] for k, v in donors.items() if v == a])
+        for a in ("case", "control")
+    }
+    twin.states["case"], twin.states["control"] = stack["case"].mean(0), stack["control"].mean(0)
+    table = patient_states(twin).set_index(["patient_id", "cell_type", "time"])["disease_score"]
+    d = twin.states["case"] - twin.states["control"]
+    se2 = sum(np.var(v, axis=0, ddof=1) / len(v) for v in stack.values())
+    for name in donors:  # slow reference, one context and gene at a time
+        for ti, time in enumerate(twin.times):
+            kept = [g for g in range(shape[2]) if d[ti, 0, g] ** 2 > 9 * se2[ti, 0, g]]
+            peak = max(
+                sum(d[t, 0, g] ** 2 for g in range(shape[2]) if d[t, 0, g] ** 2 > 9 * se2[t, 0, g])
+                for t in range(shape[0])
+            )
+            x = twin.states[name][ti, 0] - twin.states["control"][ti, 0]
+            expected = sum(x[g] * d[ti, 0, g] for g in kept) / peak
+            assert table[(name, "S", time)] == pytest.approx(expected, abs=1e-12)
+    case_scores = table[[k.startswith("P") for k, _, _ in table.index]]
+    assert case_scores.xs(1.0, level="time").xs("S", level="cell_type").mean() == pytest.approx(1)
+    assert case_scores.xs(0.0, level="time").xs("S", level="cell_type").abs().max() < 0.2
