@@ -235,6 +235,10 @@ def run_pipeline(
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    # a run killed mid-write leaves its temporary file behind (never a final name); one run
+    # writes a run directory at a time, so any left now is stale
+    for stale in out.rglob(".*.partial"):
+        stale.unlink(missing_ok=True)
     stage = stage or (lambda _name: contextlib.nullcontext())
     timings: dict[str, float] = {}
     failures: dict[str, int] = {}
