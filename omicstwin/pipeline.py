@@ -551,8 +551,8 @@ def run_pipeline(
         with timed("report"):
             build_report(out)
             cache.record("report", k_report, [out / "report.html"])
-        run["timings_s"] = timings
-        write_json(out / "run.json", run)
+    run["timings_s"], run["cached_stages"] = timings, cached_stages  # the report's too
+    write_json(out / "run.json", run)
     top = pd.read_parquet(out / "rank_targets.parquet").head(10)
     run["top_targets"] = top["name"].str.removeprefix("KO:").tolist()
     run["report"] = str(out / "report.html")
