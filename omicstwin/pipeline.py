@@ -12,6 +12,7 @@ package versions, config, seed, input checksums, per-stage timings and failures.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -395,8 +396,9 @@ def run_pipeline(
             if st.network_level == "donors" and twin.network is not None:
                 edges = multicellular_network(layers, twin.network)  # what the twin uses
             write_table(out, "edges", edges)
-            kept = pd.read_parquet(out / "qc.parquet", columns=["donor", "cell_type", "time"])
-            kept["n_cells"] = pd.read_parquet(out / "qc.parquet")["n_cells_kept"]
+            kept = pd.read_parquet(out / "qc.parquet").rename(
+                columns={"n_cells": "n_cells_before", "n_cells_kept": "n_cells"}
+            )
             write_table(out, "patient_states", patient_states(twin, kept))
             outputs = [
                 out / "edges.parquet",
@@ -418,7 +420,8 @@ def run_pipeline(
         drugs=st.screen_drugs,
         dose=st.drug_dose,
     )
-    if cached("screens", k_screens) is None:
+    screens_record = cached("screens", k_screens)
+    if screens_record is None:
         twin = loaded.get("twin") or load_twin(out / "twin")
         workers = compute.workers
         if workers is None and own_cluster:
@@ -431,7 +434,9 @@ def run_pipeline(
                 n_workers=workers if own_cluster else None,
             ) as client,
         ):
-            ranking, per_context = target_screen(
+            # targets and drugs share the null twins' settings, the client and the progress bar
+            screen = functools.partial(
+                target_screen,
                 twin,
                 n_null=st.n_null,
                 null_size=st.null_size,
@@ -440,6 +445,7 @@ def run_pipeline(
                 client=client,
                 progress=advance,
             )
+            ranking, per_context = screen()
             failures["target_screen"] = int(ranking.attrs.get("failures", 0))
             names = ["perturbations", "rank_targets", "rank_disease_genes", "patients"]
             write_table(out, "perturbations", per_context)
@@ -450,16 +456,7 @@ def run_pipeline(
                 table = table[table["gene"].isin(set(twin.genes))]
                 drugs = drugs_from_table(table, dose=st.drug_dose)
                 if drugs:
-                    drug_rank, _ = target_screen(
-                        twin,
-                        drugs,
-                        n_null=st.n_null,
-                        null_size=st.null_size,
-                        seed=config.seed,
-                        n_steps=st.n_steps,
-                        client=client,
-                        progress=advance,
-                    )
+                    drug_rank, _ = screen(drugs)
                     names_by_id = table.drop_duplicates("drug_id").set_index("drug_id")["drug_name"]
                     ids = drug_rank["name"].str.removeprefix("drug:")
                     drug_rank.insert(1, "drug_name", ids.map(names_by_id).fillna(ids).to_numpy())
@@ -473,7 +470,7 @@ def run_pipeline(
                 {"failures": failures},
             )
     else:
-        failures.update(cache.hit("screens", k_screens).get("failures", {}))
+        failures.update(screens_record.get("failures", {}))
 
     k_enrich = cache.key(
         "enrichment",
