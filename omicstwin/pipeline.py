@@ -241,6 +241,10 @@ def run_pipeline(
     for stale in out.rglob(".*.partial"):
         stale.unlink(missing_ok=True)
     stage = stage or (lambda _name: contextlib.nullcontext())
+    if config.disease is not None:  # an unknown id fails now, not after the screens
+        from omicstwin.tl.known_biology import resolve_disease
+
+        resolve_disease(config.disease)
     timings: dict[str, float] = {}
     failures: dict[str, int] = {}
     keys = CohortKeys.from_arguments(config.model_dump()).as_arguments()

@@ -173,3 +173,12 @@ def test_shipped_study_configs_validate():
         assert isinstance(config.data, SimulatedData) and config.disease == "DOID:4481"
     with pytest.raises(errors.ParameterError, match="disease"):
         load_config(None, {"data": "x.h5ad", "disease": "allergic rhinitis"})
+
+
+def test_unknown_disease_fails_before_any_stage(small_cohort_path, tmp_path):
+    from omicstwin.pipeline import run_pipeline
+
+    config = load_config(None, {"data": str(small_cohort_path), "disease": "DOID:999999"})
+    with pytest.raises(errors.ParameterError, match="unknown disease"):
+        run_pipeline(config, tmp_path / "run")
+    assert not (tmp_path / "run" / "design.parquet").exists()
