@@ -25,6 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from omicstwin._logging import logger
+from omicstwin._optional import require
 from omicstwin.errors import ParameterError
 from omicstwin.parallel.tasks import ClusterDependencyError, ParallelError
 
@@ -320,6 +321,7 @@ def resolve_client(
         yield None
         return
 
+    require("distributed", what="a dask cluster (workers, a scheduler or a profile)")
     from distributed import Client
 
     if scheduler is not None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from omicstwin._logging import logger
+from omicstwin._optional import require
 from omicstwin.errors import OmicstwinError
 from omicstwin.report._format import DASH, describe_data, time_unit_of
 
@@ -61,7 +62,7 @@ def _data_line(run: dict[str, Any]) -> dict[str, str]:
 
 
 def _environment():
-    import jinja2
+    jinja2 = require("jinja2", what="the HTML report")
 
     return jinja2.Environment(
         loader=jinja2.PackageLoader("omicstwin.report", "templates"),

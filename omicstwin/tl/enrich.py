@@ -55,7 +55,8 @@ import pandas as pd
 from scipy import stats
 
 from omicstwin._logging import logger
-from omicstwin.errors import OptionalDependencyError, ParameterError
+from omicstwin._optional import require
+from omicstwin.errors import ParameterError
 from omicstwin.schemas import SCHEMAS, conform
 from omicstwin.tl.de import benjamini_hochberg
 
@@ -81,14 +82,7 @@ _DE_COLUMNS = ("cell_type", "time", "gene", "log_fc", "p_value")
 
 def _gseapy() -> Any:
     """Import gseapy lazily (it is heavy: Rust core, plotting, requests)."""
-    try:
-        import gseapy
-    except ImportError as exc:  # pragma: no cover - gseapy is a declared dependency
-        raise OptionalDependencyError(
-            "gene set enrichment needs gseapy, which is not installed; fix: pip install "
-            "'gseapy>=1.1'"
-        ) from exc
-    return gseapy
+    return require("gseapy", what="gene set enrichment")
 
 
 @cache
