@@ -1,0 +1,1 @@
+"""Golden outputs of a small end-to-end run (see ``regenerate.py``)."""
