@@ -83,3 +83,32 @@ def test_analysis_runs_without_any_extra_installed():
         [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300
     )
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+
+
+def test_cli_names_the_extra_a_command_needs(tmp_path):
+    """``omicstwin publish`` without the service stack: one line with the pip command, exit 2."""
+    script = textwrap.dedent(
+        f"""
+        import importlib.abc, sys
+        BLOCKED = {OPTIONAL!r}
+
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in BLOCKED:
+                    raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+                return None
+
+        sys.meta_path.insert(0, Block())
+        sys.argv = ["omicstwin", "publish", {str(tmp_path)!r}, "--db", "sqlite:///x.db"]
+        from omicstwin.cli import main
+        main()
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip() == (
+        "error: this command needs sqlalchemy, which is not installed; "
+        "fix: pip install 'omicstwin[service]'"
+    )

@@ -1,7 +1,7 @@
 """CLI commands of the results database and the service.
 
 ``publish``, ``serve``, ``patients import``, ``keys create|list|revoke``, ``grants add`` and
-``db upgrade``; registered on the main typer app by :func:`register` (called from ``cli.py``).
+``db upgrade``; registered on the main typer app by :func:`register` (``cli/analysis.py``).
 The database URL comes from ``--db``, else ``$OMICSTWIN_DB_URL``, else ``sqlite:///omicstwin.db``.
 """
 
@@ -13,27 +13,19 @@ from typing import Annotated
 
 import typer
 
+from omicstwin.cli._common import DebugOption, _run
+
 DB_HELP = (
     "Database URL: sqlite:///file.db (default sqlite:///omicstwin.db) or "
     "postgresql+psycopg://user:password@host:port/db. Default: $OMICSTWIN_DB_URL."
 )
 DbOption = Annotated[str | None, typer.Option("--db", help=DB_HELP)]
-DebugOption = Annotated[
-    bool, typer.Option("--debug", help="Show full tracebacks and debug logging.")
-]
 
 
 def _db(url: str | None) -> str:
     from omicstwin.store.db import SQLITE_DEFAULT
 
     return url or os.environ.get("OMICSTWIN_DB_URL") or SQLITE_DEFAULT
-
-
-def _run(debug: bool, work) -> None:
-    # Imported lazily: cli.py imports this module at its end, so cli is fully defined by then.
-    from omicstwin.cli import _run as run
-
-    run(debug, work)
 
 
 def publish(

@@ -1,4 +1,4 @@
-"""Command-line interface: ``omicstwin validate | simulate | demo | run | grn | bench``.
+"""The main typer app and the analysis commands: ``validate | simulate | demo | run | grn | bench``.
 
 Heavy libraries are imported inside the commands so that start-up stays fast. Every
 :class:`~omicstwin.errors.OmicstwinError` is printed as one line on stderr with a non-zero exit
@@ -8,17 +8,14 @@ code; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import contextlib
-import logging
-import sys
 import time
-import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from omicstwin.errors import OmicstwinError
+from omicstwin.cli._common import DebugOption, _run
+from omicstwin.cli.database import register as _register_service_commands
 
 app = typer.Typer(
     name="omicstwin",
@@ -27,13 +24,6 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-
-EXIT_INPUT_ERROR = 2
-EXIT_UNEXPECTED = 1
-
-DebugOption = Annotated[
-    bool, typer.Option("--debug", help="Show full tracebacks and debug logging.")
-]
 
 
 def _version_callback(value: bool) -> None:
@@ -52,51 +42,6 @@ def _main(
     ] = False,
 ) -> None:
     """Multi-omics single-cell disease digital twins."""
-
-
-def _configure_logging(debug: bool) -> None:
-    logger = logging.getLogger("omicstwin")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-        logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG if debug else logging.WARNING)
-
-
-def _run(debug: bool, work: Callable[[], Any]) -> Any:
-    """Run a command body: warnings as 'warning:' lines, errors as one 'error:' line."""
-    _configure_logging(debug)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("default")
-        try:
-            result = work()
-        except OmicstwinError as exc:
-            if debug:
-                raise
-            _echo_warnings(caught)
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(EXIT_INPUT_ERROR) from None
-        except (typer.Exit, typer.Abort, KeyboardInterrupt):
-            raise
-        except Exception as exc:
-            if debug:
-                raise
-            typer.echo(
-                f"error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for the "
-                "traceback, and please report it)",
-                err=True,
-            )
-            raise typer.Exit(EXIT_UNEXPECTED) from None
-    _echo_warnings(caught)
-    return result
-
-
-def _echo_warnings(caught: list[warnings.WarningMessage]) -> None:
-    from omicstwin.errors import OmicstwinWarning
-
-    for item in caught:
-        if issubclass(item.category, OmicstwinWarning):
-            typer.echo(f"warning: {item.message}", err=True)
 
 
 @app.command()
@@ -451,8 +396,6 @@ def _write_h5ad(adata, path: Path) -> None:
     adata.write_h5ad(partial, compression="lzf")
     partial.replace(path)
 
-
-from omicstwin.cli_service import register as _register_service_commands  # noqa: E402
 
 _register_service_commands(app)
 
