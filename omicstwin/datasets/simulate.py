@@ -327,7 +327,95 @@ class _Panel:
 
 
 def _choose_panel(params: SimulationParams, priors: SimulationPriors, rng) -> _Panel:
-    """Pick real gene symbols: cascades first, then TFs, extra ligand-receptor pairs, targets."""
+    """Pick real gene symbols: cascades first, then TFs, extra ligand-receptor pairs, targets.
+
+    Parameters
+    ----------
+    params
+        Simulation parameters (panel size, cell types, time points, endotypes).
+    priors
+        TF list, CollecTRI and ligand-receptor pairs the symbols are drawn from.
+    rng
+        The structure's generator. The steps below run in a fixed order (cascades, TFs, extra
+        pairs, hub programs, fill targets) because that order *is* the random stream: moving a
+        step would change every later draw and so the whole cohort for a given seed.
+
+    Returns
+    -------
+    _Panel
+        Genes (sorted), their roles, the planted endotypes and the extra ligand-receptor pairs.
+    """
+    lookups = _panel_lookups(priors)
+    picker = _Picker(rng)
+    n_hops = _cascade_hops(params)
+    endotypes = [
+        _plant_endotype(e, n_hops, len(params.cell_types), lookups, picker)
+        for e in range(params.n_endotypes)
+    ]
+    shared_program, tfs = _choose_tfs(params, endotypes, lookups, picker)
+    extra_lr = _choose_extra_lr(params, lookups, tfs, picker, rng)
+    genes = set(picker.used)
+    programs = _hub_programs(params, endotypes, lookups, genes, rng)
+    _fill_targets(params, lookups, genes, rng)
+    ordered = sorted(genes)
+    return _Panel(
+        programs=programs,
+        genes=ordered,
+        index={g: i for i, g in enumerate(ordered)},
+        role=_gene_roles(ordered, tfs, endotypes, extra_lr),
+        endotypes=endotypes,
+        extra_lr=extra_lr,
+        shared_program=shared_program,
+    )
+
+
+def _cascade_hops(params: SimulationParams) -> int:
+    """Ligand-receptor hops per cascade: 1 to 3, bounded by the cell types and time points.
+
+    Each hop reaches a new cell type one time point later, so a cascade cannot have more hops
+    than there are other cell types or time points after the onset.
+    """
+    n_after_onset = len(params.time_points) - 1 - params.onset_index
+    return max(1, min(3, len(params.cell_types) - 1, n_after_onset))
+
+
+@dataclass(frozen=True)
+class _PanelLookups:
+    """Prior knowledge indexed for choosing the panel (built once, no random draws).
+
+    Attributes
+    ----------
+    tf_set
+        Lambert 2018 TFs.
+    collectri
+        CollecTRI edges whose source is a TF, self-loops removed.
+    lr
+        Ligand-receptor pairs of single genes (no complexes), ligand != receptor.
+    regulators_of
+        Gene -> sorted TFs that activate it.
+    receptors_of
+        Ligand -> its sorted receptors.
+    ligands
+        Sorted ligands that have a receptor and an activating TF (a cascade can pass them).
+    targets_of
+        TF -> its sorted CollecTRI targets.
+    """
+
+    tf_set: set[str]
+    collectri: pd.DataFrame
+    lr: pd.DataFrame
+    regulators_of: dict[str, list[str]]
+    receptors_of: dict[str, list[str]]
+    ligands: list[str]
+    targets_of: dict[str, list[str]]
+
+    def is_hub(self, gene: str) -> bool:
+        """Whether ``gene`` regulates enough, but not too many, targets to drive a program."""
+        return _MIN_HUB_TARGETS <= len(self.targets_of.get(gene, ())) <= _MAX_HUB_TARGETS
+
+
+def _panel_lookups(priors: SimulationPriors) -> _PanelLookups:
+    """Index the priors by regulator, ligand and target (see :class:`_PanelLookups`)."""
     tf_set = set(priors.tfs)
     col = priors.collectri
     col = col[col["source"].isin(tf_set) & (col["source"] != col["target"])]
@@ -340,89 +428,218 @@ def _choose_panel(params: SimulationParams, priors: SimulationPriors, rng) -> _P
         & (lr["ligand"] != lr["receptor"])
     ]
     receptors_of = lr.groupby("ligand")["receptor"].apply(lambda s: sorted(set(s))).to_dict()
-    ligands = sorted(set(receptors_of) & set(regulators_of))
-    targets_of = col.groupby("source")["target"].apply(lambda s: sorted(set(s))).to_dict()
-    used: set[str] = set()
+    return _PanelLookups(
+        tf_set=tf_set,
+        collectri=col,
+        lr=lr,
+        regulators_of=regulators_of,
+        receptors_of=receptors_of,
+        ligands=sorted(set(receptors_of) & set(regulators_of)),
+        targets_of=col.groupby("source")["target"].apply(lambda s: sorted(set(s))).to_dict(),
+    )
 
-    def hub(g: str) -> bool:
-        return _MIN_HUB_TARGETS <= len(targets_of.get(g, ())) <= _MAX_HUB_TARGETS
 
-    def pick(candidates, predicate=lambda _: True):
-        pool = [c for c in candidates if c not in used and predicate(c)]
+class _Picker:
+    """Draw genes without replacement across the whole panel.
+
+    One ``used`` set is shared by every step, so no gene gets two roles. Each successful
+    :meth:`pick` consumes exactly one ``rng.integers`` draw (none when nothing is left).
+    """
+
+    def __init__(self, rng: np.random.Generator):
+        self.rng = rng
+        self.used: set[str] = set()
+
+    def pick(self, candidates, predicate=lambda _: True) -> str | None:
+        """Draw one unused candidate satisfying ``predicate``, or ``None`` if there is none.
+
+        The predicate is evaluated at draw time, so it may look at :attr:`used`.
+        """
+        pool = [c for c in candidates if c not in self.used and predicate(c)]
         if not pool:
             return None
-        choice = pool[int(rng.integers(len(pool)))]
-        used.add(choice)
+        choice = pool[int(self.rng.integers(len(pool)))]
+        self.used.add(choice)
         return choice
 
-    n_ct = len(params.cell_types)
-    n_hops = max(1, min(3, n_ct - 1, len(params.time_points) - 1 - params.onset_index))
-    endotypes = []
-    for e in range(params.n_endotypes):
-        # cascade path: first cell type, then a rotation through the others
-        others = list(range(1, n_ct))
-        shift = (e * n_hops) % len(others)
-        path = [0, *(others[shift:] + others[:shift])[:n_hops]]
-        first_ligand = pick(
-            ligands, lambda g: len([r for r in regulators_of[g] if r not in used and hub(r)]) >= 2
+
+def _plant_endotype(
+    e: int, n_hops: int, n_cell_types: int, lookups: _PanelLookups, picker: _Picker
+) -> dict[str, Any]:
+    """Choose endotype ``e``'s cascade: its cell-type path, two driver TFs and each hop's genes.
+
+    Parameters
+    ----------
+    e
+        Endotype number (0-based); names come from :data:`ENDOTYPE_NAMES`.
+    n_hops
+        Ligand-receptor hops of the cascade (one per time point after onset).
+    n_cell_types
+        Number of cell types; the cascade starts in the first one.
+    lookups, picker
+        Priors to draw from and the panel-wide draw without replacement.
+
+    Returns
+    -------
+    dict
+        ``name``, ``drivers``, ``path`` (cell type indices), ``ligands``, ``receptors``, ``tfs``.
+    """
+    # cascade path: first cell type, then a rotation through the others so that endotypes
+    # travel through different cell types
+    others = list(range(1, n_cell_types))
+    shift = (e * n_hops) % len(others)
+    path = [0, *(others[shift:] + others[:shift])[:n_hops]]
+    regulators_of = lookups.regulators_of
+    # the first ligand needs two unused hub activators: they become the drivers
+    first_ligand = picker.pick(
+        lookups.ligands,
+        lambda g: (
+            len([r for r in regulators_of[g] if r not in picker.used and lookups.is_hub(r)]) >= 2
+        ),
+    )
+    drivers = [
+        picker.pick(regulators_of[first_ligand], lookups.is_hub),
+        picker.pick(regulators_of[first_ligand], lookups.is_hub),
+    ]
+    ligands, receptors, tfs = _plant_hops(first_ligand, n_hops, lookups, picker)
+    if None in drivers or None in receptors or None in tfs:
+        raise ParameterError("the priors are too small to plant a disease cascade")
+    return {
+        "name": ENDOTYPE_NAMES[e],
+        "drivers": drivers,
+        "path": path,
+        "ligands": ligands,
+        "receptors": receptors,
+        "tfs": tfs,
+    }
+
+
+def _plant_hops(
+    first_ligand: str, n_hops: int, lookups: _PanelLookups, picker: _Picker
+) -> tuple[list[str], list[str | None], list[str | None]]:
+    """Chain ligand -> receptor -> TF -> next ligand for ``n_hops`` hops.
+
+    Returns
+    -------
+    tuple of list
+        Ligands (one per hop), receptors and downstream TFs (``None`` where the priors ran out;
+        the caller reports it).
+    """
+    ligands, receptors, tfs = [first_ligand], [], []
+    for hop in range(n_hops):
+        # prefer a receptor that is not a TF: a TF receptor would blur the cascade's roles
+        receptors.append(
+            picker.pick(lookups.receptors_of[ligands[-1]], lambda g: g not in lookups.tf_set)
         )
-        drivers = [pick(regulators_of[first_ligand], hub), pick(regulators_of[first_ligand], hub)]
-        cascade_ligands, receptors, cascade_tfs = [first_ligand], [], []
-        for hop in range(n_hops):
-            receptors.append(pick(receptors_of[cascade_ligands[-1]], lambda g: g not in tf_set))
-            if receptors[-1] is None:
-                receptors[-1] = pick(receptors_of[cascade_ligands[-1]])
-            if hop < n_hops - 1:
-                next_ligand = pick(
-                    ligands, lambda g: any(r not in used and hub(r) for r in regulators_of[g])
-                )
-                tf = pick(regulators_of[next_ligand], hub)
-                cascade_ligands.append(next_ligand)
-            else:
-                tf = pick(sorted(targets_of), hub)
-            cascade_tfs.append(tf)
-        if None in drivers or None in receptors or None in cascade_tfs:
-            raise ParameterError("the priors are too small to plant a disease cascade")
-        endotypes.append(
-            {
-                "name": ENDOTYPE_NAMES[e],
-                "drivers": drivers,
-                "path": path,
-                "ligands": cascade_ligands,
-                "receptors": receptors,
-                "tfs": cascade_tfs,
-            }
-        )
-    regulator_pool = sorted(t for t in targets_of if len(targets_of[t]) >= 5)
-    shared_program = [pick(regulator_pool), pick(regulator_pool)]
+        if receptors[-1] is None:
+            receptors[-1] = picker.pick(lookups.receptors_of[ligands[-1]])
+        if hop < n_hops - 1:
+            # the hop's TF must activate the next ligand, so choose that ligand first
+            next_ligand = picker.pick(
+                lookups.ligands,
+                lambda g: any(
+                    r not in picker.used and lookups.is_hub(r) for r in lookups.regulators_of[g]
+                ),
+            )
+            tf = picker.pick(lookups.regulators_of[next_ligand], lookups.is_hub)
+            ligands.append(next_ligand)
+        else:
+            # the last hop's TF only needs a target program
+            tf = picker.pick(sorted(lookups.targets_of), lookups.is_hub)
+        tfs.append(tf)
+    return ligands, receptors, tfs
+
+
+def _choose_tfs(
+    params: SimulationParams,
+    endotypes: list[dict[str, Any]],
+    lookups: _PanelLookups,
+    picker: _Picker,
+) -> tuple[list[str], set[str]]:
+    """Pick the two shared-response TFs, then more TFs until 8% of the panel (at least 12).
+
+    Returns
+    -------
+    shared_program : list of str
+        TFs of the challenge response shared by both arms.
+    tfs : set of str
+        Every TF of the panel (cascade TFs, drivers, shared program and the added ones).
+    """
+    regulator_pool = sorted(t for t in lookups.targets_of if len(lookups.targets_of[t]) >= 5)
+    shared_program = [picker.pick(regulator_pool), picker.pick(regulator_pool)]
     n_tf_target = max(12, round(0.08 * params.n_genes))
     tfs = {g for e in endotypes for g in e["drivers"] + e["tfs"]} | set(shared_program)
     while len(tfs) < n_tf_target:
-        tfs.add(pick(regulator_pool))
-    extra_lr = []
-    lr_pairs = list(lr.itertuples(index=False))
+        tfs.add(picker.pick(regulator_pool))
+    return shared_program, tfs
+
+
+def _choose_extra_lr(
+    params: SimulationParams,
+    lookups: _PanelLookups,
+    tfs: set[str],
+    picker: _Picker,
+    rng: np.random.Generator,
+) -> list[tuple[str, str, str]]:
+    """Basal ligand-receptor pairs outside the cascades, each with a random downstream TF.
+
+    Pairs are visited in one random permutation and kept when both genes are still unused,
+    until ``max(3, n_genes // 60)`` are chosen.
+    """
+    extra_lr: list[tuple[str, str, str]] = []
+    lr_pairs = list(lookups.lr.itertuples(index=False))
     order = rng.permutation(len(lr_pairs))
     n_extra = max(3, params.n_genes // 60)
     for i in order:
         if len(extra_lr) >= n_extra:
             break
         ligand, receptor = lr_pairs[i].ligand, lr_pairs[i].receptor
-        if ligand in used or receptor in used:
+        if ligand in picker.used or receptor in picker.used:
             continue
-        used.update((ligand, receptor))
+        picker.used.update((ligand, receptor))
         extra_lr.append((ligand, receptor, sorted(tfs)[int(rng.integers(len(tfs)))]))
-    genes = set(used)
-    # the hubs' target programs first, then other targets of the chosen TFs
+    return extra_lr
+
+
+def _hub_programs(
+    params: SimulationParams,
+    endotypes: list[dict[str, Any]],
+    lookups: _PanelLookups,
+    genes: set[str],
+    rng: np.random.Generator,
+) -> dict[str, list[str]]:
+    """Draw each driver's and cascade TF's target program and add it to ``genes`` (in place).
+
+    The programs are what makes the planted TFs' effects visible as DEGs. Each hub's pool
+    excludes genes already in the panel, including earlier hubs' programs.
+    """
     program_size = max(5, round(_PROGRAM_SIZE * params.n_genes))
     hubs = [g for e in endotypes for g in e["drivers"] + e["tfs"]]
     programs: dict[str, list[str]] = {}
     for g in hubs:
-        pool = sorted(set(targets_of[g]) - genes)
+        pool = sorted(set(lookups.targets_of[g]) - genes)
         take = min(program_size, len(pool))
         programs[g] = rng.choice(pool, size=take, replace=False).tolist() if take else []
         genes.update(programs[g])
-    # targets: genes regulated by the chosen TFs, favouring those with several chosen regulators
-    candidate_targets = col[col["source"].isin(genes & tf_set) & ~col["target"].isin(genes)]
+    return programs
+
+
+def _fill_targets(
+    params: SimulationParams, lookups: _PanelLookups, genes: set[str], rng: np.random.Generator
+) -> None:
+    """Fill ``genes`` (in place) up to ``params.n_genes`` with CollecTRI targets.
+
+    Targets of the chosen TFs come first, drawn with probability proportional to how many
+    chosen TFs regulate them (so the networks are connected); any other CollecTRI target
+    tops up the panel if those run out.
+
+    Raises
+    ------
+    ParameterError
+        If the planted genes alone already exceed ``params.n_genes``.
+    """
+    col = lookups.collectri
+    candidate_targets = col[col["source"].isin(genes & lookups.tf_set) & ~col["target"].isin(genes)]
     weights = candidate_targets.groupby("target").size()
     n_fill = params.n_genes - len(genes)
     if n_fill < 0:
@@ -433,10 +650,22 @@ def _choose_panel(params: SimulationParams, priors: SimulationPriors, rng) -> _P
     prob = weights.to_numpy(float) / weights.sum()
     take = min(n_fill, len(names))
     genes.update(rng.choice(names, size=take, replace=False, p=prob).tolist())
-    if len(genes) < params.n_genes:  # any other CollecTRI target, to reach the size asked for
+    if len(genes) < params.n_genes:
         rest = sorted(set(col["target"]) - genes)
         genes.update(rng.choice(rest, size=params.n_genes - len(genes), replace=False).tolist())
-    ordered = sorted(genes)
+
+
+def _gene_roles(
+    ordered: list[str],
+    tfs: set[str],
+    endotypes: list[dict[str, Any]],
+    extra_lr: list[tuple[str, str, str]],
+) -> dict[str, str]:
+    """Role of each gene: ``target`` unless it is a TF, ligand or receptor.
+
+    Later assignments win, so a cascade ligand or receptor that is also a TF is a ligand or
+    receptor.
+    """
     role = {}
     for g in ordered:
         role[g] = "target"
@@ -449,15 +678,7 @@ def _choose_panel(params: SimulationParams, priors: SimulationPriors, rng) -> _P
             role[g] = "receptor"
     for ligand, receptor, _ in extra_lr:
         role[ligand], role[receptor] = "ligand", "receptor"
-    return _Panel(
-        programs=programs,
-        genes=ordered,
-        index={g: i for i, g in enumerate(ordered)},
-        role=role,
-        endotypes=endotypes,
-        extra_lr=extra_lr,
-        shared_program=shared_program,
-    )
+    return role
 
 
 # ----------------------------------------------------------------------------- networks
