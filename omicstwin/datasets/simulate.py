@@ -685,11 +685,86 @@ def _gene_roles(
 
 
 def _build_model(params, priors, panel: _Panel, rng):
-    """Per-cell-type signed networks (shared core + specific edges) and LR couplings."""
-    idx = panel.index
+    """Per-cell-type signed networks (shared core + specific edges) and LR couplings.
+
+    Parameters
+    ----------
+    params
+        Simulation parameters (cell types).
+    priors
+        CollecTRI, the source of the networks' prior edges.
+    panel
+        The chosen genes, roles and planted cascades.
+    rng
+        The structure's generator, continued from :func:`_choose_panel`. Draw order: the
+        shared core, then each cell type's edges in turn, then the basal LR couplings.
+
+    Returns
+    -------
+    model : TwinModel
+        Networks, couplings and core genes.
+    network_table : pandas.DataFrame
+        Every network edge with its cell type, weight, sign, ``in_prior`` and ``shared``.
+    """
+    edges = _prior_edges(priors, panel, rng)
+    required = _required_cascade_edges(panel)
     n_g = len(panel.genes)
+    networks, frames = [], []
+    for c, cell_type in enumerate(params.cell_types):
+        s, t, values, shared = _draw_cell_type_edges(edges, n_g, rng)
+        strong = {(a, b): weight for a, b, cc, weight in required if cc == c}
+        w = _cell_type_network(s, t, values, strong, edges.program_pairs, n_g)
+        networks.append(w)
+        frames.append(_network_frame(cell_type, w, panel.genes, s, t, shared, edges.pairs))
+    network_table = pd.concat(frames, ignore_index=True)
+    lr_edges = _cascade_lr_edges(panel) + _basal_lr_edges(params, panel, rng)
+    network_table = _make_receptors_constitutive(
+        networks, network_table, lr_edges, list(params.cell_types), panel.genes
+    )
+    core = sorted(
+        set(edges.tf_idx.tolist())
+        | {e.ligand for e in lr_edges}
+        | {e.receptor for e in lr_edges}
+        | {e.downstream_tf for e in lr_edges}
+    )
+    return TwinModel(panel.genes, networks, lr_edges, np.array(core)), network_table
+
+
+@dataclass(frozen=True)
+class _PriorEdges:
+    """CollecTRI edges among the panel's genes as index arrays, one row per source-target pair.
+
+    Attributes
+    ----------
+    src, dst, sign
+        Source (a panel TF), target and sign (+1/-1) of each prior edge.
+    in_core
+        Whether the edge belongs to the core shared by every cell type (drawn once).
+    pairs
+        The ``(source, target)`` pairs of the prior, to tell novel edges from prior ones.
+    program_pairs
+        ``(hub, target)`` pairs of the hubs' target programs (stronger, always in the core).
+    tf_idx
+        Indices of the panel's TFs (sources of novel edges).
+    """
+
+    src: np.ndarray
+    dst: np.ndarray
+    sign: np.ndarray
+    in_core: np.ndarray
+    pairs: set[tuple[int, int]]
+    program_pairs: set[tuple[int, int]]
+    tf_idx: np.ndarray
+
+
+def _prior_edges(priors, panel: _Panel, rng: np.random.Generator) -> _PriorEdges:
+    """Index the CollecTRI edges from the panel's TFs and draw the shared core.
+
+    Each prior edge joins the core with probability 0.5; hub program edges always do, so the
+    planted TFs move their programs in every cell type.
+    """
+    idx = panel.index
     tfs = sorted(g for g, r in panel.role.items() if r == "tf")
-    tf_idx = np.array([idx[g] for g in tfs])
     col = priors.collectri
     prior = col[
         col["source"].isin(tfs) & col["target"].isin(idx) & (col["source"] != col["target"])
@@ -697,108 +772,180 @@ def _build_model(params, priors, panel: _Panel, rng):
     prior = prior.drop_duplicates(["source", "target"])
     src = prior["source"].map(idx).to_numpy()
     dst = prior["target"].map(idx).to_numpy()
-    sign = np.sign(prior["weight"].to_numpy(float))
     program_pairs = {(idx[h], idx[t]) for h, ts in panel.programs.items() for t in ts}
-    from_hub = np.array(
-        [(a, b) in program_pairs for a, b in zip(src.tolist(), dst.tolist(), strict=True)], bool
+    from_hub = _in_pairs(src, dst, program_pairs)
+    return _PriorEdges(
+        src=src,
+        dst=dst,
+        sign=np.sign(prior["weight"].to_numpy(float)),
+        in_core=(rng.random(len(prior)) < 0.5) | from_hub,
+        pairs=set(zip(src.tolist(), dst.tolist(), strict=True)),
+        program_pairs=program_pairs,
+        tf_idx=np.array([idx[g] for g in tfs]),
     )
-    in_core = (rng.random(len(prior)) < 0.5) | from_hub
-    prior_pairs = set(zip(src.tolist(), dst.tolist(), strict=True))
 
-    # cascade edges that must exist in a given cell type: (source, target, cell type, weight)
+
+def _in_pairs(rows: np.ndarray, cols: np.ndarray, pairs: set[tuple[int, int]]) -> np.ndarray:
+    """Boolean mask: whether each ``(rows[i], cols[i])`` is in ``pairs``."""
+    return np.array(
+        [(a, b) in pairs for a, b in zip(rows.tolist(), cols.tolist(), strict=True)], bool
+    )
+
+
+def _required_cascade_edges(panel: _Panel) -> list[tuple[int, int, int, float]]:
+    """Cascade edges that must exist: ``(source, target, cell type, weight)``.
+
+    Drivers activate the first ligand in the initiating cell type; each hop's TF activates
+    the next ligand in the hop's receiving cell type.
+    """
+    idx = panel.index
     required: list[tuple[int, int, int, float]] = []
     for e in panel.endotypes:
         for d in e["drivers"]:
             required.append((idx[d], idx[e["ligands"][0]], e["path"][0], _DRIVER_EDGE))
         for hop, tf in enumerate(e["tfs"][:-1]):
             required.append((idx[tf], idx[e["ligands"][hop + 1]], e["path"][hop + 1], _HOP_EDGE))
+    return required
 
-    networks, rows = [], []
-    n_core = int(in_core.sum())
-    for c, cell_type in enumerate(params.cell_types):
-        specific = ~in_core & (rng.random(len(prior)) < 0.25)
-        keep = in_core | specific
-        s, t, sg = src[keep], dst[keep], sign[keep]
-        shared = in_core[keep]
-        in_prior = np.ones(len(s), bool)
-        n_novel = max(1, n_core // 10)
-        ns = tf_idx[rng.integers(len(tf_idx), size=n_novel)]
-        nt = rng.integers(n_g, size=n_novel)
-        ok = np.array(
-            [a != b and (a, b) not in prior_pairs for a, b in zip(ns, nt, strict=True)], bool
-        )
-        ns, nt = ns[ok], nt[ok]
-        nsign = np.where(rng.random(len(ns)) < 0.75, 1.0, -1.0)
-        s = np.concatenate([s, ns])
-        t = np.concatenate([t, nt])
-        sg = np.concatenate([sg, nsign])
-        shared = np.concatenate([shared, np.zeros(len(ns), bool)])
-        in_prior = np.concatenate([in_prior, np.zeros(len(ns), bool)])
-        magnitude = rng.uniform(0.15, 0.5, size=len(s))
-        hub_rows = np.array(
-            [(a, b) in program_pairs for a, b in zip(s.tolist(), t.tolist(), strict=True)], bool
-        )
-        magnitude[hub_rows] = rng.uniform(0.3, 0.6, size=int(hub_rows.sum()))
-        w = sparse.coo_matrix((sg * magnitude, (s, t)), shape=(n_g, n_g)).tocsr()
-        w.sum_duplicates()
-        # cascade edges of this cell type: strong activation
-        strong = {(a, b): weight for a, b, cc, weight in required if cc == c}
-        w = w.tolil()
-        for a, b in strong:
-            w[a, b] = 0.0
-        w = w.tocsr()
-        w.eliminate_zeros()
-        # input budget per gene: incoming |w| <= 0.7, and <= 0.95 with its cascade edges, so
-        # the within-cell update stays a contraction
-        # program edges are rescaled only when they alone exceed the budget; others fill the rest
-        coo = w.tocoo()
-        is_program = np.array(
-            [
-                (a, b) in program_pairs
-                for a, b in zip(coo.row.tolist(), coo.col.tolist(), strict=True)
-            ],
-            bool,
-        )
-        w_hub = sparse.csr_matrix((coo.data * is_program, (coo.row, coo.col)), shape=(n_g, n_g))
-        w_other = w - w_hub
-        budget = np.full(n_g, 0.7)
-        for (_, b), weight in strong.items():
-            budget[b] = max(0.05, min(budget[b], 0.95 - weight * sum(bb == b for _, bb in strong)))
-        hub_in = np.asarray(abs(w_hub).sum(axis=0)).ravel()
-        hub_factor = np.where(hub_in > budget, budget / np.maximum(hub_in, 1e-12), 1.0)
-        room = np.maximum(budget - hub_in * hub_factor, 0.0)
-        other_in = np.asarray(abs(w_other).sum(axis=0)).ravel()
-        other_factor = np.where(other_in > room, room / np.maximum(other_in, 1e-12), 1.0)
-        w = (w_hub @ sparse.diags(hub_factor) + w_other @ sparse.diags(other_factor)).tocsr()
-        w.eliminate_zeros()
-        w = w.tolil()
-        for (a, b), weight in strong.items():
-            w[a, b] = weight
-        w = w.tocsr()
-        networks.append(w)
-        coo = w.tocoo()
-        frame = pd.DataFrame(
-            {
-                "cell_type": cell_type,
-                "source": np.array(panel.genes)[coo.row],
-                "target": np.array(panel.genes)[coo.col],
-                "weight": coo.data,
-            }
-        )
-        pair_shared = dict(
-            zip(zip(s.tolist(), t.tolist(), strict=True), shared.tolist(), strict=True)
-        )
-        frame["sign"] = np.sign(frame["weight"]).astype(int)
-        frame["in_prior"] = [
-            (a, b) in prior_pairs for a, b in zip(coo.row.tolist(), coo.col.tolist(), strict=True)
-        ]
-        frame["shared"] = [
-            pair_shared.get((a, b), False)
-            for a, b in zip(coo.row.tolist(), coo.col.tolist(), strict=True)
-        ]
-        rows.append(frame)
-    network_table = pd.concat(rows, ignore_index=True)
 
+def _draw_cell_type_edges(edges: _PriorEdges, n_g: int, rng: np.random.Generator):
+    """Draw one cell type's edges: the core, specific prior edges, novel edges, magnitudes.
+
+    Non-core prior edges are kept with probability 0.25; novel edges (absent from the prior,
+    10% of the core's size before dropping self-loops and prior pairs) make the prior
+    incomplete. Program edges get stronger magnitudes.
+
+    Returns
+    -------
+    s, t : numpy.ndarray
+        Source and target indices (may repeat; duplicates are summed later).
+    values : numpy.ndarray
+        Signed weights.
+    shared : numpy.ndarray
+        Whether each edge is in the shared core.
+    """
+    specific = ~edges.in_core & (rng.random(len(edges.src)) < 0.25)
+    keep = edges.in_core | specific
+    n_novel = max(1, int(edges.in_core.sum()) // 10)
+    ns, nt, nsign = _novel_edges(edges, n_novel, n_g, rng)
+    s = np.concatenate([edges.src[keep], ns])
+    t = np.concatenate([edges.dst[keep], nt])
+    sg = np.concatenate([edges.sign[keep], nsign])
+    shared = np.concatenate([edges.in_core[keep], np.zeros(len(ns), bool)])
+    magnitude = rng.uniform(0.15, 0.5, size=len(s))
+    hub_rows = _in_pairs(s, t, edges.program_pairs)
+    magnitude[hub_rows] = rng.uniform(0.3, 0.6, size=int(hub_rows.sum()))
+    return s, t, sg * magnitude, shared
+
+
+def _novel_edges(edges: _PriorEdges, n_novel: int, n_g: int, rng: np.random.Generator):
+    """Draw ``n_novel`` candidate TF -> gene edges; keep those that are neither loops nor prior.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        Sources, targets and signs (75% activating).
+    """
+    ns = edges.tf_idx[rng.integers(len(edges.tf_idx), size=n_novel)]
+    nt = rng.integers(n_g, size=n_novel)
+    ok = np.array([a != b and (a, b) not in edges.pairs for a, b in zip(ns, nt, strict=True)], bool)
+    ns, nt = ns[ok], nt[ok]
+    nsign = np.where(rng.random(len(ns)) < 0.75, 1.0, -1.0)
+    return ns, nt, nsign
+
+
+def _cell_type_network(
+    s: np.ndarray,
+    t: np.ndarray,
+    values: np.ndarray,
+    strong: dict[tuple[int, int], float],
+    program_pairs: set[tuple[int, int]],
+    n_g: int,
+) -> sparse.csr_matrix:
+    """Assemble one cell type's weight matrix (rows = regulators) with its cascade edges.
+
+    Cascade edges (``strong``) are removed before the input budget is applied and set to
+    their full weight afterwards, so they are never scaled down.
+    """
+    w = sparse.coo_matrix((values, (s, t)), shape=(n_g, n_g)).tocsr()
+    w.sum_duplicates()
+    w = w.tolil()
+    for a, b in strong:
+        w[a, b] = 0.0
+    w = w.tocsr()
+    w.eliminate_zeros()
+    w = _apply_input_budget(w, strong, program_pairs, n_g)
+    w = w.tolil()
+    for (a, b), weight in strong.items():
+        w[a, b] = weight
+    return w.tocsr()
+
+
+def _apply_input_budget(
+    w: sparse.csr_matrix,
+    strong: dict[tuple[int, int], float],
+    program_pairs: set[tuple[int, int]],
+    n_g: int,
+) -> sparse.csr_matrix:
+    """Scale each gene's incoming weights into its budget so the network stays a contraction.
+
+    Incoming ``|w|`` per gene is at most 0.7, and at most 0.95 together with its cascade
+    edges (at least 0.05 is left). Program edges are rescaled only when they alone exceed
+    the budget; the other edges share what remains.
+    """
+    coo = w.tocoo()
+    is_program = _in_pairs(coo.row, coo.col, program_pairs)
+    w_hub = sparse.csr_matrix((coo.data * is_program, (coo.row, coo.col)), shape=(n_g, n_g))
+    w_other = w - w_hub
+    budget = np.full(n_g, 0.7)
+    for (_, b), weight in strong.items():
+        budget[b] = max(0.05, min(budget[b], 0.95 - weight * sum(bb == b for _, bb in strong)))
+    hub_in = np.asarray(abs(w_hub).sum(axis=0)).ravel()
+    hub_factor = np.where(hub_in > budget, budget / np.maximum(hub_in, 1e-12), 1.0)
+    room = np.maximum(budget - hub_in * hub_factor, 0.0)
+    other_in = np.asarray(abs(w_other).sum(axis=0)).ravel()
+    other_factor = np.where(other_in > room, room / np.maximum(other_in, 1e-12), 1.0)
+    w = (w_hub @ sparse.diags(hub_factor) + w_other @ sparse.diags(other_factor)).tocsr()
+    w.eliminate_zeros()
+    return w
+
+
+def _network_frame(
+    cell_type: str,
+    w: sparse.csr_matrix,
+    genes: list[str],
+    s: np.ndarray,
+    t: np.ndarray,
+    shared: np.ndarray,
+    prior_pairs: set[tuple[int, int]],
+) -> pd.DataFrame:
+    """One cell type's edges as a truth table: weight, sign, ``in_prior`` and ``shared``.
+
+    ``shared`` comes from the drawn edges ``s -> t`` (last draw wins for duplicate pairs);
+    edges the matrix gained otherwise (cascade edges) are not shared.
+    """
+    coo = w.tocoo()
+    frame = pd.DataFrame(
+        {
+            "cell_type": cell_type,
+            "source": np.array(genes)[coo.row],
+            "target": np.array(genes)[coo.col],
+            "weight": coo.data,
+        }
+    )
+    pair_shared = dict(zip(zip(s.tolist(), t.tolist(), strict=True), shared.tolist(), strict=True))
+    frame["sign"] = np.sign(frame["weight"]).astype(int)
+    frame["in_prior"] = _in_pairs(coo.row, coo.col, prior_pairs).tolist()
+    frame["shared"] = [
+        pair_shared.get((a, b), False)
+        for a, b in zip(coo.row.tolist(), coo.col.tolist(), strict=True)
+    ]
+    return frame
+
+
+def _cascade_lr_edges(panel: _Panel) -> list[LigandReceptorEdge]:
+    """Build the planted cascades' ligand-receptor couplings, one per hop of each endotype."""
+    idx = panel.index
     lr_edges = []
     for e in panel.endotypes:
         for hop in range(len(e["receptors"])):
@@ -814,7 +961,14 @@ def _build_model(params, priors, panel: _Panel, rng):
                     hop=hop,
                 )
             )
+    return lr_edges
+
+
+def _basal_lr_edges(params, panel: _Panel, rng: np.random.Generator) -> list[LigandReceptorEdge]:
+    """Weak (kappa 0.2) couplings for the extra LR pairs, between random ordered cell types."""
+    idx = panel.index
     order = _signalling_order(len(params.cell_types), [e["path"] for e in panel.endotypes])
+    lr_edges = []
     for ligand, receptor, tf in panel.extra_lr:
         # basal edges only go forward in an order consistent with the cascades: a lagged
         # feedback loop between cell types would make the twin oscillate from one time point
@@ -826,26 +980,32 @@ def _build_model(params, priors, panel: _Panel, rng):
                 int(sender), idx[ligand], int(receiver), idx[receptor], idx[tf], 0.2, "", -1
             )
         )
-    # receptors are constitutive in their receivers: a receptor regulated by its own downstream
-    # TF would close a lagged feedback loop through the coupling and make the twin oscillate
-    cts = list(params.cell_types)
+    return lr_edges
+
+
+def _make_receptors_constitutive(
+    networks: list[sparse.csr_matrix],
+    network_table: pd.DataFrame,
+    lr_edges: list[LigandReceptorEdge],
+    cell_types: list[str],
+    genes: list[str],
+) -> pd.DataFrame:
+    """Drop every regulator of each coupling's receptor in its receiver.
+
+    A receptor regulated by its own downstream TF would close a lagged feedback loop through
+    the coupling and make the twin oscillate. ``networks`` is updated in place; the table
+    without those edges is returned (index reset).
+    """
     for e in lr_edges:
         w = networks[e.receiver].tolil()
         w[:, e.receptor] = 0.0
         networks[e.receiver] = w.tocsr()
         networks[e.receiver].eliminate_zeros()
-        drop = (network_table["cell_type"] == cts[e.receiver]) & (
-            network_table["target"] == panel.genes[e.receptor]
+        drop = (network_table["cell_type"] == cell_types[e.receiver]) & (
+            network_table["target"] == genes[e.receptor]
         )
         network_table = network_table.loc[~drop]
-    network_table = network_table.reset_index(drop=True)
-    core = sorted(
-        set(tf_idx.tolist())
-        | {e.ligand for e in lr_edges}
-        | {e.receptor for e in lr_edges}
-        | {e.downstream_tf for e in lr_edges}
-    )
-    return TwinModel(panel.genes, networks, lr_edges, np.array(core)), network_table
+    return network_table.reset_index(drop=True)
 
 
 def _signalling_order(n_cell_types: int, paths: list[list[int]]) -> list[int]:
