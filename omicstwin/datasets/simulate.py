@@ -1114,9 +1114,51 @@ def _inputs(params, panel: _Panel, patients: pd.DataFrame, model: TwinModel):
 
 
 def _truth(params, panel, model, network_table, scales, patients, u_control, u_case) -> dict:
+    """Tables of what was planted and what it does (``adata.uns["truth"]``).
+
+    Parameters
+    ----------
+    params, panel, model, network_table, scales, patients
+        The cohort's structure (see :class:`CohortStructure`).
+    u_control, u_case
+        External inputs of the control arm and of each case patient.
+
+    Returns
+    -------
+    dict
+        The truth tables described in :func:`simulate_cohort`, plus ``_states`` (relative
+        expression per arm/patient) that :func:`_sample_counts` pops to draw cells.
+    """
     genes = np.array(panel.genes)
-    times = np.array(params.time_points, float)
     cts = list(params.cell_types)
+    states, case_mean, patient_reversal = _patient_reversal(model, scales, u_control, u_case)
+    return {
+        "genes": _gene_table(panel, model),
+        "networks": network_table,
+        "lr_edges": _lr_table(model, cts, genes),
+        "endotypes": _endotype_table(panel, cts),
+        "drivers": _driver_table(params, panel, patients),
+        "reversal": _reversal_table(panel, patients, patient_reversal),
+        "patient_reversal": patient_reversal,
+        "degs": _deg_table(params, genes, case_mean, scales[None] * states["control"]),
+        "shared_program": np.array(panel.shared_program),
+        "_states": states,
+    }
+
+
+def _patient_reversal(model: TwinModel, scales: np.ndarray, u_control, u_case: dict):
+    """Simulate control and every case patient, and score each core gene's knockout.
+
+    Returns
+    -------
+    states : dict
+        Relative expression (T, C, G) of ``"control"`` and of each patient id.
+    case_mean : numpy.ndarray
+        Expected counts (T, C, G) averaged over case patients.
+    patient_reversal : pandas.DataFrame
+        patient_id, gene, reversal, rank: one row per patient and core gene.
+    """
+    genes = np.array(model.genes)
     control = model.trajectory(u_control)[0]  # (T, C, G)
     z_control = np.log2(1.0 + scales[None] * control)
     core = model.core
@@ -1128,27 +1170,57 @@ def _truth(params, panel, model, network_table, scales, patients, u_control, u_c
         case = model.trajectory(u)[0]
         states[pid] = case
         case_mean += scales[None] * case
-        z_case = np.log2(1.0 + scales[None] * case)
-        d = (z_case - z_control).reshape(-1, model.n_genes)
-        perturbed = model.trajectory(u, knockouts)  # (B, T, C, G)
-        delta = (np.log2(1.0 + scales[None, None] * perturbed) - z_case[None]).reshape(
-            len(core), -1, model.n_genes
-        )
-        # exclude each knocked-out gene's own coordinates from its score
-        delta[np.arange(len(core)), :, core] = 0.0
-        dot = np.einsum("bkg,kg->b", delta, d)
-        d_self = np.einsum("kg,kg->g", d, d)
-        norm = d_self.sum() - d_self[core]
-        score = -dot / np.maximum(norm, 1e-12)
+        score = _knockout_reversal(model, scales, u, case, z_control, knockouts)
         order = np.argsort(-score, kind="stable")
         ranks = np.empty(len(core), int)
         ranks[order] = np.arange(1, len(core) + 1)
         reversal_rows.append(
             pd.DataFrame({"patient_id": pid, "gene": genes[core], "reversal": score, "rank": ranks})
         )
-    patient_reversal = pd.concat(reversal_rows, ignore_index=True)
     case_mean /= max(1, len(u_case))
+    return states, case_mean, pd.concat(reversal_rows, ignore_index=True)
 
+
+def _knockout_reversal(
+    model: TwinModel,
+    scales: np.ndarray,
+    u: np.ndarray,
+    case: np.ndarray,
+    z_control: np.ndarray,
+    knockouts: np.ndarray,
+) -> np.ndarray:
+    """Reversal ``-<delta, d> / <d, d>`` of one patient's disease vector by each knockout.
+
+    ``d`` is log2(1 + expected count) case minus control over every cell type, time point and
+    gene; ``delta`` is the change a knockout makes to the case state. Each knocked-out gene's
+    own coordinates are left out of both, so a gene is not credited for removing itself.
+
+    Returns
+    -------
+    numpy.ndarray
+        One score per core gene (1 = the disease vector fully undone).
+    """
+    core = model.core
+    z_case = np.log2(1.0 + scales[None] * case)
+    d = (z_case - z_control).reshape(-1, model.n_genes)
+    perturbed = model.trajectory(u, knockouts)  # (B, T, C, G)
+    delta = (np.log2(1.0 + scales[None, None] * perturbed) - z_case[None]).reshape(
+        len(core), -1, model.n_genes
+    )
+    delta[np.arange(len(core)), :, core] = 0.0
+    dot = np.einsum("bkg,kg->b", delta, d)
+    d_self = np.einsum("kg,kg->g", d, d)
+    norm = d_self.sum() - d_self[core]
+    return -dot / np.maximum(norm, 1e-12)
+
+
+def _reversal_table(panel, patients: pd.DataFrame, patient_reversal: pd.DataFrame):
+    """Study-level reversal per gene: the mean over patients, overall and per endotype.
+
+    Genes outside the core (no knockout effect) score 0; ``planted`` marks cascade genes;
+    rows are sorted by reversal (ties by gene) and ranked from 1.
+    """
+    genes = np.array(panel.genes)
     endo_of = patients.set_index("patient_id")["endotype"]
     pr = patient_reversal.assign(endotype=patient_reversal["patient_id"].map(endo_of))
     study = pr.groupby("gene", sort=False)["reversal"].mean()
@@ -1164,26 +1236,42 @@ def _truth(params, panel, model, network_table, scales, patients, u_control, u_c
     reversal["planted"] = reversal["gene"].isin(planted)
     reversal = reversal.sort_values(["reversal", "gene"], ascending=[False, True], kind="stable")
     reversal["rank"] = np.arange(1, len(reversal) + 1)
-    reversal = reversal.reset_index(drop=True)
+    return reversal.reset_index(drop=True)
 
-    expected_case = case_mean
-    expected_control = scales[None] * control
+
+def _deg_table(params, genes: np.ndarray, expected_case, expected_control) -> pd.DataFrame:
+    """List the true DEGs per cell type and time: ``|log2 FC| >= 0.5``, expressed in one arm.
+
+    The fold change is of mean expected counts (case over control, pseudocount 0.01); a gene
+    is expressed where its expected count is at least 0.1 per cell.
+    """
+    times = np.array(params.time_points, float)
     log_fc = np.log2((expected_case + 0.01) / (expected_control + 0.01))
     expressed = np.maximum(expected_case, expected_control) >= 0.1
     hit_t, hit_c, hit_g = np.nonzero((np.abs(log_fc) >= 0.5) & expressed)
     degs = pd.DataFrame(
         {
-            "cell_type": np.array(cts)[hit_c],
+            "cell_type": np.array(list(params.cell_types))[hit_c],
             "time": times[hit_t],
             "gene": genes[hit_g],
             "log_fc": log_fc[hit_t, hit_c, hit_g],
         }
     )
     degs["direction"] = np.where(degs["log_fc"] > 0, "up", "down")
+    return degs
 
+
+def _gene_table(panel, model: TwinModel) -> pd.DataFrame:
+    """Gene, role and whether the gene is in the model's core (influences others)."""
+    genes = np.array(panel.genes)
     gene_table = pd.DataFrame({"gene": genes, "role": [panel.role[g] for g in genes]})
-    gene_table["is_core"] = np.isin(np.arange(len(genes)), core)
-    lr_table = pd.DataFrame(
+    gene_table["is_core"] = np.isin(np.arange(len(genes)), model.core)
+    return gene_table
+
+
+def _lr_table(model: TwinModel, cts: list[str], genes: np.ndarray) -> pd.DataFrame:
+    """Every ligand-receptor coupling by name (``endotype`` is ``""`` for basal ones)."""
+    return pd.DataFrame(
         [
             {
                 "sender": cts[e.sender],
@@ -1198,7 +1286,11 @@ def _truth(params, panel, model, network_table, scales, patients, u_control, u_c
             for e in model.lr_edges
         ]
     )
-    endotypes = pd.DataFrame(
+
+
+def _endotype_table(panel, cts: list[str]) -> pd.DataFrame:
+    """One row per endotype: drivers and the cascade's cell types and genes (``;``-joined)."""
+    return pd.DataFrame(
         [
             {
                 "endotype": e["name"],
@@ -1211,9 +1303,15 @@ def _truth(params, panel, model, network_table, scales, patients, u_control, u_c
             for e in panel.endotypes
         ]
     )
+
+
+def _driver_table(params, panel, patients: pd.DataFrame) -> pd.DataFrame:
+    """One row per case patient: endotype, strength, driver genes, where and when it starts."""
+    cts = list(params.cell_types)
+    times = np.array(params.time_points, float)
     by_name = {e["name"]: e for e in panel.endotypes}
     cases = patients[patients["condition"] == "case"]
-    drivers = pd.DataFrame(
+    return pd.DataFrame(
         {
             "patient_id": cases["patient_id"].to_numpy(),
             "endotype": cases["endotype"].to_numpy(),
@@ -1223,18 +1321,6 @@ def _truth(params, panel, model, network_table, scales, patients, u_control, u_c
             "onset_time": float(times[params.onset_index]),
         }
     )
-    return {
-        "genes": gene_table,
-        "networks": network_table,
-        "lr_edges": lr_table,
-        "endotypes": endotypes,
-        "drivers": drivers,
-        "reversal": reversal,
-        "patient_reversal": patient_reversal,
-        "degs": degs,
-        "shared_program": np.array(panel.shared_program),
-        "_states": states,
-    }
 
 
 # ----------------------------------------------------------------------------- counts
