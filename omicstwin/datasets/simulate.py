@@ -327,7 +327,95 @@ class _Panel:
 
 
 def _choose_panel(params: SimulationParams, priors: SimulationPriors, rng) -> _Panel:
-    """Pick real gene symbols: cascades first, then TFs, extra ligand-receptor pairs, targets."""
+    """Pick real gene symbols: cascades first, then TFs, extra ligand-receptor pairs, targets.
+
+    Parameters
+    ----------
+    params
+        Simulation parameters (panel size, cell types, time points, endotypes).
+    priors
+        TF list, CollecTRI and ligand-receptor pairs the symbols are drawn from.
+    rng
+        The structure's generator. The steps below run in a fixed order (cascades, TFs, extra
+        pairs, hub programs, fill targets) because that order *is* the random stream: moving a
+        step would change every later draw and so the whole cohort for a given seed.
+
+    Returns
+    -------
+    _Panel
+        Genes (sorted), their roles, the planted endotypes and the extra ligand-receptor pairs.
+    """
+    lookups = _panel_lookups(priors)
+    picker = _Picker(rng)
+    n_hops = _cascade_hops(params)
+    endotypes = [
+        _plant_endotype(e, n_hops, len(params.cell_types), lookups, picker)
+        for e in range(params.n_endotypes)
+    ]
+    shared_program, tfs = _choose_tfs(params, endotypes, lookups, picker)
+    extra_lr = _choose_extra_lr(params, lookups, tfs, picker, rng)
+    genes = set(picker.used)
+    programs = _hub_programs(params, endotypes, lookups, genes, rng)
+    _fill_targets(params, lookups, genes, rng)
+    ordered = sorted(genes)
+    return _Panel(
+        programs=programs,
+        genes=ordered,
+        index={g: i for i, g in enumerate(ordered)},
+        role=_gene_roles(ordered, tfs, endotypes, extra_lr),
+        endotypes=endotypes,
+        extra_lr=extra_lr,
+        shared_program=shared_program,
+    )
+
+
+def _cascade_hops(params: SimulationParams) -> int:
+    """Ligand-receptor hops per cascade: 1 to 3, bounded by the cell types and time points.
+
+    Each hop reaches a new cell type one time point later, so a cascade cannot have more hops
+    than there are other cell types or time points after the onset.
+    """
+    n_after_onset = len(params.time_points) - 1 - params.onset_index
+    return max(1, min(3, len(params.cell_types) - 1, n_after_onset))
+
+
+@dataclass(frozen=True)
+class _PanelLookups:
+    """Prior knowledge indexed for choosing the panel (built once, no random draws).
+
+    Attributes
+    ----------
+    tf_set
+        Lambert 2018 TFs.
+    collectri
+        CollecTRI edges whose source is a TF, self-loops removed.
+    lr
+        Ligand-receptor pairs of single genes (no complexes), ligand != receptor.
+    regulators_of
+        Gene -> sorted TFs that activate it.
+    receptors_of
+        Ligand -> its sorted receptors.
+    ligands
+        Sorted ligands that have a receptor and an activating TF (a cascade can pass them).
+    targets_of
+        TF -> its sorted CollecTRI targets.
+    """
+
+    tf_set: set[str]
+    collectri: pd.DataFrame
+    lr: pd.DataFrame
+    regulators_of: dict[str, list[str]]
+    receptors_of: dict[str, list[str]]
+    ligands: list[str]
+    targets_of: dict[str, list[str]]
+
+    def is_hub(self, gene: str) -> bool:
+        """Whether ``gene`` regulates enough, but not too many, targets to drive a program."""
+        return _MIN_HUB_TARGETS <= len(self.targets_of.get(gene, ())) <= _MAX_HUB_TARGETS
+
+
+def _panel_lookups(priors: SimulationPriors) -> _PanelLookups:
+    """Index the priors by regulator, ligand and target (see :class:`_PanelLookups`)."""
     tf_set = set(priors.tfs)
     col = priors.collectri
     col = col[col["source"].isin(tf_set) & (col["source"] != col["target"])]
@@ -340,89 +428,218 @@ def _choose_panel(params: SimulationParams, priors: SimulationPriors, rng) -> _P
         & (lr["ligand"] != lr["receptor"])
     ]
     receptors_of = lr.groupby("ligand")["receptor"].apply(lambda s: sorted(set(s))).to_dict()
-    ligands = sorted(set(receptors_of) & set(regulators_of))
-    targets_of = col.groupby("source")["target"].apply(lambda s: sorted(set(s))).to_dict()
-    used: set[str] = set()
+    return _PanelLookups(
+        tf_set=tf_set,
+        collectri=col,
+        lr=lr,
+        regulators_of=regulators_of,
+        receptors_of=receptors_of,
+        ligands=sorted(set(receptors_of) & set(regulators_of)),
+        targets_of=col.groupby("source")["target"].apply(lambda s: sorted(set(s))).to_dict(),
+    )
 
-    def hub(g: str) -> bool:
-        return _MIN_HUB_TARGETS <= len(targets_of.get(g, ())) <= _MAX_HUB_TARGETS
 
-    def pick(candidates, predicate=lambda _: True):
-        pool = [c for c in candidates if c not in used and predicate(c)]
+class _Picker:
+    """Draw genes without replacement across the whole panel.
+
+    One ``used`` set is shared by every step, so no gene gets two roles. Each successful
+    :meth:`pick` consumes exactly one ``rng.integers`` draw (none when nothing is left).
+    """
+
+    def __init__(self, rng: np.random.Generator):
+        self.rng = rng
+        self.used: set[str] = set()
+
+    def pick(self, candidates, predicate=lambda _: True) -> str | None:
+        """Draw one unused candidate satisfying ``predicate``, or ``None`` if there is none.
+
+        The predicate is evaluated at draw time, so it may look at :attr:`used`.
+        """
+        pool = [c for c in candidates if c not in self.used and predicate(c)]
         if not pool:
             return None
-        choice = pool[int(rng.integers(len(pool)))]
-        used.add(choice)
+        choice = pool[int(self.rng.integers(len(pool)))]
+        self.used.add(choice)
         return choice
 
-    n_ct = len(params.cell_types)
-    n_hops = max(1, min(3, n_ct - 1, len(params.time_points) - 1 - params.onset_index))
-    endotypes = []
-    for e in range(params.n_endotypes):
-        # cascade path: first cell type, then a rotation through the others
-        others = list(range(1, n_ct))
-        shift = (e * n_hops) % len(others)
-        path = [0, *(others[shift:] + others[:shift])[:n_hops]]
-        first_ligand = pick(
-            ligands, lambda g: len([r for r in regulators_of[g] if r not in used and hub(r)]) >= 2
+
+def _plant_endotype(
+    e: int, n_hops: int, n_cell_types: int, lookups: _PanelLookups, picker: _Picker
+) -> dict[str, Any]:
+    """Choose endotype ``e``'s cascade: its cell-type path, two driver TFs and each hop's genes.
+
+    Parameters
+    ----------
+    e
+        Endotype number (0-based); names come from :data:`ENDOTYPE_NAMES`.
+    n_hops
+        Ligand-receptor hops of the cascade (one per time point after onset).
+    n_cell_types
+        Number of cell types; the cascade starts in the first one.
+    lookups, picker
+        Priors to draw from and the panel-wide draw without replacement.
+
+    Returns
+    -------
+    dict
+        ``name``, ``drivers``, ``path`` (cell type indices), ``ligands``, ``receptors``, ``tfs``.
+    """
+    # cascade path: first cell type, then a rotation through the others so that endotypes
+    # travel through different cell types
+    others = list(range(1, n_cell_types))
+    shift = (e * n_hops) % len(others)
+    path = [0, *(others[shift:] + others[:shift])[:n_hops]]
+    regulators_of = lookups.regulators_of
+    # the first ligand needs two unused hub activators: they become the drivers
+    first_ligand = picker.pick(
+        lookups.ligands,
+        lambda g: (
+            len([r for r in regulators_of[g] if r not in picker.used and lookups.is_hub(r)]) >= 2
+        ),
+    )
+    drivers = [
+        picker.pick(regulators_of[first_ligand], lookups.is_hub),
+        picker.pick(regulators_of[first_ligand], lookups.is_hub),
+    ]
+    ligands, receptors, tfs = _plant_hops(first_ligand, n_hops, lookups, picker)
+    if None in drivers or None in receptors or None in tfs:
+        raise ParameterError("the priors are too small to plant a disease cascade")
+    return {
+        "name": ENDOTYPE_NAMES[e],
+        "drivers": drivers,
+        "path": path,
+        "ligands": ligands,
+        "receptors": receptors,
+        "tfs": tfs,
+    }
+
+
+def _plant_hops(
+    first_ligand: str, n_hops: int, lookups: _PanelLookups, picker: _Picker
+) -> tuple[list[str], list[str | None], list[str | None]]:
+    """Chain ligand -> receptor -> TF -> next ligand for ``n_hops`` hops.
+
+    Returns
+    -------
+    tuple of list
+        Ligands (one per hop), receptors and downstream TFs (``None`` where the priors ran out;
+        the caller reports it).
+    """
+    ligands, receptors, tfs = [first_ligand], [], []
+    for hop in range(n_hops):
+        # prefer a receptor that is not a TF: a TF receptor would blur the cascade's roles
+        receptors.append(
+            picker.pick(lookups.receptors_of[ligands[-1]], lambda g: g not in lookups.tf_set)
         )
-        drivers = [pick(regulators_of[first_ligand], hub), pick(regulators_of[first_ligand], hub)]
-        cascade_ligands, receptors, cascade_tfs = [first_ligand], [], []
-        for hop in range(n_hops):
-            receptors.append(pick(receptors_of[cascade_ligands[-1]], lambda g: g not in tf_set))
-            if receptors[-1] is None:
-                receptors[-1] = pick(receptors_of[cascade_ligands[-1]])
-            if hop < n_hops - 1:
-                next_ligand = pick(
-                    ligands, lambda g: any(r not in used and hub(r) for r in regulators_of[g])
-                )
-                tf = pick(regulators_of[next_ligand], hub)
-                cascade_ligands.append(next_ligand)
-            else:
-                tf = pick(sorted(targets_of), hub)
-            cascade_tfs.append(tf)
-        if None in drivers or None in receptors or None in cascade_tfs:
-            raise ParameterError("the priors are too small to plant a disease cascade")
-        endotypes.append(
-            {
-                "name": ENDOTYPE_NAMES[e],
-                "drivers": drivers,
-                "path": path,
-                "ligands": cascade_ligands,
-                "receptors": receptors,
-                "tfs": cascade_tfs,
-            }
-        )
-    regulator_pool = sorted(t for t in targets_of if len(targets_of[t]) >= 5)
-    shared_program = [pick(regulator_pool), pick(regulator_pool)]
+        if receptors[-1] is None:
+            receptors[-1] = picker.pick(lookups.receptors_of[ligands[-1]])
+        if hop < n_hops - 1:
+            # the hop's TF must activate the next ligand, so choose that ligand first
+            next_ligand = picker.pick(
+                lookups.ligands,
+                lambda g: any(
+                    r not in picker.used and lookups.is_hub(r) for r in lookups.regulators_of[g]
+                ),
+            )
+            tf = picker.pick(lookups.regulators_of[next_ligand], lookups.is_hub)
+            ligands.append(next_ligand)
+        else:
+            # the last hop's TF only needs a target program
+            tf = picker.pick(sorted(lookups.targets_of), lookups.is_hub)
+        tfs.append(tf)
+    return ligands, receptors, tfs
+
+
+def _choose_tfs(
+    params: SimulationParams,
+    endotypes: list[dict[str, Any]],
+    lookups: _PanelLookups,
+    picker: _Picker,
+) -> tuple[list[str], set[str]]:
+    """Pick the two shared-response TFs, then more TFs until 8% of the panel (at least 12).
+
+    Returns
+    -------
+    shared_program : list of str
+        TFs of the challenge response shared by both arms.
+    tfs : set of str
+        Every TF of the panel (cascade TFs, drivers, shared program and the added ones).
+    """
+    regulator_pool = sorted(t for t in lookups.targets_of if len(lookups.targets_of[t]) >= 5)
+    shared_program = [picker.pick(regulator_pool), picker.pick(regulator_pool)]
     n_tf_target = max(12, round(0.08 * params.n_genes))
     tfs = {g for e in endotypes for g in e["drivers"] + e["tfs"]} | set(shared_program)
     while len(tfs) < n_tf_target:
-        tfs.add(pick(regulator_pool))
-    extra_lr = []
-    lr_pairs = list(lr.itertuples(index=False))
+        tfs.add(picker.pick(regulator_pool))
+    return shared_program, tfs
+
+
+def _choose_extra_lr(
+    params: SimulationParams,
+    lookups: _PanelLookups,
+    tfs: set[str],
+    picker: _Picker,
+    rng: np.random.Generator,
+) -> list[tuple[str, str, str]]:
+    """Basal ligand-receptor pairs outside the cascades, each with a random downstream TF.
+
+    Pairs are visited in one random permutation and kept when both genes are still unused,
+    until ``max(3, n_genes // 60)`` are chosen.
+    """
+    extra_lr: list[tuple[str, str, str]] = []
+    lr_pairs = list(lookups.lr.itertuples(index=False))
     order = rng.permutation(len(lr_pairs))
     n_extra = max(3, params.n_genes // 60)
     for i in order:
         if len(extra_lr) >= n_extra:
             break
         ligand, receptor = lr_pairs[i].ligand, lr_pairs[i].receptor
-        if ligand in used or receptor in used:
+        if ligand in picker.used or receptor in picker.used:
             continue
-        used.update((ligand, receptor))
+        picker.used.update((ligand, receptor))
         extra_lr.append((ligand, receptor, sorted(tfs)[int(rng.integers(len(tfs)))]))
-    genes = set(used)
-    # the hubs' target programs first, then other targets of the chosen TFs
+    return extra_lr
+
+
+def _hub_programs(
+    params: SimulationParams,
+    endotypes: list[dict[str, Any]],
+    lookups: _PanelLookups,
+    genes: set[str],
+    rng: np.random.Generator,
+) -> dict[str, list[str]]:
+    """Draw each driver's and cascade TF's target program and add it to ``genes`` (in place).
+
+    The programs are what makes the planted TFs' effects visible as DEGs. Each hub's pool
+    excludes genes already in the panel, including earlier hubs' programs.
+    """
     program_size = max(5, round(_PROGRAM_SIZE * params.n_genes))
     hubs = [g for e in endotypes for g in e["drivers"] + e["tfs"]]
     programs: dict[str, list[str]] = {}
     for g in hubs:
-        pool = sorted(set(targets_of[g]) - genes)
+        pool = sorted(set(lookups.targets_of[g]) - genes)
         take = min(program_size, len(pool))
         programs[g] = rng.choice(pool, size=take, replace=False).tolist() if take else []
         genes.update(programs[g])
-    # targets: genes regulated by the chosen TFs, favouring those with several chosen regulators
-    candidate_targets = col[col["source"].isin(genes & tf_set) & ~col["target"].isin(genes)]
+    return programs
+
+
+def _fill_targets(
+    params: SimulationParams, lookups: _PanelLookups, genes: set[str], rng: np.random.Generator
+) -> None:
+    """Fill ``genes`` (in place) up to ``params.n_genes`` with CollecTRI targets.
+
+    Targets of the chosen TFs come first, drawn with probability proportional to how many
+    chosen TFs regulate them (so the networks are connected); any other CollecTRI target
+    tops up the panel if those run out.
+
+    Raises
+    ------
+    ParameterError
+        If the planted genes alone already exceed ``params.n_genes``.
+    """
+    col = lookups.collectri
+    candidate_targets = col[col["source"].isin(genes & lookups.tf_set) & ~col["target"].isin(genes)]
     weights = candidate_targets.groupby("target").size()
     n_fill = params.n_genes - len(genes)
     if n_fill < 0:
@@ -433,10 +650,22 @@ def _choose_panel(params: SimulationParams, priors: SimulationPriors, rng) -> _P
     prob = weights.to_numpy(float) / weights.sum()
     take = min(n_fill, len(names))
     genes.update(rng.choice(names, size=take, replace=False, p=prob).tolist())
-    if len(genes) < params.n_genes:  # any other CollecTRI target, to reach the size asked for
+    if len(genes) < params.n_genes:
         rest = sorted(set(col["target"]) - genes)
         genes.update(rng.choice(rest, size=params.n_genes - len(genes), replace=False).tolist())
-    ordered = sorted(genes)
+
+
+def _gene_roles(
+    ordered: list[str],
+    tfs: set[str],
+    endotypes: list[dict[str, Any]],
+    extra_lr: list[tuple[str, str, str]],
+) -> dict[str, str]:
+    """Role of each gene: ``target`` unless it is a TF, ligand or receptor.
+
+    Later assignments win, so a cascade ligand or receptor that is also a TF is a ligand or
+    receptor.
+    """
     role = {}
     for g in ordered:
         role[g] = "target"
@@ -449,26 +678,93 @@ def _choose_panel(params: SimulationParams, priors: SimulationPriors, rng) -> _P
             role[g] = "receptor"
     for ligand, receptor, _ in extra_lr:
         role[ligand], role[receptor] = "ligand", "receptor"
-    return _Panel(
-        programs=programs,
-        genes=ordered,
-        index={g: i for i, g in enumerate(ordered)},
-        role=role,
-        endotypes=endotypes,
-        extra_lr=extra_lr,
-        shared_program=shared_program,
-    )
+    return role
 
 
 # ----------------------------------------------------------------------------- networks
 
 
 def _build_model(params, priors, panel: _Panel, rng):
-    """Per-cell-type signed networks (shared core + specific edges) and LR couplings."""
-    idx = panel.index
+    """Per-cell-type signed networks (shared core + specific edges) and LR couplings.
+
+    Parameters
+    ----------
+    params
+        Simulation parameters (cell types).
+    priors
+        CollecTRI, the source of the networks' prior edges.
+    panel
+        The chosen genes, roles and planted cascades.
+    rng
+        The structure's generator, continued from :func:`_choose_panel`. Draw order: the
+        shared core, then each cell type's edges in turn, then the basal LR couplings.
+
+    Returns
+    -------
+    model : TwinModel
+        Networks, couplings and core genes.
+    network_table : pandas.DataFrame
+        Every network edge with its cell type, weight, sign, ``in_prior`` and ``shared``.
+    """
+    edges = _prior_edges(priors, panel, rng)
+    required = _required_cascade_edges(panel)
     n_g = len(panel.genes)
+    networks, frames = [], []
+    for c, cell_type in enumerate(params.cell_types):
+        s, t, values, shared = _draw_cell_type_edges(edges, n_g, rng)
+        strong = {(a, b): weight for a, b, cc, weight in required if cc == c}
+        w = _cell_type_network(s, t, values, strong, edges.program_pairs, n_g)
+        networks.append(w)
+        frames.append(_network_frame(cell_type, w, panel.genes, s, t, shared, edges.pairs))
+    network_table = pd.concat(frames, ignore_index=True)
+    lr_edges = _cascade_lr_edges(panel) + _basal_lr_edges(params, panel, rng)
+    network_table = _make_receptors_constitutive(
+        networks, network_table, lr_edges, list(params.cell_types), panel.genes
+    )
+    core = sorted(
+        set(edges.tf_idx.tolist())
+        | {e.ligand for e in lr_edges}
+        | {e.receptor for e in lr_edges}
+        | {e.downstream_tf for e in lr_edges}
+    )
+    return TwinModel(panel.genes, networks, lr_edges, np.array(core)), network_table
+
+
+@dataclass(frozen=True)
+class _PriorEdges:
+    """CollecTRI edges among the panel's genes as index arrays, one row per source-target pair.
+
+    Attributes
+    ----------
+    src, dst, sign
+        Source (a panel TF), target and sign (+1/-1) of each prior edge.
+    in_core
+        Whether the edge belongs to the core shared by every cell type (drawn once).
+    pairs
+        The ``(source, target)`` pairs of the prior, to tell novel edges from prior ones.
+    program_pairs
+        ``(hub, target)`` pairs of the hubs' target programs (stronger, always in the core).
+    tf_idx
+        Indices of the panel's TFs (sources of novel edges).
+    """
+
+    src: np.ndarray
+    dst: np.ndarray
+    sign: np.ndarray
+    in_core: np.ndarray
+    pairs: set[tuple[int, int]]
+    program_pairs: set[tuple[int, int]]
+    tf_idx: np.ndarray
+
+
+def _prior_edges(priors, panel: _Panel, rng: np.random.Generator) -> _PriorEdges:
+    """Index the CollecTRI edges from the panel's TFs and draw the shared core.
+
+    Each prior edge joins the core with probability 0.5; hub program edges always do, so the
+    planted TFs move their programs in every cell type.
+    """
+    idx = panel.index
     tfs = sorted(g for g, r in panel.role.items() if r == "tf")
-    tf_idx = np.array([idx[g] for g in tfs])
     col = priors.collectri
     prior = col[
         col["source"].isin(tfs) & col["target"].isin(idx) & (col["source"] != col["target"])
@@ -476,108 +772,180 @@ def _build_model(params, priors, panel: _Panel, rng):
     prior = prior.drop_duplicates(["source", "target"])
     src = prior["source"].map(idx).to_numpy()
     dst = prior["target"].map(idx).to_numpy()
-    sign = np.sign(prior["weight"].to_numpy(float))
     program_pairs = {(idx[h], idx[t]) for h, ts in panel.programs.items() for t in ts}
-    from_hub = np.array(
-        [(a, b) in program_pairs for a, b in zip(src.tolist(), dst.tolist(), strict=True)], bool
+    from_hub = _in_pairs(src, dst, program_pairs)
+    return _PriorEdges(
+        src=src,
+        dst=dst,
+        sign=np.sign(prior["weight"].to_numpy(float)),
+        in_core=(rng.random(len(prior)) < 0.5) | from_hub,
+        pairs=set(zip(src.tolist(), dst.tolist(), strict=True)),
+        program_pairs=program_pairs,
+        tf_idx=np.array([idx[g] for g in tfs]),
     )
-    in_core = (rng.random(len(prior)) < 0.5) | from_hub
-    prior_pairs = set(zip(src.tolist(), dst.tolist(), strict=True))
 
-    # cascade edges that must exist in a given cell type: (source, target, cell type, weight)
+
+def _in_pairs(rows: np.ndarray, cols: np.ndarray, pairs: set[tuple[int, int]]) -> np.ndarray:
+    """Boolean mask: whether each ``(rows[i], cols[i])`` is in ``pairs``."""
+    return np.array(
+        [(a, b) in pairs for a, b in zip(rows.tolist(), cols.tolist(), strict=True)], bool
+    )
+
+
+def _required_cascade_edges(panel: _Panel) -> list[tuple[int, int, int, float]]:
+    """Cascade edges that must exist: ``(source, target, cell type, weight)``.
+
+    Drivers activate the first ligand in the initiating cell type; each hop's TF activates
+    the next ligand in the hop's receiving cell type.
+    """
+    idx = panel.index
     required: list[tuple[int, int, int, float]] = []
     for e in panel.endotypes:
         for d in e["drivers"]:
             required.append((idx[d], idx[e["ligands"][0]], e["path"][0], _DRIVER_EDGE))
         for hop, tf in enumerate(e["tfs"][:-1]):
             required.append((idx[tf], idx[e["ligands"][hop + 1]], e["path"][hop + 1], _HOP_EDGE))
+    return required
 
-    networks, rows = [], []
-    n_core = int(in_core.sum())
-    for c, cell_type in enumerate(params.cell_types):
-        specific = ~in_core & (rng.random(len(prior)) < 0.25)
-        keep = in_core | specific
-        s, t, sg = src[keep], dst[keep], sign[keep]
-        shared = in_core[keep]
-        in_prior = np.ones(len(s), bool)
-        n_novel = max(1, n_core // 10)
-        ns = tf_idx[rng.integers(len(tf_idx), size=n_novel)]
-        nt = rng.integers(n_g, size=n_novel)
-        ok = np.array(
-            [a != b and (a, b) not in prior_pairs for a, b in zip(ns, nt, strict=True)], bool
-        )
-        ns, nt = ns[ok], nt[ok]
-        nsign = np.where(rng.random(len(ns)) < 0.75, 1.0, -1.0)
-        s = np.concatenate([s, ns])
-        t = np.concatenate([t, nt])
-        sg = np.concatenate([sg, nsign])
-        shared = np.concatenate([shared, np.zeros(len(ns), bool)])
-        in_prior = np.concatenate([in_prior, np.zeros(len(ns), bool)])
-        magnitude = rng.uniform(0.15, 0.5, size=len(s))
-        hub_rows = np.array(
-            [(a, b) in program_pairs for a, b in zip(s.tolist(), t.tolist(), strict=True)], bool
-        )
-        magnitude[hub_rows] = rng.uniform(0.3, 0.6, size=int(hub_rows.sum()))
-        w = sparse.coo_matrix((sg * magnitude, (s, t)), shape=(n_g, n_g)).tocsr()
-        w.sum_duplicates()
-        # cascade edges of this cell type: strong activation
-        strong = {(a, b): weight for a, b, cc, weight in required if cc == c}
-        w = w.tolil()
-        for a, b in strong:
-            w[a, b] = 0.0
-        w = w.tocsr()
-        w.eliminate_zeros()
-        # input budget per gene: incoming |w| <= 0.7, and <= 0.95 with its cascade edges, so
-        # the within-cell update stays a contraction
-        # program edges are rescaled only when they alone exceed the budget; others fill the rest
-        coo = w.tocoo()
-        is_program = np.array(
-            [
-                (a, b) in program_pairs
-                for a, b in zip(coo.row.tolist(), coo.col.tolist(), strict=True)
-            ],
-            bool,
-        )
-        w_hub = sparse.csr_matrix((coo.data * is_program, (coo.row, coo.col)), shape=(n_g, n_g))
-        w_other = w - w_hub
-        budget = np.full(n_g, 0.7)
-        for (_, b), weight in strong.items():
-            budget[b] = max(0.05, min(budget[b], 0.95 - weight * sum(bb == b for _, bb in strong)))
-        hub_in = np.asarray(abs(w_hub).sum(axis=0)).ravel()
-        hub_factor = np.where(hub_in > budget, budget / np.maximum(hub_in, 1e-12), 1.0)
-        room = np.maximum(budget - hub_in * hub_factor, 0.0)
-        other_in = np.asarray(abs(w_other).sum(axis=0)).ravel()
-        other_factor = np.where(other_in > room, room / np.maximum(other_in, 1e-12), 1.0)
-        w = (w_hub @ sparse.diags(hub_factor) + w_other @ sparse.diags(other_factor)).tocsr()
-        w.eliminate_zeros()
-        w = w.tolil()
-        for (a, b), weight in strong.items():
-            w[a, b] = weight
-        w = w.tocsr()
-        networks.append(w)
-        coo = w.tocoo()
-        frame = pd.DataFrame(
-            {
-                "cell_type": cell_type,
-                "source": np.array(panel.genes)[coo.row],
-                "target": np.array(panel.genes)[coo.col],
-                "weight": coo.data,
-            }
-        )
-        pair_shared = dict(
-            zip(zip(s.tolist(), t.tolist(), strict=True), shared.tolist(), strict=True)
-        )
-        frame["sign"] = np.sign(frame["weight"]).astype(int)
-        frame["in_prior"] = [
-            (a, b) in prior_pairs for a, b in zip(coo.row.tolist(), coo.col.tolist(), strict=True)
-        ]
-        frame["shared"] = [
-            pair_shared.get((a, b), False)
-            for a, b in zip(coo.row.tolist(), coo.col.tolist(), strict=True)
-        ]
-        rows.append(frame)
-    network_table = pd.concat(rows, ignore_index=True)
 
+def _draw_cell_type_edges(edges: _PriorEdges, n_g: int, rng: np.random.Generator):
+    """Draw one cell type's edges: the core, specific prior edges, novel edges, magnitudes.
+
+    Non-core prior edges are kept with probability 0.25; novel edges (absent from the prior,
+    10% of the core's size before dropping self-loops and prior pairs) make the prior
+    incomplete. Program edges get stronger magnitudes.
+
+    Returns
+    -------
+    s, t : numpy.ndarray
+        Source and target indices (may repeat; duplicates are summed later).
+    values : numpy.ndarray
+        Signed weights.
+    shared : numpy.ndarray
+        Whether each edge is in the shared core.
+    """
+    specific = ~edges.in_core & (rng.random(len(edges.src)) < 0.25)
+    keep = edges.in_core | specific
+    n_novel = max(1, int(edges.in_core.sum()) // 10)
+    ns, nt, nsign = _novel_edges(edges, n_novel, n_g, rng)
+    s = np.concatenate([edges.src[keep], ns])
+    t = np.concatenate([edges.dst[keep], nt])
+    sg = np.concatenate([edges.sign[keep], nsign])
+    shared = np.concatenate([edges.in_core[keep], np.zeros(len(ns), bool)])
+    magnitude = rng.uniform(0.15, 0.5, size=len(s))
+    hub_rows = _in_pairs(s, t, edges.program_pairs)
+    magnitude[hub_rows] = rng.uniform(0.3, 0.6, size=int(hub_rows.sum()))
+    return s, t, sg * magnitude, shared
+
+
+def _novel_edges(edges: _PriorEdges, n_novel: int, n_g: int, rng: np.random.Generator):
+    """Draw ``n_novel`` candidate TF -> gene edges; keep those that are neither loops nor prior.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        Sources, targets and signs (75% activating).
+    """
+    ns = edges.tf_idx[rng.integers(len(edges.tf_idx), size=n_novel)]
+    nt = rng.integers(n_g, size=n_novel)
+    ok = np.array([a != b and (a, b) not in edges.pairs for a, b in zip(ns, nt, strict=True)], bool)
+    ns, nt = ns[ok], nt[ok]
+    nsign = np.where(rng.random(len(ns)) < 0.75, 1.0, -1.0)
+    return ns, nt, nsign
+
+
+def _cell_type_network(
+    s: np.ndarray,
+    t: np.ndarray,
+    values: np.ndarray,
+    strong: dict[tuple[int, int], float],
+    program_pairs: set[tuple[int, int]],
+    n_g: int,
+) -> sparse.csr_matrix:
+    """Assemble one cell type's weight matrix (rows = regulators) with its cascade edges.
+
+    Cascade edges (``strong``) are removed before the input budget is applied and set to
+    their full weight afterwards, so they are never scaled down.
+    """
+    w = sparse.coo_matrix((values, (s, t)), shape=(n_g, n_g)).tocsr()
+    w.sum_duplicates()
+    w = w.tolil()
+    for a, b in strong:
+        w[a, b] = 0.0
+    w = w.tocsr()
+    w.eliminate_zeros()
+    w = _apply_input_budget(w, strong, program_pairs, n_g)
+    w = w.tolil()
+    for (a, b), weight in strong.items():
+        w[a, b] = weight
+    return w.tocsr()
+
+
+def _apply_input_budget(
+    w: sparse.csr_matrix,
+    strong: dict[tuple[int, int], float],
+    program_pairs: set[tuple[int, int]],
+    n_g: int,
+) -> sparse.csr_matrix:
+    """Scale each gene's incoming weights into its budget so the network stays a contraction.
+
+    Incoming ``|w|`` per gene is at most 0.7, and at most 0.95 together with its cascade
+    edges (at least 0.05 is left). Program edges are rescaled only when they alone exceed
+    the budget; the other edges share what remains.
+    """
+    coo = w.tocoo()
+    is_program = _in_pairs(coo.row, coo.col, program_pairs)
+    w_hub = sparse.csr_matrix((coo.data * is_program, (coo.row, coo.col)), shape=(n_g, n_g))
+    w_other = w - w_hub
+    budget = np.full(n_g, 0.7)
+    for (_, b), weight in strong.items():
+        budget[b] = max(0.05, min(budget[b], 0.95 - weight * sum(bb == b for _, bb in strong)))
+    hub_in = np.asarray(abs(w_hub).sum(axis=0)).ravel()
+    hub_factor = np.where(hub_in > budget, budget / np.maximum(hub_in, 1e-12), 1.0)
+    room = np.maximum(budget - hub_in * hub_factor, 0.0)
+    other_in = np.asarray(abs(w_other).sum(axis=0)).ravel()
+    other_factor = np.where(other_in > room, room / np.maximum(other_in, 1e-12), 1.0)
+    w = (w_hub @ sparse.diags(hub_factor) + w_other @ sparse.diags(other_factor)).tocsr()
+    w.eliminate_zeros()
+    return w
+
+
+def _network_frame(
+    cell_type: str,
+    w: sparse.csr_matrix,
+    genes: list[str],
+    s: np.ndarray,
+    t: np.ndarray,
+    shared: np.ndarray,
+    prior_pairs: set[tuple[int, int]],
+) -> pd.DataFrame:
+    """One cell type's edges as a truth table: weight, sign, ``in_prior`` and ``shared``.
+
+    ``shared`` comes from the drawn edges ``s -> t`` (last draw wins for duplicate pairs);
+    edges the matrix gained otherwise (cascade edges) are not shared.
+    """
+    coo = w.tocoo()
+    frame = pd.DataFrame(
+        {
+            "cell_type": cell_type,
+            "source": np.array(genes)[coo.row],
+            "target": np.array(genes)[coo.col],
+            "weight": coo.data,
+        }
+    )
+    pair_shared = dict(zip(zip(s.tolist(), t.tolist(), strict=True), shared.tolist(), strict=True))
+    frame["sign"] = np.sign(frame["weight"]).astype(int)
+    frame["in_prior"] = _in_pairs(coo.row, coo.col, prior_pairs).tolist()
+    frame["shared"] = [
+        pair_shared.get((a, b), False)
+        for a, b in zip(coo.row.tolist(), coo.col.tolist(), strict=True)
+    ]
+    return frame
+
+
+def _cascade_lr_edges(panel: _Panel) -> list[LigandReceptorEdge]:
+    """Build the planted cascades' ligand-receptor couplings, one per hop of each endotype."""
+    idx = panel.index
     lr_edges = []
     for e in panel.endotypes:
         for hop in range(len(e["receptors"])):
@@ -593,7 +961,14 @@ def _build_model(params, priors, panel: _Panel, rng):
                     hop=hop,
                 )
             )
+    return lr_edges
+
+
+def _basal_lr_edges(params, panel: _Panel, rng: np.random.Generator) -> list[LigandReceptorEdge]:
+    """Weak (kappa 0.2) couplings for the extra LR pairs, between random ordered cell types."""
+    idx = panel.index
     order = _signalling_order(len(params.cell_types), [e["path"] for e in panel.endotypes])
+    lr_edges = []
     for ligand, receptor, tf in panel.extra_lr:
         # basal edges only go forward in an order consistent with the cascades: a lagged
         # feedback loop between cell types would make the twin oscillate from one time point
@@ -605,26 +980,32 @@ def _build_model(params, priors, panel: _Panel, rng):
                 int(sender), idx[ligand], int(receiver), idx[receptor], idx[tf], 0.2, "", -1
             )
         )
-    # receptors are constitutive in their receivers: a receptor regulated by its own downstream
-    # TF would close a lagged feedback loop through the coupling and make the twin oscillate
-    cts = list(params.cell_types)
+    return lr_edges
+
+
+def _make_receptors_constitutive(
+    networks: list[sparse.csr_matrix],
+    network_table: pd.DataFrame,
+    lr_edges: list[LigandReceptorEdge],
+    cell_types: list[str],
+    genes: list[str],
+) -> pd.DataFrame:
+    """Drop every regulator of each coupling's receptor in its receiver.
+
+    A receptor regulated by its own downstream TF would close a lagged feedback loop through
+    the coupling and make the twin oscillate. ``networks`` is updated in place; the table
+    without those edges is returned (index reset).
+    """
     for e in lr_edges:
         w = networks[e.receiver].tolil()
         w[:, e.receptor] = 0.0
         networks[e.receiver] = w.tocsr()
         networks[e.receiver].eliminate_zeros()
-        drop = (network_table["cell_type"] == cts[e.receiver]) & (
-            network_table["target"] == panel.genes[e.receptor]
+        drop = (network_table["cell_type"] == cell_types[e.receiver]) & (
+            network_table["target"] == genes[e.receptor]
         )
         network_table = network_table.loc[~drop]
-    network_table = network_table.reset_index(drop=True)
-    core = sorted(
-        set(tf_idx.tolist())
-        | {e.ligand for e in lr_edges}
-        | {e.receptor for e in lr_edges}
-        | {e.downstream_tf for e in lr_edges}
-    )
-    return TwinModel(panel.genes, networks, lr_edges, np.array(core)), network_table
+    return network_table.reset_index(drop=True)
 
 
 def _signalling_order(n_cell_types: int, paths: list[list[int]]) -> list[int]:
@@ -733,9 +1114,51 @@ def _inputs(params, panel: _Panel, patients: pd.DataFrame, model: TwinModel):
 
 
 def _truth(params, panel, model, network_table, scales, patients, u_control, u_case) -> dict:
+    """Tables of what was planted and what it does (``adata.uns["truth"]``).
+
+    Parameters
+    ----------
+    params, panel, model, network_table, scales, patients
+        The cohort's structure (see :class:`CohortStructure`).
+    u_control, u_case
+        External inputs of the control arm and of each case patient.
+
+    Returns
+    -------
+    dict
+        The truth tables described in :func:`simulate_cohort`, plus ``_states`` (relative
+        expression per arm/patient) that :func:`_sample_counts` pops to draw cells.
+    """
     genes = np.array(panel.genes)
-    times = np.array(params.time_points, float)
     cts = list(params.cell_types)
+    states, case_mean, patient_reversal = _patient_reversal(model, scales, u_control, u_case)
+    return {
+        "genes": _gene_table(panel, model),
+        "networks": network_table,
+        "lr_edges": _lr_table(model, cts, genes),
+        "endotypes": _endotype_table(panel, cts),
+        "drivers": _driver_table(params, panel, patients),
+        "reversal": _reversal_table(panel, patients, patient_reversal),
+        "patient_reversal": patient_reversal,
+        "degs": _deg_table(params, genes, case_mean, scales[None] * states["control"]),
+        "shared_program": np.array(panel.shared_program),
+        "_states": states,
+    }
+
+
+def _patient_reversal(model: TwinModel, scales: np.ndarray, u_control, u_case: dict):
+    """Simulate control and every case patient, and score each core gene's knockout.
+
+    Returns
+    -------
+    states : dict
+        Relative expression (T, C, G) of ``"control"`` and of each patient id.
+    case_mean : numpy.ndarray
+        Expected counts (T, C, G) averaged over case patients.
+    patient_reversal : pandas.DataFrame
+        patient_id, gene, reversal, rank: one row per patient and core gene.
+    """
+    genes = np.array(model.genes)
     control = model.trajectory(u_control)[0]  # (T, C, G)
     z_control = np.log2(1.0 + scales[None] * control)
     core = model.core
@@ -747,27 +1170,57 @@ def _truth(params, panel, model, network_table, scales, patients, u_control, u_c
         case = model.trajectory(u)[0]
         states[pid] = case
         case_mean += scales[None] * case
-        z_case = np.log2(1.0 + scales[None] * case)
-        d = (z_case - z_control).reshape(-1, model.n_genes)
-        perturbed = model.trajectory(u, knockouts)  # (B, T, C, G)
-        delta = (np.log2(1.0 + scales[None, None] * perturbed) - z_case[None]).reshape(
-            len(core), -1, model.n_genes
-        )
-        # exclude each knocked-out gene's own coordinates from its score
-        delta[np.arange(len(core)), :, core] = 0.0
-        dot = np.einsum("bkg,kg->b", delta, d)
-        d_self = np.einsum("kg,kg->g", d, d)
-        norm = d_self.sum() - d_self[core]
-        score = -dot / np.maximum(norm, 1e-12)
+        score = _knockout_reversal(model, scales, u, case, z_control, knockouts)
         order = np.argsort(-score, kind="stable")
         ranks = np.empty(len(core), int)
         ranks[order] = np.arange(1, len(core) + 1)
         reversal_rows.append(
             pd.DataFrame({"patient_id": pid, "gene": genes[core], "reversal": score, "rank": ranks})
         )
-    patient_reversal = pd.concat(reversal_rows, ignore_index=True)
     case_mean /= max(1, len(u_case))
+    return states, case_mean, pd.concat(reversal_rows, ignore_index=True)
 
+
+def _knockout_reversal(
+    model: TwinModel,
+    scales: np.ndarray,
+    u: np.ndarray,
+    case: np.ndarray,
+    z_control: np.ndarray,
+    knockouts: np.ndarray,
+) -> np.ndarray:
+    """Reversal ``-<delta, d> / <d, d>`` of one patient's disease vector by each knockout.
+
+    ``d`` is log2(1 + expected count) case minus control over every cell type, time point and
+    gene; ``delta`` is the change a knockout makes to the case state. Each knocked-out gene's
+    own coordinates are left out of both, so a gene is not credited for removing itself.
+
+    Returns
+    -------
+    numpy.ndarray
+        One score per core gene (1 = the disease vector fully undone).
+    """
+    core = model.core
+    z_case = np.log2(1.0 + scales[None] * case)
+    d = (z_case - z_control).reshape(-1, model.n_genes)
+    perturbed = model.trajectory(u, knockouts)  # (B, T, C, G)
+    delta = (np.log2(1.0 + scales[None, None] * perturbed) - z_case[None]).reshape(
+        len(core), -1, model.n_genes
+    )
+    delta[np.arange(len(core)), :, core] = 0.0
+    dot = np.einsum("bkg,kg->b", delta, d)
+    d_self = np.einsum("kg,kg->g", d, d)
+    norm = d_self.sum() - d_self[core]
+    return -dot / np.maximum(norm, 1e-12)
+
+
+def _reversal_table(panel, patients: pd.DataFrame, patient_reversal: pd.DataFrame):
+    """Study-level reversal per gene: the mean over patients, overall and per endotype.
+
+    Genes outside the core (no knockout effect) score 0; ``planted`` marks cascade genes;
+    rows are sorted by reversal (ties by gene) and ranked from 1.
+    """
+    genes = np.array(panel.genes)
     endo_of = patients.set_index("patient_id")["endotype"]
     pr = patient_reversal.assign(endotype=patient_reversal["patient_id"].map(endo_of))
     study = pr.groupby("gene", sort=False)["reversal"].mean()
@@ -783,26 +1236,42 @@ def _truth(params, panel, model, network_table, scales, patients, u_control, u_c
     reversal["planted"] = reversal["gene"].isin(planted)
     reversal = reversal.sort_values(["reversal", "gene"], ascending=[False, True], kind="stable")
     reversal["rank"] = np.arange(1, len(reversal) + 1)
-    reversal = reversal.reset_index(drop=True)
+    return reversal.reset_index(drop=True)
 
-    expected_case = case_mean
-    expected_control = scales[None] * control
+
+def _deg_table(params, genes: np.ndarray, expected_case, expected_control) -> pd.DataFrame:
+    """List the true DEGs per cell type and time: ``|log2 FC| >= 0.5``, expressed in one arm.
+
+    The fold change is of mean expected counts (case over control, pseudocount 0.01); a gene
+    is expressed where its expected count is at least 0.1 per cell.
+    """
+    times = np.array(params.time_points, float)
     log_fc = np.log2((expected_case + 0.01) / (expected_control + 0.01))
     expressed = np.maximum(expected_case, expected_control) >= 0.1
     hit_t, hit_c, hit_g = np.nonzero((np.abs(log_fc) >= 0.5) & expressed)
     degs = pd.DataFrame(
         {
-            "cell_type": np.array(cts)[hit_c],
+            "cell_type": np.array(list(params.cell_types))[hit_c],
             "time": times[hit_t],
             "gene": genes[hit_g],
             "log_fc": log_fc[hit_t, hit_c, hit_g],
         }
     )
     degs["direction"] = np.where(degs["log_fc"] > 0, "up", "down")
+    return degs
 
+
+def _gene_table(panel, model: TwinModel) -> pd.DataFrame:
+    """Gene, role and whether the gene is in the model's core (influences others)."""
+    genes = np.array(panel.genes)
     gene_table = pd.DataFrame({"gene": genes, "role": [panel.role[g] for g in genes]})
-    gene_table["is_core"] = np.isin(np.arange(len(genes)), core)
-    lr_table = pd.DataFrame(
+    gene_table["is_core"] = np.isin(np.arange(len(genes)), model.core)
+    return gene_table
+
+
+def _lr_table(model: TwinModel, cts: list[str], genes: np.ndarray) -> pd.DataFrame:
+    """Every ligand-receptor coupling by name (``endotype`` is ``""`` for basal ones)."""
+    return pd.DataFrame(
         [
             {
                 "sender": cts[e.sender],
@@ -817,7 +1286,11 @@ def _truth(params, panel, model, network_table, scales, patients, u_control, u_c
             for e in model.lr_edges
         ]
     )
-    endotypes = pd.DataFrame(
+
+
+def _endotype_table(panel, cts: list[str]) -> pd.DataFrame:
+    """One row per endotype: drivers and the cascade's cell types and genes (``;``-joined)."""
+    return pd.DataFrame(
         [
             {
                 "endotype": e["name"],
@@ -830,9 +1303,15 @@ def _truth(params, panel, model, network_table, scales, patients, u_control, u_c
             for e in panel.endotypes
         ]
     )
+
+
+def _driver_table(params, panel, patients: pd.DataFrame) -> pd.DataFrame:
+    """One row per case patient: endotype, strength, driver genes, where and when it starts."""
+    cts = list(params.cell_types)
+    times = np.array(params.time_points, float)
     by_name = {e["name"]: e for e in panel.endotypes}
     cases = patients[patients["condition"] == "case"]
-    drivers = pd.DataFrame(
+    return pd.DataFrame(
         {
             "patient_id": cases["patient_id"].to_numpy(),
             "endotype": cases["endotype"].to_numpy(),
@@ -842,18 +1321,6 @@ def _truth(params, panel, model, network_table, scales, patients, u_control, u_c
             "onset_time": float(times[params.onset_index]),
         }
     )
-    return {
-        "genes": gene_table,
-        "networks": network_table,
-        "lr_edges": lr_table,
-        "endotypes": endotypes,
-        "drivers": drivers,
-        "reversal": reversal,
-        "patient_reversal": patient_reversal,
-        "degs": degs,
-        "shared_program": np.array(panel.shared_program),
-        "_states": states,
-    }
 
 
 # ----------------------------------------------------------------------------- counts

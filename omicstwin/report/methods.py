@@ -6,6 +6,8 @@ run used; it is written from the config alone, so it cannot drift from what was 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from omicstwin.report._format import describe_data, join_words, time_unit_of
@@ -37,183 +39,249 @@ def methods_paragraphs(run: dict[str, Any], *, tables: set[str]) -> list[tuple[s
         ``run.json`` content.
     tables
         Names of the tables present in the run directory (stages that did not run are skipped).
+
+    Returns
+    -------
+    list of tuple of str
+        Data and design first, then each stage that left a table, then computation.
     """
-    config = run.get("config") or {}
-    st = config.get("stages") or {}
-    priors = config.get("priors") or {}
-    compute = config.get("compute") or {}
-    out: list[tuple[str, str]] = []
+    ctx = _RunContext.of(run, tables)
+    out = [("Data and design", _data_paragraph(ctx))]
+    for stage, needs, paragraph in _STAGE_PARAGRAPHS:
+        if needs & tables:
+            out.append((stage, paragraph(ctx)))
+    out.append(("Computation", _computation_paragraph(ctx)))
+    return out
+
+
+@dataclass(frozen=True)
+class _RunContext:
+    """The parts of ``run.json`` the paragraphs read (missing sections are empty dicts).
+
+    Attributes
+    ----------
+    run
+        ``run.json`` content.
+    config
+        The run's config; ``stages``, ``priors`` and ``compute`` are its sub-sections.
+    tables
+        Names of the tables present in the run directory.
+    """
+
+    run: dict[str, Any]
+    config: dict[str, Any]
+    stages: dict[str, Any]
+    priors: dict[str, Any]
+    compute: dict[str, Any]
+    tables: set[str]
+
+    @classmethod
+    def of(cls, run: dict[str, Any], tables: set[str]) -> _RunContext:
+        """Split ``run`` into its config sections."""
+        config = run.get("config") or {}
+        return cls(
+            run=run,
+            config=config,
+            stages=config.get("stages") or {},
+            priors=config.get("priors") or {},
+            compute=config.get("compute") or {},
+            tables=tables,
+        )
+
+
+def _data_paragraph(ctx: _RunContext) -> str:
+    """Input file, design keys, the replicate minimum and quality control."""
+    config, st = ctx.config, ctx.stages
     case, control = _get(config, "case", "case"), _get(config, "control", "control")
-    unit = time_unit_of(run)
-    described = describe_data(run)
+    unit = time_unit_of(ctx.run)
+    described = describe_data(ctx.run)
+    # a simulated cohort (data given as a mapping) is named by its preset and by its file
     source = (
         f"{described['label']} ({described['file']})"
         if isinstance(config.get("data"), dict)
         else described["label"]
     )
-    out.append(
-        (
-            "Data and design",
-            f"Raw counts were read from {source if config.get('data') else 'the input file'}"
-            + (f" (layer '{config['layer']}')" if config.get("layer") else "")
-            + f". Cells were grouped by cell type ('{_get(config, 'cell_type_key', '?')}'), "
-            f"time ('{_get(config, 'time_key', '?')}'"
-            + (f", in {unit}" if unit else "")
-            + f"), condition ('{_get(config, 'condition_key', '?')}': case '{case}' versus "
-            f"control '{control}') and donor ('{_get(config, 'donor_key', '?')}'). The cohort "
-            "was validated once at the start; cell type x time contexts with fewer than "
-            f"{_get(st, 'min_donors', 2)} donors per arm were skipped."
-            + (
-                f" Quality control kept cells with at least {st['min_genes']} detected genes and "
-                f"genes detected in at least {st.get('min_cells', '?')} cells."
-                if "min_genes" in st
-                else ""
-            ),
-        )
-    )
-    if "de" in tables:
-        out.append(
-            (
-                "Differential expression",
-                "Donor pseudobulk negative binomial GLM per cell type x time point: cells were "
-                "summed per donor, the model ~ condition with a log library-size offset was fitted "
-                "with Cox-Reid dispersions shrunk towards the mean-dispersion trend (edgeR-style "
-                "empirical Bayes), and genes were tested by a likelihood-ratio test; q-values are "
-                "Benjamini-Hochberg within each context (min_donors="
-                f"{_get(st, 'min_donors', 2)}). Genes with q < 0.05 count as differentially "
-                "expressed (DEGs).",
-            )
-        )
-    if {"edges", "network_layers"} & tables:
-        out.append(
-            (
-                "Multicellular network",
-                f"Intracellular gene regulatory networks per cell type x time point x condition "
-                f"were inferred with the '{_get(st, 'grn_method', '?')}' method, keeping the top "
-                f"{_get(st, 'grn_top_k', '?')} regulators per target; candidate regulators were "
-                f"transcription factors ({priors.get('tfs', '?')}) and receptors "
-                f"({priors.get('ligand_receptor', '?')}). Intercellular ligand (sender) -> "
-                f"receptor (receiver) edges came from {priors.get('ligand_receptor', '?')}, "
-                "scored by the ligand's disease change in the sender times the fraction of "
-                "receiver cells expressing the receptor. Temporal edges link a regulator at one "
-                "time point to a target at the next within a cell type, from donor-level "
-                "pseudobulk trajectories.",
-            )
-        )
-    if "regulators" in tables:
-        out.append(
-            (
-                "Upstream regulators",
-                "For each context, each regulator's prior targets "
-                f"({priors.get('tf_targets', '?')}) were compared with the context's DEGs: a "
-                "one-sided Fisher exact test of the overlap and an activation z-score from the "
-                "sign agreement of the targets' fold changes (Kraemer et al. 2014; activated "
-                "z >= 2, inhibited z <= -2). Regulators were ranked as in Li et al. 2022 by the "
-                "number of cell type x time contexts in which they are predicted (overlap "
-                "q < 0.05), ties broken by the summed -log10 overlap p.",
-            )
-        )
-    if "edges" in tables:
-        out.append(
-            (
-                "Digital twin",
-                "The twin holds the mean log1p(CP10k) state of every cell type x time point for "
-                "each arm and each donor, and elasticity networks: per context, ridge "
-                "regressions of each target on its network regulators, fitted on "
-                + (
-                    "donor-to-donor"
-                    if _get(st, "network_level", "donors") == "donors"
-                    else "cell-to-cell"
-                )
-                + " variation, with the "
-                f"{_get(st, 'n_intercellular', '?')} strongest intercellular edges per time "
-                "point and temporal elasticities from donor states at consecutive time points.",
-            )
-        )
-    if {"perturbations", "rank_targets"} & tables:
-        drugs = (
-            f" Drugs (sets of targets from the drug-target table, at dose "
-            f"{_get(st, 'drug_dose', '?')}) were screened the same way."
-            if st.get("screen_drugs", True) and "rank_drugs" in tables
+    return (
+        f"Raw counts were read from {source if config.get('data') else 'the input file'}"
+        + (f" (layer '{config['layer']}')" if config.get("layer") else "")
+        + f". Cells were grouped by cell type ('{_get(config, 'cell_type_key', '?')}'), "
+        f"time ('{_get(config, 'time_key', '?')}'"
+        + (f", in {unit}" if unit else "")
+        + f"), condition ('{_get(config, 'condition_key', '?')}': case '{case}' versus "
+        f"control '{control}') and donor ('{_get(config, 'donor_key', '?')}'). The cohort "
+        "was validated once at the start; cell type x time contexts with fewer than "
+        f"{_get(st, 'min_donors', 2)} donors per arm were skipped."
+        + (
+            f" Quality control kept cells with at least {st['min_genes']} detected genes and "
+            f"genes detected in at least {st.get('min_cells', '?')} cells."
+            if "min_genes" in st
             else ""
         )
-        out.append(
-            (
-                "Perturbation screens",
-                "Every gene with an outgoing network edge was knocked out in silico in the case "
-                "state; the "
-                f"change was propagated {_get(st, 'n_steps', '?')} steps through each context's "
-                "network (as in CellOracle), passed between cell types along the intercellular "
-                "edges and carried forward in time along the temporal edges. The reversal score "
-                "is the fraction of the disease vector (case minus control) undone (1 = fully "
-                "reversed); off-target is the change orthogonal to it. Empirical p-values "
-                f"compare each score with {_get(st, 'n_null', '?')} null twins whose edges have "
-                f"degree-preserving permuted targets ({_get(st, 'null_size', '?')} perturbations "
-                "each, scores pooled), with "
-                "Benjamini-Hochberg q-values. Disease genes were ranked by induction: how far "
-                "moving the gene to its case level in the control state recreates the disease "
-                "vector. Each case donor's own state was screened to rank that patient's "
-                "targets." + drugs,
-            )
-        )
-    if "enrichment" in tables:
-        out.append(
-            (
-                "Enrichment",
-                "Gene set enrichment: preranked GSEA of each context's genes ranked by their "
-                "differential expression (normalised enrichment score, NES"
-                + _listed(st.get("enrichment_prerank"), "collections")
-                + _param(st.get("enrichment_permutations"), "permutations")
-                + ") and over-representation of the top "
-                + str(_get(st, "enrichment_top_k", "")).strip()
-                + " targets and disease genes (log2 odds ratio, hypergeometric p"
-                + _listed(st.get("enrichment_ora"), "collections")
-                + "); q-values are Benjamini-Hochberg within analysis x collection x context.",
-            )
-        )
-    if "validation" in tables:
-        out.append(
-            (
-                "Validation",
-                "Rankings were compared with what is known about the disease"
-                + (f" ({config['disease']})" if config.get("disease") else "")
-                + ": precision at k"
-                + (
-                    f" (k = {', '.join(str(k) for k in st['validation_ks'])})"
-                    if st.get("validation_ks")
-                    else ""
-                )
-                + ", the known items among the top k, next to the precision expected of a "
-                "random ranking and its 95th percentile"
-                + _param(st.get("validation_random"), "random rankings")
-                + ", with a one-sided hypergeometric p-value.",
-            )
-        )
-    workers = compute.get("workers")
-    where = (
-        f"the dask scheduler at {compute['scheduler']}"
-        if compute.get("scheduler")
-        else f"cluster profile '{compute['profile']}'"
-        if compute.get("profile")
-        else "in process"
-        if workers == 0
-        else f"a local dask cluster of {workers} workers"
-        if workers
-        else "in process or on a local dask cluster, chosen by screen size"
     )
-    versions = run.get("versions") or {}
+
+
+def _de_paragraph(ctx: _RunContext) -> str:
+    """Pseudobulk negative binomial GLM and its multiple-testing correction."""
+    return (
+        "Donor pseudobulk negative binomial GLM per cell type x time point: cells were "
+        "summed per donor, the model ~ condition with a log library-size offset was fitted "
+        "with Cox-Reid dispersions shrunk towards the mean-dispersion trend (edgeR-style "
+        "empirical Bayes), and genes were tested by a likelihood-ratio test; q-values are "
+        "Benjamini-Hochberg within each context (min_donors="
+        f"{_get(ctx.stages, 'min_donors', 2)}). Genes with q < 0.05 count as differentially "
+        "expressed (DEGs)."
+    )
+
+
+def _network_paragraph(ctx: _RunContext) -> str:
+    """Intracellular GRNs, intercellular ligand-receptor edges and temporal edges."""
+    st, priors = ctx.stages, ctx.priors
+    return (
+        f"Intracellular gene regulatory networks per cell type x time point x condition "
+        f"were inferred with the '{_get(st, 'grn_method', '?')}' method, keeping the top "
+        f"{_get(st, 'grn_top_k', '?')} regulators per target; candidate regulators were "
+        f"transcription factors ({priors.get('tfs', '?')}) and receptors "
+        f"({priors.get('ligand_receptor', '?')}). Intercellular ligand (sender) -> "
+        f"receptor (receiver) edges came from {priors.get('ligand_receptor', '?')}, "
+        "scored by the ligand's disease change in the sender times the fraction of "
+        "receiver cells expressing the receptor. Temporal edges link a regulator at one "
+        "time point to a target at the next within a cell type, from donor-level "
+        "pseudobulk trajectories."
+    )
+
+
+def _regulators_paragraph(ctx: _RunContext) -> str:
+    """Upstream regulator analysis (overlap test, activation z-score, ranking)."""
+    return (
+        "For each context, each regulator's prior targets "
+        f"({ctx.priors.get('tf_targets', '?')}) were compared with the context's DEGs: a "
+        "one-sided Fisher exact test of the overlap and an activation z-score from the "
+        "sign agreement of the targets' fold changes (Kraemer et al. 2014; activated "
+        "z >= 2, inhibited z <= -2). Regulators were ranked as in Li et al. 2022 by the "
+        "number of cell type x time contexts in which they are predicted (overlap "
+        "q < 0.05), ties broken by the summed -log10 overlap p."
+    )
+
+
+def _twin_paragraph(ctx: _RunContext) -> str:
+    """States and elasticity networks the digital twin holds."""
+    st = ctx.stages
+    variation = (
+        "donor-to-donor" if _get(st, "network_level", "donors") == "donors" else "cell-to-cell"
+    )
+    return (
+        "The twin holds the mean log1p(CP10k) state of every cell type x time point for "
+        "each arm and each donor, and elasticity networks: per context, ridge "
+        "regressions of each target on its network regulators, fitted on "
+        + variation
+        + " variation, with the "
+        f"{_get(st, 'n_intercellular', '?')} strongest intercellular edges per time "
+        "point and temporal elasticities from donor states at consecutive time points."
+    )
+
+
+def _screens_paragraph(ctx: _RunContext) -> str:
+    """In-silico knockouts, reversal score, null twins, disease genes, patients and drugs."""
+    st = ctx.stages
+    # drugs are described only when the drug screen was asked for and left its table
+    drugs = (
+        f" Drugs (sets of targets from the drug-target table, at dose "
+        f"{_get(st, 'drug_dose', '?')}) were screened the same way."
+        if st.get("screen_drugs", True) and "rank_drugs" in ctx.tables
+        else ""
+    )
+    return (
+        "Every gene with an outgoing network edge was knocked out in silico in the case "
+        "state; the "
+        f"change was propagated {_get(st, 'n_steps', '?')} steps through each context's "
+        "network (as in CellOracle), passed between cell types along the intercellular "
+        "edges and carried forward in time along the temporal edges. The reversal score "
+        "is the fraction of the disease vector (case minus control) undone (1 = fully "
+        "reversed); off-target is the change orthogonal to it. Empirical p-values "
+        f"compare each score with {_get(st, 'n_null', '?')} null twins whose edges have "
+        f"degree-preserving permuted targets ({_get(st, 'null_size', '?')} perturbations "
+        "each, scores pooled), with "
+        "Benjamini-Hochberg q-values. Disease genes were ranked by induction: how far "
+        "moving the gene to its case level in the control state recreates the disease "
+        "vector. Each case donor's own state was screened to rank that patient's "
+        "targets." + drugs
+    )
+
+
+def _enrichment_paragraph(ctx: _RunContext) -> str:
+    """Preranked GSEA and over-representation, with the collections configured."""
+    st = ctx.stages
+    return (
+        "Gene set enrichment: preranked GSEA of each context's genes ranked by their "
+        "differential expression (normalised enrichment score, NES"
+        + _listed(st.get("enrichment_prerank"), "collections")
+        + _param(st.get("enrichment_permutations"), "permutations")
+        + ") and over-representation of the top "
+        + str(_get(st, "enrichment_top_k", "")).strip()
+        + " targets and disease genes (log2 odds ratio, hypergeometric p"
+        + _listed(st.get("enrichment_ora"), "collections")
+        + "); q-values are Benjamini-Hochberg within analysis x collection x context."
+    )
+
+
+def _validation_paragraph(ctx: _RunContext) -> str:
+    """Precision at k against the disease's known genes and a random-ranking baseline."""
+    config, st = ctx.config, ctx.stages
+    return (
+        "Rankings were compared with what is known about the disease"
+        + (f" ({config['disease']})" if config.get("disease") else "")
+        + ": precision at k"
+        + (
+            f" (k = {', '.join(str(k) for k in st['validation_ks'])})"
+            if st.get("validation_ks")
+            else ""
+        )
+        + ", the known items among the top k, next to the precision expected of a "
+        "random ranking and its 95th percentile"
+        + _param(st.get("validation_random"), "random rankings")
+        + ", with a one-sided hypergeometric p-value."
+    )
+
+
+def _computation_paragraph(ctx: _RunContext) -> str:
+    """Seed, where the screens ran and the software versions."""
+    versions = ctx.run.get("versions") or {}
     shown = [
         f"{k} {versions[k]}" for k in ("omicstwin", "python", "numpy", "scanpy") if k in versions
     ]
-    out.append(
-        (
-            "Computation",
-            f"Random seed {run.get('seed', config.get('seed', '?'))}; screens ran {where}"
-            + (f"; software: {join_words(shown)}" if shown else "")
-            + ". Results are identical for any worker count given the seed.",
-        )
+    return (
+        f"Random seed {ctx.run.get('seed', ctx.config.get('seed', '?'))}; screens ran "
+        f"{_where_screens_ran(ctx.compute)}"
+        + (f"; software: {join_words(shown)}" if shown else "")
+        + ". Results are identical for any worker count given the seed."
     )
-    return out
+
+
+def _where_screens_ran(compute: dict[str, Any]) -> str:
+    """Describe the compute backend: scheduler, cluster profile, worker count, or automatic."""
+    workers = compute.get("workers")
+    if compute.get("scheduler"):
+        return f"the dask scheduler at {compute['scheduler']}"
+    if compute.get("profile"):
+        return f"cluster profile '{compute['profile']}'"
+    if workers == 0:
+        return "in process"
+    if workers:
+        return f"a local dask cluster of {workers} workers"
+    return "in process or on a local dask cluster, chosen by screen size"
+
+
+# Stage paragraphs after "Data and design", in report order: (stage, tables any of which
+# shows the stage ran, paragraph builder).
+_STAGE_PARAGRAPHS: tuple[tuple[str, set[str], Callable[[_RunContext], str]], ...] = (
+    ("Differential expression", {"de"}, _de_paragraph),
+    ("Multicellular network", {"edges", "network_layers"}, _network_paragraph),
+    ("Upstream regulators", {"regulators"}, _regulators_paragraph),
+    ("Digital twin", {"edges"}, _twin_paragraph),
+    ("Perturbation screens", {"perturbations", "rank_targets"}, _screens_paragraph),
+    ("Enrichment", {"enrichment"}, _enrichment_paragraph),
+    ("Validation", {"validation"}, _validation_paragraph),
+)
 
 
 def flatten_config(config: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
