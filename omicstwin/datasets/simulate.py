@@ -463,6 +463,13 @@ class _Picker:
         return choice
 
 
+_TOO_SMALL = (
+    "the priors are too small to plant a disease cascade (no unused ligand with hub TF "
+    "activators left); fix: give SimulationPriors with more TFs, CollecTRI edges and "
+    "ligand-receptor pairs, or fewer endotypes, cell types or time points after onset"
+)
+
+
 def _plant_endotype(
     e: int, n_hops: int, n_cell_types: int, lookups: _PanelLookups, picker: _Picker
 ) -> dict[str, Any]:
@@ -497,13 +504,15 @@ def _plant_endotype(
             len([r for r in regulators_of[g] if r not in picker.used and lookups.is_hub(r)]) >= 2
         ),
     )
+    if first_ligand is None:
+        raise ParameterError(_TOO_SMALL)
     drivers = [
         picker.pick(regulators_of[first_ligand], lookups.is_hub),
         picker.pick(regulators_of[first_ligand], lookups.is_hub),
     ]
     ligands, receptors, tfs = _plant_hops(first_ligand, n_hops, lookups, picker)
     if None in drivers or None in receptors or None in tfs:
-        raise ParameterError("the priors are too small to plant a disease cascade")
+        raise ParameterError(_TOO_SMALL)
     return {
         "name": ENDOTYPE_NAMES[e],
         "drivers": drivers,
@@ -541,6 +550,8 @@ def _plant_hops(
                     r not in picker.used and lookups.is_hub(r) for r in lookups.regulators_of[g]
                 ),
             )
+            if next_ligand is None:
+                raise ParameterError(_TOO_SMALL)
             tf = picker.pick(lookups.regulators_of[next_ligand], lookups.is_hub)
             ligands.append(next_ligand)
         else:

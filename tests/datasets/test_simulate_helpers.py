@@ -39,3 +39,19 @@ def test_cascade_hops_fit_cell_types_and_time_points():
     assert _cascade_hops(small) == 3
     assert _cascade_hops(replace(small, onset_index=3)) == 1
     assert _cascade_hops(replace(small, cell_types=small.cell_types[:3])) == 2
+
+
+def test_priors_too_small_for_a_cascade_is_a_clear_error():
+    import pandas as pd
+    import pytest
+
+    from omicstwin.datasets.simulate import SimulationPriors, simulate_cohort
+    from omicstwin.errors import ParameterError
+
+    tiny = SimulationPriors(
+        tfs=("TF1", "TF2"),
+        collectri=pd.DataFrame({"source": ["TF1"], "target": ["G1"], "weight": [1.0]}),
+        ligand_receptor=pd.DataFrame({"ligand": ["L1"], "receptor": ["R1"]}),
+    )
+    with pytest.raises(ParameterError, match=r"priors are too small.*fix:"):
+        simulate_cohort("small", priors=tiny)
