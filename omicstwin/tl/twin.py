@@ -34,6 +34,7 @@ from scipy import sparse
 from omicstwin._logging import logger
 from omicstwin.errors import ParameterError
 from omicstwin.schemas import SCHEMAS, conform
+from omicstwin.tl._store import store_result
 from omicstwin.tl.perturb import DEFAULT_STEPS, Perturbation, clamp_matrix, propagate
 
 SCORE_DIRECTIONS = {
@@ -177,6 +178,7 @@ def fit_twin(
     network_level: str = "donors",
     regulators: Sequence[str] | None = None,
     top_k: int = 10,
+    key_added: str | None = "twin",
 ) -> Twin:
     """Fit a twin: states per cell type x time (arms and donors) and elasticity networks.
 
@@ -205,6 +207,16 @@ def fit_twin(
     regulators, top_k
         Candidate regulators and edges kept per target for ``network_level="donors"``
         (default: every gene).
+    key_added
+        Also store ``{"results": twin.network, "params": twin.params}`` in
+        ``data.uns[key_added]`` (the only mutation; the intracellular edges the twin propagates
+        through, ``edges`` schema; read them back with :func:`omicstwin.get.edges`). The twin
+        itself holds arrays per donor: keep it with :func:`save_twin`. ``None`` stores nothing.
+
+    Returns
+    -------
+    Twin
+        The fitted twin.
     """
     from omicstwin.pp.normalise import group_summaries, log_normalise
     from omicstwin.tl.networks import _cohort, _keys
@@ -288,7 +300,7 @@ def fit_twin(
             "kappa": 1.0,
         }
     )
-    return Twin(
+    twin = Twin(
         genes=genes,
         cell_types=cell_types,
         times=times,
@@ -307,6 +319,8 @@ def fit_twin(
         },
         network=network if network is not None else intra.reset_index(drop=True),
     )
+    store_result(data, key_added, conform(twin.network, "edges"), twin.params)
+    return twin
 
 
 def _donor_networks(states, donors, genes, cell_types, times, regulators, top_k, alpha):
