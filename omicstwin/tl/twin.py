@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -647,7 +648,7 @@ def target_screen(
     null_size: int = 100,
     seed: int = 0,
     n_steps: int | None = DEFAULT_STEPS,
-    client=None,
+    client: Any = None,
     batch_size: int = 500,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -832,12 +833,21 @@ def _per_context_table(summary: pd.DataFrame, per_context: pd.DataFrame) -> pd.D
 
 
 def disease_gene_screen(
-    twin: Twin, genes: Sequence[str] | None = None, *, n_steps: int | None = DEFAULT_STEPS
+    twin: Twin, *, genes: Sequence[str] | None = None, n_steps: int | None = DEFAULT_STEPS
 ) -> pd.DataFrame:
     """Rank genes by disease induction: move each to its case level in the control state.
 
     ``induction = <delta, d> / <d, d>`` with ``d = case - control`` (the gene's own coordinates
     excluded): how much of the disease the gene's change alone recreates in healthy cells.
+
+    Parameters
+    ----------
+    twin
+        A fitted twin.
+    genes
+        Genes to screen (default: the twin's regulators, :meth:`Twin.regulators`).
+    n_steps
+        Propagation steps (None: to the steady state).
 
     Returns
     -------
@@ -881,6 +891,15 @@ def patient_screen(
     n_steps: int | None = DEFAULT_STEPS,
 ) -> pd.DataFrame:
     """Each case donor's own target ranking, from that patient's state (the patient's twin).
+
+    Parameters
+    ----------
+    twin
+        A fitted twin (its ``states`` hold one entry per donor).
+    perturbations
+        Perturbations screened (default: a knockout of every regulator of the twin).
+    n_steps
+        Propagation steps (None: to the steady state).
 
     Returns
     -------
