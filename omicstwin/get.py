@@ -3,7 +3,10 @@
 Every getter takes the data first: an AnnData/MuData that a ``tl`` verb wrote back to
 (``data.uns[key] = {"results": table, "params": dict}``, see :mod:`omicstwin.tl`), or the
 result table itself (a run directory's parquet, a verb's return value), which passes through
-the same filters. The frames returned are copies: changing them never changes the data.
+the same filters. The frames returned are copies: changing them never changes the data. ``tl``
+stores string columns as categoricals (h5ad cannot write pandas' nullable strings by default);
+the getters return them as strings again, so a stored table reads back equal to the one the
+verb returned.
 
 >>> import omicstwin as ot
 >>> ot.tl.differential_expression(adata)  # doctest: +SKIP
@@ -62,8 +65,14 @@ def results(data: Any, *, key: str) -> pd.DataFrame:
     """
     if isinstance(data, pd.DataFrame):
         return data.reset_index(drop=True).copy()
-    table = _entry(data, key)["results"]
-    return pd.DataFrame(table).reset_index(drop=True).copy()
+    return _restored(_entry(data, key)["results"])
+
+
+def _restored(table: Any) -> pd.DataFrame:
+    """Undo the storage form: categorical columns back to the schemas' strings."""
+    table = pd.DataFrame(table).reset_index(drop=True)
+    categorical = [c for c in table.columns if isinstance(table[c].dtype, pd.CategoricalDtype)]
+    return table.astype({c: "string" for c in categorical}) if categorical else table.copy()
 
 
 def params(data: Any, *, key: str) -> dict:
@@ -79,9 +88,10 @@ def params(data: Any, *, key: str) -> dict:
     Returns
     -------
     dict
-        A shallow copy of ``uns[key]["params"]``.
+        A copy of ``uns[key]["params"]`` (tables in it with their string columns restored).
     """
-    return dict(_entry(data, key).get("params", {}))
+    stored = _entry(data, key).get("params", {})
+    return {k: _restored(v) if isinstance(v, pd.DataFrame) else v for k, v in stored.items()}
 
 
 def _select(table: pd.DataFrame, column: str, value: Any) -> pd.DataFrame:
