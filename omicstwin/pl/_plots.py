@@ -16,6 +16,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
 
+from omicstwin.errors import ParameterError
 from omicstwin.pl._format import fmt_p, fmt_time, is_missing, truncate
 from omicstwin.pl._heatmap import (
     DOWN_COLOUR,
@@ -257,8 +258,6 @@ def network(
     if cell_types is None:
         names = pd.concat([drawn["source_cell_type"], drawn["target_cell_type"]])
         cell_types = sorted(names.astype(str).unique())
-
-    layer = edges["layer"]
     inter = edges[(layer == "intercellular").fillna(False).to_numpy(dtype=bool)]
     intra = edges.loc[
         (layer == "intracellular").fillna(False).to_numpy(dtype=bool),
@@ -324,8 +323,6 @@ def network(
         axes = [ax]
         panels = [p for p in panels if p[0] == wanted or (math.isnan(p[0]) and math.isnan(wanted))]
         if not panels:
-            from omicstwin.errors import ParameterError
-
             raise ParameterError(
                 f"time {wanted} is not a time point of the network; fix: pass one of {panel_times}"
             )

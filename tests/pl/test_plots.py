@@ -211,3 +211,10 @@ def test_no_pyplot_state(de, edges):
     pl.network(edges)
     if "matplotlib.pyplot" in sys.modules:  # networkx imports it; no figure may stay open
         assert sys.modules["matplotlib.pyplot"].get_fignums() == []
+
+
+def test_network_unknown_time_is_a_clear_error(edges):
+    from omicstwin.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="fix: pass one of"):
+        pl.network(edges, time=99.0, ax=Figure().add_subplot())
