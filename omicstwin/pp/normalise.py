@@ -9,10 +9,22 @@ from scipy import sparse
 TARGET_SUM = 1e4
 
 
-def log_normalise(counts, target_sum: float = TARGET_SUM):
+def log_normalise(counts, *, target_sum: float = TARGET_SUM):
     """Return ``log1p(counts / library size * target_sum)`` (CSR stays CSR), as scanpy does.
 
     Cells with no counts stay zero.
+
+    Parameters
+    ----------
+    counts
+        Raw counts, cells x genes (scipy sparse or dense).
+    target_sum
+        Counts per cell after scaling.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix or numpy.ndarray
+        float64 log-normalised expression, sparse when ``counts`` is sparse.
     """
     if sparse.issparse(counts):
         matrix = sparse.csr_matrix(counts, dtype=np.float64, copy=True)

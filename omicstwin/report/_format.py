@@ -10,17 +10,8 @@ from typing import Any
 
 import numpy as np
 
-DASH = "–"  # shown for missing values (NaN, None)
-
-
-def is_missing(value: Any) -> bool:
-    """Return True for None and float NaN (pandas NA included)."""
-    if value is None:
-        return True
-    try:
-        return bool(value != value)  # NaN and pd.NA are not equal to themselves
-    except (TypeError, ValueError):
-        return False
+# the plots' label formats, shared by the report's tables
+from omicstwin.pl._format import DASH, fmt_p, fmt_time, is_missing, truncate  # noqa: F401
 
 
 def fmt_num(value: Any, digits: int = 3) -> str:
@@ -46,16 +37,6 @@ def fmt_num(value: Any, digits: int = 3) -> str:
     return text.replace("-", "−")
 
 
-def fmt_p(value: Any) -> str:
-    """Format a p- or q-value in scientific notation with 3 significant digits."""
-    if is_missing(value):
-        return DASH
-    value = float(value)
-    if value == 0:
-        return "0"
-    return f"{value:.2e}"
-
-
 def fmt_seconds(value: Any) -> str:
     """Format a duration in seconds."""
     if is_missing(value):
@@ -76,27 +57,11 @@ def time_unit_of(run: dict[str, Any]) -> str | None:
     return match.group(1) if match else None
 
 
-def fmt_time(value: Any, unit: str | None) -> str:
-    """Format a time point (``6 h``); NaN means "used at every time point"."""
-    if is_missing(value):
-        return "all times"
-    text = f"{float(value):g}"
-    return f"{text} {unit}" if unit else f"t={text}"
-
-
 def fmt_context(cell_type: Any, time: Any, unit: str | None) -> str:
     """``CD14 Mono @ 6 h``."""
     if is_missing(cell_type) and is_missing(time):
         return DASH
     return f"{DASH if is_missing(cell_type) else cell_type} @ {fmt_time(time, unit)}"
-
-
-def truncate(text: Any, n: int = 40) -> str:
-    """Cut a long string to ``n`` characters with an ellipsis."""
-    if is_missing(text):
-        return DASH
-    text = str(text)
-    return text if len(text) <= n else text[: n - 1].rstrip() + "…"
 
 
 def fmt_genes(genes: Any, n: int = 5) -> str:

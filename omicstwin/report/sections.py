@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from omicstwin import pl
 from omicstwin.report import figures as figs
 from omicstwin.report._format import (
     DASH,
@@ -225,7 +226,7 @@ def design_section(data: RunData) -> Section:
         section.blocks.append(_empty("design table"))
         return section
     times, cell_types = data.axes()
-    fig = figs.design_figure(design, times=times, cell_types=cell_types, unit=data.unit)
+    fig = pl.cohort_design(design, times=times, cell_types=cell_types, unit=data.unit)
     section.blocks.append(
         FigureBlock(
             figs.embed(fig, "Heatmap of cells per donor, time point and cell type"),
@@ -328,7 +329,7 @@ def de_section(data: RunData) -> Section:
     times, cell_types = data.axes()
     times = sorted({float(t) for t in de["time"].dropna().unique()} | set(times))
     cell_types = sorted(distinct(de["cell_type"]) | set(cell_types))
-    fig = figs.de_counts_figure(de, times=times, cell_types=cell_types, unit=data.unit)
+    fig = pl.de_counts(de, times=times, cell_types=cell_types, unit=data.unit)
     section.blocks.append(
         FigureBlock(
             figs.embed(fig, "Heatmap of differentially expressed gene counts"),
@@ -383,7 +384,7 @@ def network_section(data: RunData) -> Section:
     inter = edges[layer_mask(edges, "intercellular")]
     inter_times = {float(t) for t in inter["time_from"].dropna().unique()}
     times = sorted(set(times) | inter_times)
-    fig = figs.network_figure(edges, times=times, cell_types=cell_types, unit=unit)
+    fig = pl.network(edges, times=times, cell_types=cell_types, unit=unit)
     if fig is not None:
         section.blocks.append(
             FigureBlock(
@@ -585,11 +586,11 @@ def regulator_section(data: RunData) -> Section:
         return section
     ranking = data.table("rank_regulators")
     times, cell_types = data.axes()
-    result = figs.regulator_figure(
-        regulators, ranking, times=times, cell_types=cell_types, unit=data.unit
+    fig = pl.regulators(
+        regulators, rankings=ranking, times=times, cell_types=cell_types, unit=data.unit
     )
-    if result is not None:
-        fig, n_ranked = result
+    if fig is not None:
+        n_ranked = figs.n_ranked_regulators(regulators, ranking)
         note = (
             f"Numbered rows: the {plural(n_ranked, 'ranked regulator')} (Li et al. 2022: number "
             "of cell type x time contexts where predicted)"
@@ -679,7 +680,7 @@ def rankings_section(data: RunData) -> Section:
             continue
         frame = frame.sort_values("rank", kind="stable")
         if kind == "targets":
-            fig = figs.rank_bars(
+            fig = pl.rankings(
                 frame, xlabel="reversal score (fraction of the disease vector undone)"
             )
             if fig is not None:
@@ -741,9 +742,9 @@ def perturbation_section(data: RunData) -> Section:
         section.blocks.append(_empty("perturbation results"))
         return section
     times, cell_types = data.axes()
-    fig = figs.perturbation_figure(
+    fig = pl.perturbation_effects(
         perturbations,
-        data.table("rank_targets"),
+        rank_targets=data.table("rank_targets"),
         times=times,
         cell_types=cell_types,
         unit=data.unit,
@@ -774,7 +775,7 @@ def patients_section(data: RunData) -> Section:
     elif patients.empty:
         section.blocks.append(_empty("per-patient screen"))
     else:
-        fig = figs.patient_rank_figure(patients)
+        fig = pl.patient_ranks(patients)
         if fig is not None:
             section.blocks.append(
                 FigureBlock(
@@ -819,7 +820,7 @@ def patients_section(data: RunData) -> Section:
         section.blocks.append(_empty("per-patient disease scores"))
     else:
         times, cell_types = data.axes()
-        fig = figs.patient_state_figure(states, times=times, cell_types=cell_types, unit=data.unit)
+        fig = pl.patient_trajectories(states, times=times, cell_types=cell_types, unit=data.unit)
         if fig is not None:
             section.blocks.append(
                 FigureBlock(
@@ -857,7 +858,7 @@ def enrichment_section(data: RunData) -> Section:
         enrichment["analysis"].dropna().astype(str).unique(), key=lambda a: (a != "prerank", a)
     )
     for analysis in analyses:
-        fig = figs.enrichment_figure(enrichment, analysis=analysis, unit=data.unit)
+        fig = pl.enrichment(enrichment, analysis=analysis, unit=data.unit)
         if fig is not None:
             section.blocks.append(
                 FigureBlock(

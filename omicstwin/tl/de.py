@@ -59,6 +59,7 @@ from omicstwin._logging import logger
 from omicstwin.errors import InsufficientReplicationWarning, ParameterError
 from omicstwin.io.validate import CohortKeys
 from omicstwin.schemas import conform
+from omicstwin.tl._store import store_result
 
 #: Dispersion grid (log-spaced): from nearly Poisson to very overdispersed.
 DISPERSION_GRID = np.logspace(-4, 1, 31)
@@ -842,7 +843,7 @@ def differential_expression(
     min_cells: int = 10,
     time_unit: str | None = None,
     prior_df: float = 10.0,
-    key_added: str = "de",
+    key_added: str | None = "de",
 ) -> pd.DataFrame:
     """Differential expression, case vs control, in every cell type x time point.
 
@@ -873,7 +874,8 @@ def differential_expression(
     prior_df
         Empirical Bayes prior degrees of freedom of the dispersion (0: no shrinkage).
     key_added
-        Key in ``data.uns`` for the results.
+        Store the table and its parameters in ``data.uns[key_added]`` (see Notes); ``None``
+        stores nothing.
 
     Returns
     -------
@@ -885,8 +887,9 @@ def differential_expression(
 
     Notes
     -----
-    The only mutation: ``data.uns[key_added] = {"results": table, "params": params}`` (on the
-    object passed, i.e. the MuData itself for MuData input). ``params`` records the keys, the
+    The only mutation, unless ``key_added`` is None: ``data.uns[key_added] = {"results": table,
+    "params": params}`` (on the object passed, i.e. the MuData itself for MuData input; read
+    it back with :func:`omicstwin.get.de`). ``params`` records the keys, the
     arms, ``method`` (the one used), ``method_requested``, ``fallback`` and
     ``fallback_reason``, the test and dispersion scheme, ``min_donors``, ``min_cells``,
     ``prior_df``, ``time_unit``, ``time_levels`` (labels) and ``skipped``: a table of the
@@ -977,7 +980,7 @@ def differential_expression(
         "n_contexts_tested": len(frames),
         "skipped": skipped,
     }
-    data.uns[key_added] = {"results": table, "params": params}
+    store_result(data, key_added, table, params)
     logger.info(
         "differential_expression (%s): %d contexts tested, %d skipped, %d rows with q < 0.05",
         chosen.name,
@@ -1008,7 +1011,7 @@ def timecourse_de(
     min_cells: int = 10,
     time_unit: str | None = None,
     prior_df: float = 10.0,
-    key_added: str = "de_timecourse",
+    key_added: str | None = "de_timecourse",
 ) -> pd.DataFrame:
     """Genes whose disease effect changes over time, per cell type.
 
@@ -1036,7 +1039,8 @@ def timecourse_de(
     prior_df
         Empirical Bayes prior degrees of freedom of the dispersion.
     key_added
-        Key in ``data.uns``.
+        Store the table and its parameters in ``data.uns[key_added]`` (see Notes); ``None``
+        stores nothing.
 
     Returns
     -------
@@ -1045,7 +1049,8 @@ def timecourse_de(
 
     Notes
     -----
-    The only mutation: ``data.uns[key_added] = {"results": table, "params": params}`` with
+    The only mutation, unless ``key_added`` is None: ``data.uns[key_added] = {"results": table,
+    "params": params}`` (read it back with :func:`omicstwin.get.de_timecourse`), with
     ``params["skipped"]`` listing dropped cell type x time points (``time`` NaN when a whole
     cell type was skipped).
     """
@@ -1118,5 +1123,5 @@ def timecourse_de(
         "n_cell_types_tested": len(frames),
         "skipped": skipped,
     }
-    data.uns[key_added] = {"results": table, "params": params}
+    store_result(data, key_added, table, params)
     return table

@@ -28,6 +28,7 @@ from omicstwin.io.validate import CohortKeys, cohort_obs, counts_matrix
 from omicstwin.pp.normalise import group_summaries, log_normalise
 from omicstwin.pp.pseudobulk import schema_time
 from omicstwin.schemas import conform
+from omicstwin.tl._store import store_result
 
 LAYERS = ("intracellular", "intercellular", "temporal")
 CONTEXT_GRN_METHOD = "ridge"  # see context_grns: contexts have no pseudotime
@@ -111,8 +112,10 @@ def context_grns(
     progress
         Called as ``progress(done, total, context_label)`` after each context.
     key_added
-        Also store ``{"results": table, "params": {...}}`` in ``uns[key_added]`` of the RNA
-        modality (the only mutation); ``None`` stores nothing.
+        Also store ``{"results": table, "params": {...}}`` in ``data.uns[key_added]`` (the only
+        mutation; the MuData itself for MuData input; read it back with
+        :func:`omicstwin.get.edges`); ``None`` stores nothing. ``params``: method, min_cells,
+        top_k, seed, n_regulators.
 
     Returns
     -------
@@ -176,11 +179,8 @@ def context_grns(
 
 
 def _store(data, key_added: str | None, table: pd.DataFrame, params: dict) -> pd.DataFrame:
-    """Keep a result beside its parameters in the RNA modality's uns (scanpy convention)."""
-    if key_added is not None:
-        from omicstwin.io.read import rna_modality
-
-        rna_modality(data).uns[key_added] = {"results": table, "params": params}
+    """Keep a result beside its parameters in ``data.uns[key_added]`` (see :mod:`omicstwin.tl`)."""
+    store_result(data, key_added, table, params)
     return table
 
 
@@ -264,8 +264,9 @@ def intercellular_edges(
     autocrine
         Also score sender == receiver pairs.
     key_added
-        Also store ``{"results": table, "params": {...}}`` in ``uns[key_added]`` of the RNA
-        modality; ``None`` stores nothing.
+        Also store ``{"results": table, "params": {...}}`` in ``data.uns[key_added]`` (the only
+        mutation; read it back with :func:`omicstwin.get.edges`); ``None`` stores nothing.
+        ``params``: min_fraction, autocrine, n_pairs, ligand_lfc.
 
     Returns
     -------
@@ -285,7 +286,8 @@ def intercellular_edges(
     pairs = _split_complexes(lr_pairs, cohort.genes)
     if pairs.empty:
         logger.warning("no ligand-receptor pair has all its genes measured")
-        return _conform_edges([])
+        params = {"min_fraction": min_fraction, "autocrine": autocrine, "n_pairs": 0}
+        return _store(data, key_added, _conform_edges([]), params)
     rows_idx = cohort.obs.index.get_indexer(obs.index)
     expression = log_normalise(sparse.csr_matrix(cohort.counts)[rows_idx])
     keys, mean, fraction, _ = group_summaries(
@@ -460,8 +462,30 @@ def temporal_edges(
     side: with a dozen donors per transition a single one cannot support many regulators, and
     neighbouring transitions share most of their dynamics. ``stability`` is the fraction of
     donor bootstrap fits in which the edge is at least as strong as its target's ``top_k``-th
-    edge in the full fit. With ``key_added``, the table and its parameters are also stored in
-    ``uns[key_added]`` of the RNA modality.
+    edge in the full fit.
+
+    Parameters
+    ----------
+    data
+        AnnData or MuData with raw counts.
+    cell_type_key, time_key, condition_key, donor_key, case, control, layer
+        The data contract (see :func:`omicstwin.io.validate_cohort`).
+    regulators
+        Candidate regulators (names absent from the data are dropped); default every gene.
+    window
+        Transitions pooled on either side of each transition.
+    alpha
+        Ridge penalty (scaled by the number of samples).
+    top_k
+        Edges kept per target gene, cell type and transition.
+    n_bootstrap
+        Donor bootstrap fits behind ``stability``.
+    seed
+        Seed of the bootstrap.
+    key_added
+        Also store ``{"results": table, "params": {...}}`` in ``data.uns[key_added]`` (the only
+        mutation; read it back with :func:`omicstwin.get.edges`); ``None`` stores nothing.
+        ``params``: window, alpha, top_k, n_bootstrap, seed.
 
     Returns
     -------
@@ -592,7 +616,19 @@ def _top_mask(weight: np.ndarray, reg_idx: np.ndarray, top_k: int) -> np.ndarray
 
 
 def multicellular_network(*layers: pd.DataFrame) -> pd.DataFrame:
-    """Concatenate layer tables into one ``edges`` table (one multicellular network per time)."""
+    """Concatenate layer tables into one ``edges`` table (one multicellular network per time).
+
+    Parameters
+    ----------
+    *layers
+        ``edges`` tables (e.g. of :func:`context_grns`, :func:`intercellular_edges`,
+        :func:`temporal_edges`); empty ones are skipped.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The ``edges`` schema, the layers one after the other.
+    """
     frames = [conform(layer, "edges") for layer in layers if len(layer)]
     return _conform_edges(frames)
 
@@ -604,6 +640,21 @@ def to_networkx(edges: pd.DataFrame, *, time: float | None = None, condition: st
     the same time point, temporal edges join time t to the next. With ``time``, the network of
     that time point: its intracellular and intercellular edges plus temporal edges leaving it.
     With ``condition``, intracellular edges of that condition only (other layers are shared).
+
+    Parameters
+    ----------
+    edges
+        An ``edges`` table.
+    time
+        Keep the network of this time point only.
+    condition
+        Keep the intracellular edges of this condition only.
+
+    Returns
+    -------
+    networkx.MultiDiGraph
+        Nodes ``(cell_type, gene, time)`` with those attributes; edges carry layer, condition,
+        weight and stability.
     """
     import networkx as nx
 

@@ -251,6 +251,17 @@ def multicellular_network_model(
     receiver's DEGs is itself up-regulated (a DEG, as in :func:`upstream_regulators`, with
     positive log fold change) in the sender; self-loops are excluded.
 
+    Parameters
+    ----------
+    de
+        The ``de`` table.
+    regulators
+        The table of :func:`upstream_regulators` of that DE table.
+    q_threshold
+        A regulator is predicted in a context when its overlap q is below this.
+    deg_column, deg_alpha, lfc_threshold
+        What counts as a DEG (as in :func:`upstream_regulators`).
+
     Returns
     -------
     pandas.DataFrame
@@ -276,12 +287,19 @@ def multicellular_network_model(
     return edges[columns].sort_values(columns[:3], kind="stable").reset_index(drop=True)
 
 
-def cell_type_centrality(mnm: pd.DataFrame, cell_types: list[str] | None = None) -> pd.DataFrame:
+def cell_type_centrality(mnm: pd.DataFrame, *, cell_types: list[str] | None = None) -> pd.DataFrame:
     """Rank cell types by eigenvector centrality of the MNM (edges summed over time points).
 
     The graph is treated as undirected with edge weight = number of regulators summed over
     time: eigenvector centrality of a directed acyclic graph is degenerate (all zero), and a
     cascade is close to acyclic. Centralities are scaled to a maximum of 1.
+
+    Parameters
+    ----------
+    mnm
+        The edges of :func:`multicellular_network_model`.
+    cell_types
+        Cell types to rank besides those of the edges (absent ones get centrality 0).
 
     Returns
     -------

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,7 @@ from scipy import sparse
 from omicstwin._logging import logger
 from omicstwin.errors import ParameterError
 from omicstwin.schemas import SCHEMAS, conform
+from omicstwin.tl._store import store_result
 from omicstwin.tl.perturb import DEFAULT_STEPS, Perturbation, clamp_matrix, propagate
 
 SCORE_DIRECTIONS = {
@@ -177,6 +179,7 @@ def fit_twin(
     network_level: str = "donors",
     regulators: Sequence[str] | None = None,
     top_k: int = 10,
+    key_added: str | None = "twin",
 ) -> Twin:
     """Fit a twin: states per cell type x time (arms and donors) and elasticity networks.
 
@@ -205,6 +208,16 @@ def fit_twin(
     regulators, top_k
         Candidate regulators and edges kept per target for ``network_level="donors"``
         (default: every gene).
+    key_added
+        Also store ``{"results": twin.network, "params": twin.params}`` in
+        ``data.uns[key_added]`` (the only mutation; the intracellular edges the twin propagates
+        through, ``edges`` schema; read them back with :func:`omicstwin.get.edges`). The twin
+        itself holds arrays per donor: keep it with :func:`save_twin`. ``None`` stores nothing.
+
+    Returns
+    -------
+    Twin
+        The fitted twin.
     """
     from omicstwin.pp.normalise import group_summaries, log_normalise
     from omicstwin.tl.networks import _cohort, _keys
@@ -288,7 +301,7 @@ def fit_twin(
             "kappa": 1.0,
         }
     )
-    return Twin(
+    twin = Twin(
         genes=genes,
         cell_types=cell_types,
         times=times,
@@ -307,6 +320,8 @@ def fit_twin(
         },
         network=network if network is not None else intra.reset_index(drop=True),
     )
+    store_result(data, key_added, conform(twin.network, "edges"), twin.params)
+    return twin
 
 
 def _donor_networks(states, donors, genes, cell_types, times, regulators, top_k, alpha):
@@ -633,7 +648,7 @@ def target_screen(
     null_size: int = 100,
     seed: int = 0,
     n_steps: int | None = DEFAULT_STEPS,
-    client=None,
+    client: Any = None,
     batch_size: int = 500,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -818,12 +833,21 @@ def _per_context_table(summary: pd.DataFrame, per_context: pd.DataFrame) -> pd.D
 
 
 def disease_gene_screen(
-    twin: Twin, genes: Sequence[str] | None = None, *, n_steps: int | None = DEFAULT_STEPS
+    twin: Twin, *, genes: Sequence[str] | None = None, n_steps: int | None = DEFAULT_STEPS
 ) -> pd.DataFrame:
     """Rank genes by disease induction: move each to its case level in the control state.
 
     ``induction = <delta, d> / <d, d>`` with ``d = case - control`` (the gene's own coordinates
     excluded): how much of the disease the gene's change alone recreates in healthy cells.
+
+    Parameters
+    ----------
+    twin
+        A fitted twin.
+    genes
+        Genes to screen (default: the twin's regulators, :meth:`Twin.regulators`).
+    n_steps
+        Propagation steps (None: to the steady state).
 
     Returns
     -------
@@ -867,6 +891,15 @@ def patient_screen(
     n_steps: int | None = DEFAULT_STEPS,
 ) -> pd.DataFrame:
     """Each case donor's own target ranking, from that patient's state (the patient's twin).
+
+    Parameters
+    ----------
+    twin
+        A fitted twin (its ``states`` hold one entry per donor).
+    perturbations
+        Perturbations screened (default: a knockout of every regulator of the twin).
+    n_steps
+        Propagation steps (None: to the steady state).
 
     Returns
     -------

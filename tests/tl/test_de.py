@@ -7,7 +7,7 @@ import statsmodels.api as sm
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-from omicstwin import errors
+from omicstwin import errors, get
 from omicstwin.pp.pseudobulk import pseudobulk
 from omicstwin.schemas import SCHEMAS
 from omicstwin.tl.de import (
@@ -157,7 +157,7 @@ def test_wrapper_table_schema_and_uns(small_cohort):
     assert list(table.columns) == list(SCHEMAS["de"])
     assert table.dtypes.astype(str).tolist() == list(SCHEMAS["de"].values())
     stored = adata.uns["de"]
-    pd.testing.assert_frame_equal(stored["results"], table)
+    pd.testing.assert_frame_equal(get.de(adata), table)  # stored h5ad-writable, read back equal
     params = stored["params"]
     assert params["method"] == "nb_glm" and params["fallback"] is False
     assert params["n_contexts_tested"] == table.groupby(["cell_type", "time"]).ngroups

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from omicstwin import errors
+from omicstwin import errors, get
 from omicstwin.datasets.truth import planted_lr_recall
 from omicstwin.io import load_table
 from omicstwin.schemas import SCHEMAS
@@ -102,7 +102,7 @@ def test_temporal_edges(small_cohort):
     edges = temporal_edges(adata, regulators=tfs, n_bootstrap=5, top_k=3, seed=1)
     again = temporal_edges(adata, regulators=tfs, n_bootstrap=5, top_k=3, seed=1, key_added=None)
     assert adata.uns["temporal"]["params"]["top_k"] == 3  # stored beside its parameters
-    pd.testing.assert_frame_equal(adata.uns["temporal"]["results"], edges)
+    pd.testing.assert_frame_equal(get.edges(adata, key="temporal"), edges)
     pd.testing.assert_frame_equal(edges, again)
     levels = sorted(small_cohort.obs["time"].unique())
     step = dict(itertools.pairwise(levels))

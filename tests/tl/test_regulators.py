@@ -109,7 +109,7 @@ def test_mnm_links_sender_where_the_regulator_is_up():
     assert mnm[["time", "source_cell_type", "target_cell_type", "regulators"]].values.tolist() == [
         [1.0, "B", "A", "R1"]
     ]
-    centrality = cell_type_centrality(mnm, ["A", "B", "C"])
+    centrality = cell_type_centrality(mnm, cell_types=["A", "B", "C"])
     assert centrality.set_index("cell_type").loc["C", "centrality"] == pytest.approx(0, abs=1e-9)
 
 
