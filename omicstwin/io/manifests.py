@@ -61,7 +61,25 @@ class Resource(BaseModel):
     licence: str
     source: str = Field(description="Provenance: repository, commit and original path.")
     source_url: str = Field(pattern=r"^https?://", description="Home page of the source.")
-    format: Literal["txt", "csv", "tsv", "gmt", "beeline", "boolode", "h5ad", "h5mu"]
+    format: Literal[
+        "txt",
+        "csv",
+        "tsv",
+        "gmt",
+        "beeline",
+        "boolode",
+        "h5ad",
+        "h5mu",
+        "rda",
+        "mtx",
+        "jaspar",
+        "meme",
+        "bed",
+    ] = Field(
+        description="File format: csv/tsv tables (load_table), gmt gene sets, txt gene lists, "
+        "rda (R data, read with pyreadr), mtx (MatrixMarket folder with feature/barcode lists), "
+        "jaspar/meme motif matrices, bed intervals, or a bundle (beeline, boolode, h5ad, h5mu)."
+    )
     root: str = Field(description="Folder of the files below each search-path entry.")
     columns: dict[str, str] = Field(
         default_factory=dict,
@@ -69,6 +87,17 @@ class Resource(BaseModel):
     )
     obtain: str | None = Field(
         default=None, description="How to obtain files that have no download URL."
+    )
+    academic_only: bool = Field(
+        default=False,
+        description="True when the data include sources that forbid commercial use; the "
+        "licence field says which. Informational: resolution is the same either way.",
+    )
+    na_values: list[str] | None = Field(
+        default=None,
+        description="Tables only: the cell values read as missing. null: pandas' defaults "
+        "('NA', 'NaN', 'null', '', ...); a list: only these (e.g. [''] keeps gene symbols "
+        "spelled 'NA' or 'NaN').",
     )
     files: list[ResourceFile] = Field(min_length=1)
 
@@ -319,6 +348,7 @@ def load_table(name: str, file: str | None = None):
 
     Columns named in the manifest's ``columns`` mapping are renamed to their canonical names;
     other columns are kept as they are.
+    Missing values follow the manifest's ``na_values`` (pandas' defaults when it is unset).
     """
     import pandas as pd
 
@@ -326,10 +356,13 @@ def load_table(name: str, file: str | None = None):
     if resource.format not in ("csv", "tsv"):
         raise ManifestError(
             f"resource '{name}' is {resource.format}, not a table; fix: use load_gene_sets or "
-            "load_gene_list for it"
+            "load_gene_list for it, or resolve(name, file) and a reader for that format"
         )
     path = resolve(resource, file)
-    table = pd.read_csv(path, sep="\t" if resource.format == "tsv" else ",")
+    na = {} if resource.na_values is None else {"na_values": resource.na_values}
+    if na:
+        na["keep_default_na"] = False
+    table = pd.read_csv(path, sep="\t" if resource.format == "tsv" else ",", **na)
     missing = [col for col in resource.columns.values() if col not in table.columns]
     if missing:
         raise ManifestError(

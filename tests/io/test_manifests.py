@@ -118,3 +118,31 @@ def test_malformed_manifest_is_a_clear_error(tmp_path):
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"schema_version": 1, "family": "x"}))
     with pytest.raises(errors.ManifestError, match=r"bad.yaml.*resources"):
         load_manifests(tmp_path)
+
+
+def test_round2_tables_load_with_documented_shapes():
+    signalling = manifests.load_table("omnipath_signalling")
+    assert list(signalling.columns) == ["source", "weight", "target"] and len(signalling) == 19830
+    assert signalling["weight"].value_counts().to_dict() == {1: 14233, -1: 5597}
+    progeny = manifests.load_table("progeny_human_top100")
+    assert list(progeny.columns) == ["pathway", "gene", "weight"] and len(progeny) == 1400
+    assert progeny.groupby("pathway").size().eq(100).all() and progeny["pathway"].nunique() == 14
+
+
+def test_na_values_keep_literal_na_aliases():
+    aliases = manifests.load_table("hgnc_symbol_aliases")
+    assert len(aliases) == 60367 and aliases["alias"].notna().all()
+    assert aliases.set_index("alias").loc[["NA", "NaN"], "gene"].tolist() == ["XK", "SCN11A"]
+
+
+def test_academic_only_resources_say_so_in_their_licence():
+    resources = load_manifests()
+    flagged = {name for name, r in resources.items() if r.academic_only}
+    assert {"omnipath_signalling", "nichenet_v1_2018_sig_network"} <= flagged
+    assert "progeny_human_top100" not in flagged and "collectri" not in flagged
+    assert all(resources[name].licence.startswith("academic use only") for name in flagged)
+
+
+def test_non_table_formats_are_refused_by_load_table():
+    with pytest.raises(errors.ManifestError, match=r"is rda, not a table.*resolve"):
+        manifests.load_table("nichenet_v1_2018_lr_network")
