@@ -38,7 +38,8 @@ def qc_masks(
     import scanpy as sc
 
     keep_cells, genes_per_cell = sc.pp.filter_cells(counts, min_genes=min_genes, inplace=False)
-    keep_genes, _ = sc.pp.filter_genes(counts[keep_cells], min_cells=min_cells, inplace=False)
+    kept = counts if np.all(keep_cells) else counts[keep_cells]  # no copy when all pass
+    keep_genes, _ = sc.pp.filter_genes(kept, min_cells=min_cells, inplace=False)
     return np.asarray(keep_cells), np.asarray(keep_genes), np.asarray(genes_per_cell)
 
 
