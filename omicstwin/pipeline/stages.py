@@ -119,7 +119,8 @@ def regulators(ctx: RunContext) -> None:
 
 def twin(ctx: RunContext) -> None:
     """Fit the twin; write it, the edges it propagates through and the patients' states."""
-    from omicstwin.tl.networks import multicellular_network
+    from omicstwin.schemas import conform
+    from omicstwin.store.rundir import write_table_extending
     from omicstwin.tl.twin import fit_twin, patient_states, save_twin
 
     stages = ctx.config.stages
@@ -133,10 +134,11 @@ def twin(ctx: RunContext) -> None:
         top_k=stages.grn_top_k,
     )
     save_twin(fitted, ctx.out / "twin")
-    edges = layers
+    del layers  # edges are written from the file, not from a second copy of the big table
+    network = None
     if stages.network_level == "donors" and fitted.network is not None:
-        edges = multicellular_network(layers, fitted.network)  # what the twin uses
-    write_table(ctx.out, "edges", edges)
+        network = conform(fitted.network, "edges")  # what the twin uses
+    write_table_extending(ctx.out, "edges", ctx.out / "network_layers.parquet", network)
     kept = _read(ctx, "qc").rename(columns={"n_cells": "n_cells_before", "n_cells_kept": "n_cells"})
     write_table(ctx.out, "patient_states", patient_states(fitted, kept))
     ctx.twin = fitted

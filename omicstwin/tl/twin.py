@@ -241,7 +241,9 @@ def fit_twin(
         network, intracellular = _donor_networks(
             states, sorted(donors), genes, cell_types, times, regulators, top_k, alpha
         )
-    intra = edges[edges["layer"] == "intracellular"]
+    intra = None  # the per-context edges: a copy of most of the table, made only when used
+    if network_level == "cells" or network is None:
+        intra = edges[edges["layer"] == "intracellular"]
     contexts = groups.groupby(["cell_type", "time"]).indices
     for (cell_type, time), positions in contexts.items():
         if network_level == "donors":
