@@ -24,6 +24,8 @@ from omicstwin.io.validate import (
     resolve_time,
 )
 
+_BLOCK_ROWS = 4096  # cells summed per sparse product (bounds the float64 block copy)
+
 PSEUDOBULK_OBS = (
     "cell_type",
     "time",
@@ -55,14 +57,20 @@ def aggregate_counts(matrix: Any, groups: np.ndarray, n_groups: int) -> np.ndarr
     groups = np.asarray(groups, dtype=np.int64)
     keep = np.flatnonzero(groups >= 0)
     # A (groups x cells) 0/1 matrix times the counts sums each group's rows in one sparse
-    # product: O(nnz), no Python loop over cells or groups.
+    # product: O(nnz), no Python loop over cells or groups. Blocks of rows keep the float64
+    # copy of the counts to one block (integer sums are exact in any order).
     indicator = sparse.csr_matrix(
         (np.ones(keep.size), (groups[keep], keep)), shape=(n_groups, matrix.shape[0])
-    )
-    if sparse.issparse(matrix):
-        summed = indicator @ sparse.csr_matrix(matrix, dtype=np.float64)
-        return np.asarray(summed.toarray(), dtype=np.float64)
-    return np.asarray(indicator @ np.asarray(matrix, dtype=np.float64), dtype=np.float64)
+    ).tocsc()
+    summed = np.zeros((n_groups, matrix.shape[1]), dtype=np.float64)
+    for start in range(0, matrix.shape[0], _BLOCK_ROWS):
+        block = matrix[start : start + _BLOCK_ROWS]
+        part = indicator[:, start : start + _BLOCK_ROWS]
+        if sparse.issparse(block):
+            summed += (part @ sparse.csr_matrix(block, dtype=np.float64)).toarray()
+        else:
+            summed += part @ np.asarray(block, dtype=np.float64)
+    return summed
 
 
 def schema_time(
@@ -154,8 +162,6 @@ def pseudobulk(
     ParameterError
         ``min_cells`` below 1.
     """
-    import anndata as ad
-
     from omicstwin.io.read import rna_modality
 
     if min_cells < 1:
@@ -192,13 +198,51 @@ def pseudobulk(
             "donor": obs["donor"].astype(str).to_numpy(),
         }
     )
+    genes = rna_modality(data).var_names
+    result = summed_counts(frame, counts_matrix(data, layer), genes, min_cells=min_cells)
+    result.uns["pseudobulk"] = {
+        "cell_type_key": cell_type_key,
+        "time_key": time_key,
+        "condition_key": condition_key,
+        "donor_key": donor_key,
+        "layer": layer if layer is not None else "X",
+        "min_cells": int(min_cells),
+        "time_numeric": bool(time_axis.numeric),
+        "time_unit": time_axis.unit or "",
+        "time_levels": np.asarray(time_labels, dtype=object),
+        "n_dropped": result.uns.pop("n_dropped"),
+    }
+    return result
+
+
+def summed_counts(cells: pd.DataFrame, counts: Any, genes: pd.Index, *, min_cells: int = 1):
+    """Sum counts per cell type x time x condition x donor (the kernel of :func:`pseudobulk`).
+
+    Parameters
+    ----------
+    cells
+        One row per cell: ``cell_type``, ``time`` (float), ``condition``, ``donor`` (str).
+    counts
+        Cells x genes raw counts (sparse or dense).
+    genes
+        Gene names (``var_names`` of the result).
+    min_cells
+        Samples of fewer cells are dropped (their number in ``uns["n_dropped"]``).
+
+    Returns
+    -------
+    anndata.AnnData
+        As :func:`pseudobulk`, without its ``uns["pseudobulk"]``.
+    """
+    import anndata as ad
+
     columns = ["cell_type", "time", "condition", "donor"]
     # sort=True on plain str/float columns makes the order independent of input order and
     # of categorical category order
-    grouped = frame.groupby(columns, sort=True, observed=True)
+    grouped = cells[columns].groupby(columns, sort=True, observed=True)
     group_index = grouped.ngroup().to_numpy()
     table = grouped.size().rename("n_cells").reset_index()
-    sums = aggregate_counts(counts_matrix(data, layer), group_index, len(table))
+    sums = aggregate_counts(counts, group_index, len(table))
 
     keep = table["n_cells"].to_numpy() >= min_cells
     n_dropped = int((~keep).sum())
@@ -218,18 +262,8 @@ def pseudobulk(
         f"{r.cell_type}|{r.time:g}|{r.condition}|{r.donor}"
         for r in table[columns].itertuples(index=False)
     ]
-    rna = rna_modality(data)
-    result = ad.AnnData(X=sums, obs=table.loc[:, list(PSEUDOBULK_OBS)], var=rna.var[[]].copy())
-    result.uns["pseudobulk"] = {
-        "cell_type_key": cell_type_key,
-        "time_key": time_key,
-        "condition_key": condition_key,
-        "donor_key": donor_key,
-        "layer": layer if layer is not None else "X",
-        "min_cells": int(min_cells),
-        "time_numeric": bool(time_axis.numeric),
-        "time_unit": time_axis.unit or "",
-        "time_levels": np.asarray(time_labels, dtype=object),
-        "n_dropped": n_dropped,
-    }
+    result = ad.AnnData(
+        X=sums, obs=table.loc[:, list(PSEUDOBULK_OBS)], var=pd.DataFrame(index=genes.copy())
+    )
+    result.uns["n_dropped"] = n_dropped
     return result

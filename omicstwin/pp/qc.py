@@ -38,7 +38,8 @@ def qc_masks(
     import scanpy as sc
 
     keep_cells, genes_per_cell = sc.pp.filter_cells(counts, min_genes=min_genes, inplace=False)
-    keep_genes, _ = sc.pp.filter_genes(counts[keep_cells], min_cells=min_cells, inplace=False)
+    kept = counts if np.all(keep_cells) else counts[keep_cells]  # no copy when all pass
+    keep_genes, _ = sc.pp.filter_genes(kept, min_cells=min_cells, inplace=False)
     return np.asarray(keep_cells), np.asarray(keep_genes), np.asarray(genes_per_cell)
 
 
@@ -92,12 +93,7 @@ def filter_cohort(
     keep_cells, keep_genes, genes_per_cell = qc_masks(
         counts, min_genes=min_genes, min_cells=min_cells
     )
-    if not keep_cells.any() or not keep_genes.any():
-        raise ParameterError(
-            f"quality control keeps {int(keep_cells.sum())} cells and {int(keep_genes.sum())} "
-            f"genes (min_genes={min_genes}, min_cells={min_cells}); fix: lower "
-            "stages.min_genes / stages.min_cells in the run config"
-        )
+    check_kept(keep_cells, keep_genes, min_genes, min_cells)
     from omicstwin.pp.pseudobulk import schema_time
 
     times, _, _ = schema_time(obs[time_key], key=time_key)
@@ -107,14 +103,50 @@ def filter_cohort(
             "donor": obs[donor_key].astype(str).to_numpy(),
             "time": times,
             "cell_type": obs[cell_type_key].astype(str).to_numpy(),
-            "kept": keep_cells,
-            "genes": genes_per_cell,
         }
     )
-    grouped = frame.groupby(["condition", "donor", "time", "cell_type"], observed=True)
+    qc = qc_table(frame, keep_cells, genes_per_cell)
+    filtered = rna[keep_cells, keep_genes].copy()
+    filtered.obs = obs.loc[filtered.obs_names]
+    return filtered, qc
+
+
+def check_kept(
+    keep_cells: np.ndarray, keep_genes: np.ndarray, min_genes: int, min_cells: int
+) -> None:
+    """Raise :class:`~omicstwin.errors.ParameterError` when no cell or no gene passes."""
+    if not keep_cells.any() or not keep_genes.any():
+        raise ParameterError(
+            f"quality control keeps {int(keep_cells.sum())} cells and {int(keep_genes.sum())} "
+            f"genes (min_genes={min_genes}, min_cells={min_cells}); fix: lower "
+            "stages.min_genes / stages.min_cells in the run config"
+        )
+
+
+def qc_table(
+    cells: pd.DataFrame, keep_cells: np.ndarray, genes_per_cell: np.ndarray
+) -> pd.DataFrame:
+    """``qc.parquet`` rows per condition x donor x time x cell type.
+
+    Parameters
+    ----------
+    cells
+        One row per cell (before filtering): ``condition``, ``donor``, ``time`` (float),
+        ``cell_type``.
+    keep_cells, genes_per_cell
+        From :func:`qc_masks`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        n_cells, n_cells_kept, median_genes (detected genes per cell before filtering).
+    """
+    keys = ["condition", "donor", "time", "cell_type"]
+    frame = pd.DataFrame({k: np.asarray(cells[k]) for k in keys})
+    frame["kept"] = keep_cells
+    frame["genes"] = genes_per_cell
+    grouped = frame.groupby(keys, observed=True)
     qc = grouped.agg(
         n_cells=("kept", "size"), n_cells_kept=("kept", "sum"), median_genes=("genes", "median")
     ).reset_index()
-    filtered = rna[keep_cells, keep_genes].copy()
-    filtered.obs = obs.loc[filtered.obs_names]
-    return filtered, conform(qc, "qc")
+    return conform(qc, "qc")

@@ -676,53 +676,35 @@ DE_METHODS: dict[str, DEMethod] = {
 
 @dataclass
 class _Prepared:
-    summary: Any  # CohortSummary
-    pb: Any  # pseudobulk AnnData, case and control samples only
+    cohort: Any  # omicstwin.pp.cohort.Cohort
+    pb: Any  # pseudobulk AnnData, case and control samples with >= min_cells cells
     cells: pd.DataFrame  # per cell: cell_type, time (float), condition, donor; all cells
     time_levels: list[float]  # schema time of the levels present in the two arms
     time_labels: list[str]
+    time_unit: str | None
 
 
 def _prepare(data: Any, keys: dict[str, Any], min_donors: int, min_cells: int) -> _Prepared:
-    from omicstwin.io.validate import cohort_obs, validate_cohort
-    from omicstwin.pp.pseudobulk import pseudobulk, schema_time
+    from omicstwin.pp.cohort import as_cohort
 
-    # Validate once at the door. Its under-replication warning counts donors before the
-    # min_cells filter, so it is silenced here (locally) and this module warns once, after.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", InsufficientReplicationWarning)
-        summary = validate_cohort(data, **keys, min_donors=min_donors)
-    pb_keys = {k: v for k, v in keys.items() if k not in ("case", "control")}
-    pb = pseudobulk(data, **pb_keys, min_cells=min_cells, check_counts=False)
-    arms = [keys["case"], keys["control"]]
-    pb = pb[pb.obs["condition"].isin(arms).to_numpy()].copy()
-    obs = cohort_obs(
-        data,
-        CohortKeys(
-            cell_type=keys["cell_type_key"],
-            time=keys["time_key"],
-            condition=keys["condition_key"],
-            donor=keys["donor_key"],
-        ),
-    )
-    time_values, labels, axis = schema_time(
-        obs["time"], key=keys["time_key"], unit=keys["time_unit"]
-    )
-    cells = pd.DataFrame(
-        {
-            "cell_type": obs["cell_type"].astype(str).to_numpy(),
-            "time": time_values,
-            "condition": obs["condition"].astype(str).to_numpy(),
-            "donor": obs["donor"].astype(str).to_numpy(),
-        }
-    )
-    in_arms = cells["condition"].isin(arms).to_numpy()
-    levels = sorted(set(cells.loc[in_arms, "time"].tolist()))
-    if axis.numeric:
-        level_labels = [axis.label(t) for t in levels]
+    # Validate once at the door (or take the validated Cohort). Its under-replication warning
+    # counts donors before the min_cells filter, so it is silenced here and this module warns
+    # once, after.
+    cohort = as_cohort(data, keys, validate=True, min_donors=min_donors, warn=False)
+    pb = cohort.pseudobulk
+    arms = [cohort.keys.case, cohort.keys.control]
+    keep = pb.obs["condition"].isin(arms).to_numpy() & (pb.obs["n_cells"] >= min_cells).to_numpy()
+    pb = pb[keep].copy()
+    cells = cohort.obs.reset_index(drop=True)
+    levels = sorted(set(cells.loc[cohort.in_arms, "time"].tolist()))
+    unit = cohort.keys.time_unit
+    if cohort.summary is not None:
+        unit = cohort.summary.time.unit
+    if cohort.time_numeric:
+        level_labels = [f"{t:g} {unit}" if unit else f"{t:g}" for t in levels]
     else:
-        level_labels = [labels[int(t)] for t in levels]
-    return _Prepared(summary, pb, cells, levels, level_labels)
+        level_labels = [cohort.time_level_labels[int(t)] for t in levels]
+    return _Prepared(cohort, pb, cells, levels, level_labels, unit)
 
 
 def _skip_warning(skipped: pd.DataFrame, what: str) -> None:
@@ -756,7 +738,7 @@ def _empty(name: str) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=d) for c, d in SCHEMAS[name].items()})
 
 
-def _pseudobulk_contexts(prep: _Prepared, min_donors: int, case: str):
+def _pseudobulk_contexts(prep: _Prepared, min_donors: int, min_cells: int, case: str):
     """Yield (cell_type, time, context or None, n_donors_case, n_donors_control, reason)."""
     obs = prep.pb.obs
     counts = np.asarray(prep.pb.X, dtype=np.float64)
@@ -764,8 +746,7 @@ def _pseudobulk_contexts(prep: _Prepared, min_donors: int, case: str):
     time = obs["time"].to_numpy(dtype=np.float64)
     is_case_all = obs["condition"].to_numpy() == case
     library = obs["library_size"].to_numpy(dtype=np.float64)
-    min_cells = prep.pb.uns["pseudobulk"]["min_cells"]
-    for ct in prep.summary.cell_types:
+    for ct in prep.cohort.cell_types:
         for t in prep.time_levels:
             rows = np.flatnonzero((cell_type == ct) & (time == t))
             is_case = is_case_all[rows]
@@ -780,20 +761,15 @@ def _pseudobulk_contexts(prep: _Prepared, min_donors: int, case: str):
             yield ct, t, _Context(counts[rows], library[rows], is_case), n_dc, n_dk, ""
 
 
-def _cell_contexts(
-    data: Any, prep: _Prepared, layer: str | None, min_cells: int, case: str, control: str
-):
+def _cell_contexts(prep: _Prepared, min_cells: int, case: str, control: str):
     """Cell-level contexts: every cell of the two arms in a cell type x time."""
-    from omicstwin.io.validate import counts_matrix
-
-    matrix = counts_matrix(data, layer)
-    matrix = sparse.csr_matrix(matrix, dtype=np.float64)
+    matrix = prep.cohort.counts
     cells = prep.cells
     arm = cells["condition"].to_numpy()
     in_arms = np.isin(arm, [case, control])
     cell_type, time = cells["cell_type"].to_numpy(), cells["time"].to_numpy()
     donor_codes = pd.factorize(cells["donor"])[0]
-    for ct in prep.summary.cell_types:
+    for ct in prep.cohort.cell_types:
         for t in prep.time_levels:
             rows = np.flatnonzero(in_arms & (cell_type == ct) & (time == t))
             is_case = arm[rows] == case
@@ -806,7 +782,7 @@ def _cell_contexts(
                 )
                 yield ct, t, None, n_dc, n_dk, reason
                 continue
-            block = matrix[rows]
+            block = sparse.csr_matrix(matrix[rows], dtype=np.float64)
             library = np.asarray(block.sum(axis=1)).ravel()
             context = _Context(block, library, is_case, donor_codes[rows])
             yield ct, t, context, n_dc, n_dk, ""
@@ -916,10 +892,11 @@ def differential_expression(
         )
     keys = CohortKeys.from_arguments(locals()).as_arguments()
     prep = _prepare(data, keys, min_donors, min_cells)
-    summary = prep.summary
+    keys = prep.cohort.keys.as_arguments()  # a Cohort's own keys
+    case, control = keys["case"], keys["control"]
     chosen = DE_METHODS[method]
     fallback_reason = ""
-    n_case, n_control = len(summary.donors_case), len(summary.donors_control)
+    n_case, n_control = len(prep.cohort.donors(case)), len(prep.cohort.donors(control))
     if chosen.level == "pseudobulk" and (n_case < min_donors or n_control < min_donors):
         fallback_reason = (
             f"no donor replication ({n_case} case and {n_control} control donor(s) in the "
@@ -934,9 +911,9 @@ def differential_expression(
     options = {"prior_df": prior_df} if chosen.name == "nb_glm" else {}
     genes = prep.pb.var_names.to_numpy()
     if chosen.level == "pseudobulk":
-        contexts = _pseudobulk_contexts(prep, min_donors, case)
+        contexts = _pseudobulk_contexts(prep, min_donors, min_cells, case)
     else:
-        contexts = _cell_contexts(data, prep, layer, min_cells, case, control)
+        contexts = _cell_contexts(prep, min_cells, case, control)
     frames, skipped_rows = [], []
     for cell_type, time, context, n_dc, n_dk, reason in contexts:
         if context is None:
@@ -975,7 +952,7 @@ def differential_expression(
         "min_donors": int(min_donors),
         "min_cells": int(min_cells),
         "prior_df": float(prior_df),
-        "time_unit": summary.time.unit or "",
+        "time_unit": prep.time_unit or "",
         "time_levels": np.asarray(prep.time_labels, dtype=object),
         "n_contexts_tested": len(frames),
         "skipped": skipped,
@@ -1061,11 +1038,13 @@ def timecourse_de(
         )
     keys = CohortKeys.from_arguments(locals()).as_arguments()
     prep = _prepare(data, keys, min_donors, min_cells)
+    keys = prep.cohort.keys.as_arguments()  # a Cohort's own keys
     obs = prep.pb.obs
     counts = np.asarray(prep.pb.X, dtype=np.float64)
     genes = prep.pb.var_names.to_numpy()
     frames, skipped_rows = [], []
-    for ct in prep.summary.cell_types:
+    case = keys["case"]
+    for ct in prep.cohort.cell_types:
         in_ct = (obs["cell_type"].astype(str) == ct).to_numpy()
         kept_levels = []
         for t in prep.time_levels:
@@ -1118,7 +1097,7 @@ def timecourse_de(
         "min_donors": int(min_donors),
         "min_cells": int(min_cells),
         "prior_df": float(prior_df),
-        "time_unit": prep.summary.time.unit or "",
+        "time_unit": prep.time_unit or "",
         "time_levels": np.asarray(prep.time_labels, dtype=object),
         "n_cell_types_tested": len(frames),
         "skipped": skipped,

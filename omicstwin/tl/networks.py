@@ -15,52 +15,19 @@ table into a graph whose nodes are ``(cell_type, gene, time)``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import sparse
 
 from omicstwin._logging import logger
 from omicstwin.errors import MissingKeyError, ParameterError
-from omicstwin.io.validate import CohortKeys, cohort_obs, counts_matrix
-from omicstwin.pp.normalise import group_summaries, log_normalise
-from omicstwin.pp.pseudobulk import schema_time
+from omicstwin.pp.cohort import as_cohort
 from omicstwin.schemas import conform
 from omicstwin.tl._store import store_result
 
 LAYERS = ("intracellular", "intercellular", "temporal")
 CONTEXT_GRN_METHOD = "ridge"  # see context_grns: contexts have no pseudotime
 ALL_CONDITIONS = "all"
-
-
-@dataclass
-class _Cohort:
-    obs: pd.DataFrame  # cell_type, time (float), condition, donor
-    counts: Any
-    genes: pd.Index
-    time_levels: list[float]
-
-
-def _cohort(data, keys: CohortKeys) -> _Cohort:
-    """Contract columns with numeric time (ordered categorical time -> level position)."""
-    from omicstwin.io.read import rna_modality
-
-    obs = cohort_obs(data, keys).copy()
-    obs["time"], _, _ = schema_time(obs["time"], key=keys.time, unit=keys.time_unit)
-    for column in ("cell_type", "condition", "donor"):
-        obs[column] = obs[column].astype(str)
-    return _Cohort(
-        obs=obs,
-        counts=counts_matrix(data, keys.layer),
-        genes=pd.Index(rna_modality(data).var_names),
-        time_levels=sorted(obs["time"].unique().tolist()),
-    )
-
-
-def _keys(**kwargs) -> CohortKeys:
-    return CohortKeys.from_arguments(kwargs)
 
 
 # ----------------------------------------------------------------------------- intracellular
@@ -126,7 +93,7 @@ def context_grns(
 
     if top_k < 1:
         raise ParameterError(f"top_k must be >= 1, got {top_k}")
-    cohort = _cohort(data, _keys(**locals()))
+    cohort = as_cohort(data, locals())
     genes = list(cohort.genes)
     candidates = None
     if regulators is not None:
@@ -137,9 +104,9 @@ def context_grns(
                 "none of the candidate regulators is among the genes; fix: pass regulator names "
                 "that match var_names (e.g. gene symbols)"
             )
-    obs = cohort.obs[cohort.obs["condition"].isin([case, control])]
+    arm_rows = np.flatnonzero(cohort.in_arms)
+    obs = cohort.obs.iloc[arm_rows]
     groups = obs.groupby(["cell_type", "time", "condition"], sort=True, observed=True).indices
-    matrix = sparse.csr_matrix(cohort.counts) if sparse.issparse(cohort.counts) else cohort.counts
     rows = []
     method_name = method or CONTEXT_GRN_METHOD
     for done, ((cell_type, time, condition), positions) in enumerate(groups.items(), start=1):
@@ -147,10 +114,7 @@ def context_grns(
         if len(positions) < min_cells:
             logger.info("skipping %s: %d cells < min_cells=%d", label, len(positions), min_cells)
         else:
-            cells = obs.index[positions]
-            rows_idx = cohort.obs.index.get_indexer(cells)
-            expression = log_normalise(matrix[rows_idx])
-            expression = expression.toarray() if sparse.issparse(expression) else expression
+            expression = cohort.log_normalised(arm_rows[positions]).toarray()
             edges = grn.infer_grn(
                 expression,
                 genes,
@@ -179,7 +143,10 @@ def context_grns(
 
 
 def _store(data, key_added: str | None, table: pd.DataFrame, params: dict) -> pd.DataFrame:
-    """Keep a result beside its parameters in ``data.uns[key_added]`` (see :mod:`omicstwin.tl`)."""
+    """Keep a result beside its parameters in ``data.uns[key_added]`` (see :mod:`omicstwin.tl`).
+
+    ``data`` is what the verb was given: an AnnData, a MuData or a :class:`~omicstwin.pp.Cohort`.
+    """
     store_result(data, key_added, table, params)
     return table
 
@@ -281,21 +248,17 @@ def intercellular_edges(
             )
     if not 0 <= min_fraction < 1:
         raise ParameterError(f"min_fraction must be in [0, 1), got {min_fraction}")
-    cohort = _cohort(data, _keys(**locals()))
-    obs = cohort.obs[cohort.obs["condition"].isin([case, control])]
+    cohort = as_cohort(data, locals())
+    case, control = cohort.keys.case, cohort.keys.control
+    obs = cohort.obs[cohort.in_arms]
     pairs = _split_complexes(lr_pairs, cohort.genes)
     if pairs.empty:
         logger.warning("no ligand-receptor pair has all its genes measured")
         params = {"min_fraction": min_fraction, "autocrine": autocrine, "n_pairs": 0}
         return _store(data, key_added, _conform_edges([]), params)
-    rows_idx = cohort.obs.index.get_indexer(obs.index)
-    expression = log_normalise(sparse.csr_matrix(cohort.counts)[rows_idx])
-    keys, mean, fraction, _ = group_summaries(
-        expression, obs[["cell_type", "time", "condition"]].reset_index(drop=True)
-    )
-    donor_keys, donor_mean, _, _ = group_summaries(
-        expression, obs[["cell_type", "time", "donor", "condition"]].reset_index(drop=True)
-    )
+    summaries = cohort.log_summaries  # log-normalised means and fractions, shared with the twin
+    keys, mean, fraction = summaries.arms, summaries.arm_mean, summaries.arm_fraction
+    donor_keys, donor_mean = summaries.donors, summaries.donor_mean
     lig_mean = _complex_values(mean, cohort.genes, pairs["ligand"])
     lig_frac = _complex_values(fraction, cohort.genes, pairs["ligand"])
     rec_frac = _complex_values(fraction, cohort.genes, pairs["receptor"])
@@ -496,14 +459,13 @@ def temporal_edges(
         raise ParameterError(
             "need window >= 0, top_k >= 1, n_bootstrap >= 1 and alpha > 0; fix: use the defaults"
         )
-    cohort = _cohort(data, _keys(**locals()))
-    obs = cohort.obs[cohort.obs["condition"].isin([case, control])].reset_index(drop=True)
-    rows_idx = cohort.obs.index.get_indexer(
-        cohort.obs.index[cohort.obs["condition"].isin([case, control])]
-    )
-    counts = sparse.csr_matrix(cohort.counts)[rows_idx]
-    keys, mean_counts, _, n_cells = group_summaries(counts, obs[["cell_type", "donor", "time"]])
-    sums = mean_counts * n_cells[:, None]
+    cohort = as_cohort(data, locals())
+    obs = cohort.obs[cohort.in_arms]
+    pb = cohort.pseudobulk  # summed counts per donor x cell type x time, shared with DE
+    in_arms = pb.obs["condition"].isin([cohort.keys.case, cohort.keys.control]).to_numpy()
+    keys = pb.obs.loc[in_arms, ["cell_type", "donor", "time"]].reset_index(drop=True)
+    n_cells = pb.obs["n_cells"].to_numpy(np.float64)[in_arms, None]
+    sums = pb.X[in_arms] / n_cells * n_cells  # mean count x cells, as before: identical edges
     totals = sums.sum(axis=1, keepdims=True)
     log_cpm = np.log2(sums / np.maximum(totals, 1.0) * 1e6 + 1.0)
     genes = cohort.genes

@@ -219,13 +219,12 @@ def fit_twin(
     Twin
         The fitted twin.
     """
-    from omicstwin.pp.normalise import group_summaries, log_normalise
-    from omicstwin.tl.networks import _cohort, _keys
+    from omicstwin.pp.cohort import as_cohort
 
-    cohort = _cohort(data, _keys(**locals()))
-    obs = cohort.obs[cohort.obs["condition"].isin([case, control])]
-    rows_idx = cohort.obs.index.get_indexer(obs.index)
-    z_cells = log_normalise(sparse.csr_matrix(cohort.counts)[rows_idx])
+    cohort = as_cohort(data, locals())
+    case, control = cohort.keys.case, cohort.keys.control
+    arm_rows = np.flatnonzero(cohort.in_arms)
+    obs = cohort.obs.iloc[arm_rows]
     genes = list(cohort.genes)
     g_index = {g: i for i, g in enumerate(genes)}
     cell_types = sorted(obs["cell_type"].unique())
@@ -236,12 +235,13 @@ def fit_twin(
     groups = obs[["cell_type", "time", "condition", "donor"]].reset_index(drop=True)
 
     states: dict[str, np.ndarray] = {}
-    keys, mean, _, _ = group_summaries(z_cells, groups[["cell_type", "time", "condition"]])
+    summaries = cohort.log_summaries  # mean log-normalised expression, shared with networks
+    keys, mean = summaries.arms, summaries.arm_mean
     for arm in (case, control):
         states["case" if arm == case else "control"] = _state(
             keys, mean, arm, "condition", c_index, t_index, shape
         )
-    dkeys, dmean, _, _ = group_summaries(z_cells, groups[["cell_type", "time", "donor"]])
+    dkeys, dmean = summaries.donors, summaries.donor_mean
     donors = obs.groupby("donor")["condition"].first().to_dict()
     for donor in sorted(donors):
         states[donor] = _state(dkeys, dmean, donor, "donor", c_index, t_index, shape)
@@ -254,7 +254,9 @@ def fit_twin(
         network, intracellular = _donor_networks(
             states, sorted(donors), genes, cell_types, times, regulators, top_k, alpha
         )
-    intra = edges[edges["layer"] == "intracellular"]
+    intra = None  # the per-context edges: a copy of most of the table, made only when used
+    if network_level == "cells" or network is None:
+        intra = edges[edges["layer"] == "intracellular"]
     contexts = groups.groupby(["cell_type", "time"]).indices
     for (cell_type, time), positions in contexts.items():
         if network_level == "donors":
@@ -262,8 +264,7 @@ def fit_twin(
         block = intra[(intra["source_cell_type"] == cell_type) & (intra["time_from"] == time)]
         if len(positions) < min_cells or block.empty:
             continue
-        z = z_cells[positions]
-        z = z.toarray() if sparse.issparse(z) else z
+        z = cohort.log_normalised(arm_rows[positions]).toarray()
         intracellular[t_index[time]][c_index[cell_type]] = fit_elasticities(
             z,
             block["source"].map(g_index).to_numpy(),

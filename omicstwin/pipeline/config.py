@@ -1,0 +1,146 @@
+"""The run config: a study's data, keys, priors, stage parameters, seed and compute (pydantic)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from omicstwin.errors import ParameterError
+
+
+class Compute(BaseModel):
+    """Where the screens run: in process, a local dask cluster, a scheduler, or a profile."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    workers: int | None = Field(
+        None,
+        ge=0,
+        description="None: a LocalCluster with one worker per core for large screens, in "
+        "process for small ones; 0: in process; N: a LocalCluster of N processes.",
+    )
+    scheduler: str | None = Field(None, description="Address of an existing dask scheduler.")
+    profile: str | None = Field(None, description="Cluster profile (pipelines/cluster/NAME).")
+
+
+class SimulatedData(BaseModel):
+    """Data from the bundled simulator (``data: {simulate: demo, seed: 0}``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    simulate: str = Field(description="Simulator preset: small, demo or sar_like.")
+    seed: int = 0
+    n_cells: int | None = Field(None, ge=1)
+
+
+class Stages(BaseModel):
+    """Stage parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_genes: int = Field(10, ge=0, description="QC: detected genes a cell needs.")
+    min_cells: int = Field(3, ge=0, description="QC: cells a gene must be detected in.")
+    min_donors: int = Field(2, ge=1)
+    grn_method: str = "ridge"
+    grn_top_k: int = Field(10, ge=1)
+    network_level: Literal["donors", "cells"] = Field(
+        "donors", description="Twin networks fitted on donor variation or on cells."
+    )
+    n_intercellular: int = Field(50, ge=1)
+    n_null: int = Field(20, ge=0, description="Null twins of the target screen.")
+    null_size: int = Field(100, ge=1)
+    n_steps: int = Field(3, ge=1, description="Propagation steps (CellOracle uses 3).")
+    drug_dose: float = Field(0.8, ge=0, le=1)
+    screen_drugs: bool = True
+    enrichment_prerank: list[str] = Field(
+        default_factory=lambda: ["msigdb_hallmark"],
+        description="Gene set manifests for prerank GSEA of every context's DE ranking "
+        "(Reactome and GO BP cost ~1 s per context each).",
+    )
+    enrichment_ora: list[str] = Field(
+        default_factory=lambda: ["msigdb_hallmark", "reactome_pathways", "go_biological_process"],
+        description="Gene set manifests for over-representation of the top targets / genes.",
+    )
+    enrichment_top_k: int = Field(50, ge=1, description="Top targets / disease genes for ORA.")
+    enrichment_permutations: int = Field(1000, ge=10, description="Prerank permutations.")
+    validation_ks: list[int] = Field(default_factory=lambda: [10, 20, 50])
+    validation_random: int = Field(1000, ge=10, description="Random rankings of the baseline.")
+
+
+class RunConfig(BaseModel):
+    """A study: the data, its keys and labels, priors, stage parameters, seed and compute."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: str | SimulatedData = Field(
+        description="A .h5ad/.h5mu path (relative to the config file), 'manifest:NAME' (a "
+        "data_manifests entry resolved through OMICSTWIN_DATA_PATH), or {simulate: PRESET}."
+    )
+    study: str | None = Field(None, description="Study name (report title, publish id).")
+    disease: str | None = Field(
+        None,
+        pattern=r"^DOID:\d+$",
+        description="Disease Ontology id: validate the rankings against known biology.",
+    )
+    cell_type_key: str = "cell_type"
+    time_key: str = "time"
+    condition_key: str = "condition"
+    donor_key: str = "donor"
+    case: str = "case"
+    control: str = "control"
+    layer: str | None = None
+    time_unit: str | None = None
+    priors: dict[Literal["tfs", "tf_targets", "ligand_receptor"], str] = Field(
+        default_factory=lambda: {
+            "tfs": "lambert2018_tfs",
+            "tf_targets": "collectri",
+            "ligand_receptor": "liana_consensus",
+        }
+    )
+    seed: int = 0
+    stages: Stages = Field(default_factory=Stages)
+    compute: Compute = Field(default_factory=Compute)
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any]) -> RunConfig:
+    """Read a YAML config (optional) and apply flag overrides (``None`` values are ignored).
+
+    Relative data paths are resolved against the config file's folder.
+
+    Raises
+    ------
+    ParameterError
+        Unreadable YAML or a config that does not validate (each problem named).
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ParameterError(f"config '{path}' cannot be read: {exc}") from exc
+        data = raw.get("data")
+        if isinstance(data, str) and not data.startswith("manifest:"):
+            if not Path(data).is_absolute():
+                raw["data"] = str((path.parent / data).resolve())
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key in ("workers", "scheduler", "profile"):
+            raw.setdefault("compute", {})[key] = value
+        else:
+            raw[key] = value
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ParameterError(
+            f"invalid run config ({problems}); fix: name the data (config 'data:' or --data) "
+            "and use the fields of omicstwin.pipeline.RunConfig"
+        ) from exc
