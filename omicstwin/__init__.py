@@ -15,7 +15,7 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0+unknown"
 
-_SUBMODULES = ("datasets", "demo", "errors", "io", "parallel", "pp", "schemas", "tl")
+_SUBMODULES = ("bench", "datasets", "demo", "errors", "io", "parallel", "pp", "schemas", "tl")
 
 __all__ = ["__version__", *_SUBMODULES]
 

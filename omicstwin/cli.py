@@ -275,9 +275,10 @@ def bench_beeline(
     """Reproduce BEELINE's published AUPRC, then score a method on the BEELINE models."""
 
     def work() -> None:
+        from omicstwin.bench import beeline as bench
         from omicstwin.datasets import beeline
 
-        typer.echo(beeline.format_reproduction(beeline.reproduce_published("HSC", 0)))
+        typer.echo(bench.format_reproduction(bench.reproduce_published("HSC", 0)))
         chosen = [m for item in (models or []) for m in item.split(",") if m] or [
             *beeline.CURATED_MODELS,
             *beeline.SYNTHETIC_MODELS,
@@ -285,11 +286,9 @@ def bench_beeline(
         from omicstwin.tl.grn import DEFAULT_METHOD
 
         name = method or DEFAULT_METHOD
-        results = beeline.run_beeline_benchmark(
-            chosen, replicates=replicates, method=name, seed=seed
-        )
+        results = bench.run_beeline_benchmark(chosen, replicates=replicates, method=name, seed=seed)
         typer.echo("")
-        typer.echo(beeline.format_benchmark_table(beeline.summarise_benchmark(results), name))
+        typer.echo(bench.format_benchmark_table(bench.summarise_benchmark(results), name))
 
     _run(debug, work)
 

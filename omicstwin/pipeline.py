@@ -204,6 +204,7 @@ def run_pipeline(
     """
     import pandas as pd
 
+    from omicstwin.bench.known_biology import validate_rankings
     from omicstwin.io import read_data, validate_cohort
     from omicstwin.io.manifests import load_gene_list, load_table, sha256_of
     from omicstwin.io.resources import drug_target_table
@@ -215,7 +216,6 @@ def run_pipeline(
     from omicstwin.store.rundir import SCHEMA_VERSION, package_versions, write_json, write_table
     from omicstwin.tl.de import differential_expression
     from omicstwin.tl.enrich import enrichment
-    from omicstwin.tl.known_biology import validate_rankings
     from omicstwin.tl.networks import (
         context_grns,
         intercellular_edges,
@@ -242,7 +242,7 @@ def run_pipeline(
         stale.unlink(missing_ok=True)
     stage = stage or (lambda _name: contextlib.nullcontext())
     if config.disease is not None:  # an unknown id fails now, not after the screens
-        from omicstwin.tl.known_biology import resolve_disease
+        from omicstwin.bench.known_biology import resolve_disease
 
         resolve_disease(config.disease)
     timings: dict[str, float] = {}

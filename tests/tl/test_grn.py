@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from omicstwin.bench.metrics import auprc_ratio
 from omicstwin.cli import app
 from omicstwin.errors import EmptyDataError, InputTypeError, ParameterError
 from omicstwin.tl import grn
 from omicstwin.tl.grn import GRN_METHODS, get_grn_method, infer_grn
-from omicstwin.tl.metrics import auprc_ratio
 
 
 def _planted_static(seed: int = 0, n_cells: int = 400, n_genes: int = 10):

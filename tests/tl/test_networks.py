@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from omicstwin import errors
-from omicstwin.datasets.truth import planted_lr_recall
+from omicstwin.bench.truth import planted_lr_recall
 from omicstwin.io import load_table
 from omicstwin.schemas import SCHEMAS
 from omicstwin.tl import networks
