@@ -55,9 +55,9 @@ import pandas as pd
 from scipy import stats
 
 from omicstwin._logging import logger
+from omicstwin._stats import benjamini_hochberg
 from omicstwin.errors import OptionalDependencyError, ParameterError
 from omicstwin.schemas import SCHEMAS, conform
-from omicstwin.tl.de import benjamini_hochberg
 
 GeneSets = Mapping[str, Sequence[str]]
 #: Collections are manifest names (``load_gene_sets``) or ``{collection: {term: genes}}``.

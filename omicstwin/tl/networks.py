@@ -23,6 +23,7 @@ import pandas as pd
 from scipy import sparse
 
 from omicstwin._logging import logger
+from omicstwin._stats import name_order, ridge, ridge_dual, top_k_mask
 from omicstwin.errors import MissingKeyError, ParameterError
 from omicstwin.io.validate import CohortKeys, cohort_obs, counts_matrix
 from omicstwin.pp.normalise import group_summaries, log_normalise
@@ -513,8 +514,8 @@ def temporal_edges(
             if len(x_rows) < 4:
                 continue
             x, y, donors = np.array(x_rows), np.array(y_rows), np.array(donors)
-            weight = _ridge(x, y, alpha)
-            keep = _top_mask(weight, reg_idx, top_k)
+            weight = ridge(x, y, alpha)
+            keep = _top_mask(weight, reg_idx, genes[reg_idx], top_k)
             # a bootstrap fit "keeps" an edge when it reaches the full fit's top-k strength of
             # that target (one threshold per target: no sort per bootstrap); only the kept
             # edges' bootstrap weights are needed, so they are computed alone (dual form)
@@ -525,7 +526,7 @@ def temporal_edges(
             for _ in range(n_bootstrap):
                 chosen = rng.choice(unique, size=len(unique), replace=True)
                 sample = np.concatenate([np.flatnonzero(donors == d) for d in chosen])
-                xs, dual = _ridge_dual(x[sample], y[sample], alpha)
+                xs, dual = ridge_dual(x[sample], y[sample], alpha)
                 boot = np.einsum("ij,ij->j", xs[:, r], dual[:, g])
                 hits += np.abs(boot) >= threshold[g]
             rows.append(
@@ -554,38 +555,13 @@ def temporal_edges(
     return _store(data, key_added, _conform_edges(rows), params)
 
 
-def _ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
-    """Standardised ridge coefficients (regulators x targets) for all targets at once.
+def _top_mask(weight: np.ndarray, reg_idx: np.ndarray, names: Sequence[str], top_k: int):
+    """Per target column, the ``top_k`` regulators by |weight| (never itself, never a zero).
 
-    Uses the dual form ``X^T (X X^T + lambda I)^-1 Y``: samples (donor transitions) are far
-    fewer than regulators, so the system to solve is samples x samples.
+    Ties at the cut go to the first regulator by name (:func:`omicstwin._stats.top_k_mask`).
     """
-    x, dual = _ridge_dual(x, y, alpha)
-    return x.T @ dual
-
-
-def _ridge_dual(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
-    """Standardised ``X`` and the dual coefficients ``(X X^T + lambda I)^-1 Y`` of :func:`_ridge`.
-
-    Coefficient (r, g) is ``X[:, r] . dual[:, g]``, so a few edges cost a few dot products.
-    """
-    x = x - x.mean(axis=0)
-    scale = x.std(axis=0)
-    x = np.divide(x, scale, out=np.zeros_like(x), where=scale > 0)
-    y = y - y.mean(axis=0)
-    gram = x @ x.T + alpha * len(x) * np.eye(len(x))
-    return x, np.linalg.solve(gram, y)
-
-
-def _top_mask(weight: np.ndarray, reg_idx: np.ndarray, top_k: int) -> np.ndarray:
-    """Per target column, the ``top_k`` regulators by |weight| (a gene never regulates itself)."""
-    magnitude = np.abs(weight).T  # targets x regulators, contiguous rows for the partition
-    magnitude[np.arange(weight.shape[1])[:, None] == reg_idx[None, :]] = -1.0
-    k = min(top_k, weight.shape[0])
-    top = np.argpartition(-magnitude, k - 1, axis=1)[:, :k]
-    mask = np.zeros(magnitude.shape, bool)
-    np.put_along_axis(mask, top, True, axis=1)
-    return (mask & (magnitude > 0)).T
+    self_edge = np.arange(weight.shape[1])[None, :] == reg_idx[:, None]
+    return top_k_mask(weight, top_k, order=name_order(names), exclude=self_edge, nonzero=True)
 
 
 # ----------------------------------------------------------------------------- assembly

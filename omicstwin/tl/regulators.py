@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 from scipy import sparse, stats
 
+from omicstwin._stats import benjamini_hochberg
 from omicstwin.errors import MissingKeyError, ParameterError
 from omicstwin.schemas import conform
-from omicstwin.tl.de import benjamini_hochberg
 
 Z_ACTIVATED = 2.0
 
@@ -39,10 +39,6 @@ def _require(frame: pd.DataFrame, columns: list[str], what: str) -> None:
             f"{what} lacks columns {missing}; columns present: {list(frame.columns)}; fix: pass "
             f"a table with {columns}"
         )
-
-
-# one Benjamini-Hochberg implementation for the package (NaN stays NaN), kept in the DE module
-bh_qvalues = benjamini_hochberg
 
 
 # The DEG signature for regulator analysis: nominal p < 0.05 and |log2 FC| >= 0.25 by default.
@@ -143,7 +139,7 @@ def upstream_regulators(
                 "n_prior_targets": n_prior.astype(int),
             }
         )[tested]
-        frame["overlap_q"] = bh_qvalues(frame["overlap_p"].to_numpy())
+        frame["overlap_q"] = benjamini_hochberg(frame["overlap_p"].to_numpy())
         rows.append(frame)
     if not rows:
         return conform(pd.DataFrame(columns=list(_REGULATOR_COLUMNS)), "regulators")
