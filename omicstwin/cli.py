@@ -217,9 +217,7 @@ def grn(
     """Infer a GRN from BEELINE-format input and write BEELINE's rankedEdges.csv."""
 
     def work() -> None:
-        import pandas as pd
-
-        from omicstwin.datasets.beeline import read_expression, read_pseudotime
+        from omicstwin.datasets.beeline import read_expression, read_pseudotime, write_ranked_edges
         from omicstwin.errors import DataFileError
         from omicstwin.tl.grn import DEFAULT_METHOD, infer_grn
 
@@ -240,15 +238,9 @@ def grn(
             pseudotime=ptime,
             seed=seed,
         )
-        ranked = pd.DataFrame(
-            {"Gene1": edges["source"], "Gene2": edges["target"], "EdgeWeight": edges["weight"]}
-        ).sort_values("EdgeWeight", ascending=False, kind="stable")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        partial = out.with_name(f".{out.name}.partial")
-        ranked.to_csv(partial, sep="\t", index=False, float_format="%.10g")
-        partial.replace(out)  # atomic: a crash never leaves a half-written file
+        write_ranked_edges(edges, out)  # sorted by weight, atomic: never half-written
         typer.echo(
-            f"wrote {out} ({len(ranked)} edges, {len(genes)} genes, method "
+            f"wrote {out} ({len(edges)} edges, {len(genes)} genes, method "
             f"{method or DEFAULT_METHOD}, seed {seed})"
         )
 

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from omicstwin.errors import DataFileError, ParameterError
+from omicstwin.scores import sort_by_score
 
 __all__ = [
     "CURATED_MODELS",
@@ -184,7 +185,7 @@ def write_ranked_edges(edges: pd.DataFrame, path: str | Path) -> Path:
             "EdgeWeight": edges["weight"].to_numpy(dtype=np.float64),
         }
     )
-    out = out.sort_values("EdgeWeight", ascending=False, kind="mergesort")
+    out = sort_by_score(out, "EdgeWeight", table="ranked_edges")
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
     out.to_csv(partial, sep="\t", index=False, float_format="%.10g")

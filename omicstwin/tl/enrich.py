@@ -58,6 +58,7 @@ from omicstwin._logging import logger
 from omicstwin._stats import benjamini_hochberg
 from omicstwin.errors import OptionalDependencyError, ParameterError
 from omicstwin.schemas import SCHEMAS, conform
+from omicstwin.scores import sort_by_score
 
 GeneSets = Mapping[str, Sequence[str]]
 #: Collections are manifest names (``load_gene_sets``) or ``{collection: {term: genes}}``.
@@ -211,9 +212,15 @@ def context_ranking(context: pd.DataFrame) -> pd.Series:
         keep = np.sort(best[first])
         logger.debug("context lists %d genes twice; kept the smallest p", len(genes) - len(keep))
         genes, log_fc, p = genes[keep], log_fc[keep], p[keep]
-    stat = signed_statistic(log_fc, p)
-    order = np.lexsort((genes, -log_fc, -stat))
-    return pd.Series(stat[order], index=pd.Index(genes[order], name="gene"), name="statistic")
+    ranked = pd.DataFrame(
+        {"gene": genes, "statistic": signed_statistic(log_fc, p), "log_fc": log_fc}
+    )
+    ranked = sort_by_score(ranked, ["statistic", "log_fc"], table="prerank", tie_break=["gene"])
+    return pd.Series(
+        ranked["statistic"].to_numpy(),
+        index=pd.Index(ranked["gene"].to_numpy(), name="gene"),
+        name="statistic",
+    )
 
 
 def gsea_prerank(
@@ -443,8 +450,9 @@ def prerank_contexts(
 
 
 def _sorted(table: pd.DataFrame) -> pd.DataFrame:
-    keys = ["analysis", "ranking", "collection", "cell_type", "time", "p_value", "term"]
-    return table.sort_values(keys, kind="stable", na_position="last").reset_index(drop=True)
+    within = ["analysis", "ranking", "collection", "cell_type", "time"]
+    ordered = sort_by_score(table, "p_value", table="enrichment", within=within, tie_break=["term"])
+    return ordered.reset_index(drop=True)
 
 
 # =============================================================================== ORA
@@ -485,7 +493,7 @@ def ranked_items(
         )
     rows = ranking
     if "rank" in ranking.columns:
-        rows = ranking.sort_values("rank", kind="stable")
+        rows = sort_by_score(ranking, "rank", table="rank")
     items: dict[str, None] = {}
     for value in rows[column]:
         if value is None or (isinstance(value, float) and np.isnan(value)):

@@ -37,6 +37,7 @@ from omicstwin.errors import (
     OptionalDependencyError,
     ParameterError,
 )
+from omicstwin.scores import argsort_scores
 
 __all__ = [
     "DEFAULT_METHOD",
@@ -661,8 +662,8 @@ def infer_grn(
         )
         keep &= in_prior
     src, tgt, w, s = src[keep], tgt[keep], w[keep], s[keep]
-    # stable sort on -|w|: ties keep (regulator, target) gene order, so output is deterministic
-    order = np.argsort(-np.abs(w), kind="stable")
+    # strongest |w| first (stable: ties keep (regulator, target) gene order), deterministic
+    order = argsort_scores(w, table="edges", column="weight")
     names = np.asarray(genes, dtype=object)
     return pd.DataFrame(
         {

@@ -29,6 +29,7 @@ from omicstwin.io.validate import CohortKeys, cohort_obs, counts_matrix
 from omicstwin.pp.normalise import group_summaries, log_normalise
 from omicstwin.pp.pseudobulk import schema_time
 from omicstwin.schemas import conform
+from omicstwin.scores import sort_by_score, top_rows
 
 LAYERS = ("intracellular", "intercellular", "temporal")
 CONTEXT_GRN_METHOD = "ridge"  # see context_grns: contexts have no pseudotime
@@ -158,7 +159,10 @@ def context_grns(
                 seed=seed,
                 top_per_target=top_k,
             )
-            edges = _top_per_target(edges, top_k)  # the order of the table (target, -|w|)
+            # the order of the table: by target, strongest |weight| first, ties by name
+            edges = top_rows(
+                edges, "weight", top_k, table="edges", within=["target"], tie_break=["source"]
+            )
             edges["layer"] = "intracellular"
             edges["condition"] = condition
             edges["source_cell_type"] = edges["target_cell_type"] = cell_type
@@ -183,12 +187,6 @@ def _store(data, key_added: str | None, table: pd.DataFrame, params: dict) -> pd
 
         rna_modality(data).uns[key_added] = {"results": table, "params": params}
     return table
-
-
-def _top_per_target(edges: pd.DataFrame, top_k: int) -> pd.DataFrame:
-    edges = edges.assign(_abs=edges["weight"].abs())
-    edges = edges.sort_values(["target", "_abs", "source"], ascending=[True, False, True])
-    return edges.groupby("target", sort=False).head(top_k).drop(columns="_abs")
 
 
 def _conform_edges(rows: list[pd.DataFrame]) -> pd.DataFrame:
@@ -369,10 +367,12 @@ def intercellular_edges(
                         }
                     )
                 )
-    edges = _conform_edges(rows).sort_values(
-        ["time_from", "weight", "source_cell_type", "target_cell_type", "source", "target"],
-        ascending=[True, False, True, True, True, True],
-        kind="stable",
+    edges = sort_by_score(
+        _conform_edges(rows),
+        "weight",
+        table="intercellular_edges",
+        within=["time_from"],
+        tie_break=["source_cell_type", "target_cell_type", "source", "target"],
     )
     params = {
         "min_fraction": min_fraction,

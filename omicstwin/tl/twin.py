@@ -35,6 +35,7 @@ from omicstwin._logging import logger
 from omicstwin._stats import benjamini_hochberg, ridge_per_target
 from omicstwin.errors import ParameterError
 from omicstwin.schemas import SCHEMAS, conform
+from omicstwin.scores import rank, sort_by_score, top_rows
 from omicstwin.tl.perturb import DEFAULT_STEPS, Perturbation, clamp_matrix, propagate
 
 
@@ -241,8 +242,9 @@ def fit_twin(
             alpha,
         )
     inter = edges[(edges["layer"] == "intercellular") & (edges["weight"] > 0)]
-    inter = inter.sort_values(["time_from", "weight"], ascending=[True, False], kind="stable")
-    inter = inter.groupby("time_from", sort=False).head(n_intercellular)
+    inter = top_rows(
+        inter, "weight", n_intercellular, table="intercellular_edges", within=["time_from"]
+    )
     coupling = pd.DataFrame(
         {
             "time_index": inter["time_from"].map(t_index).to_numpy(int),
@@ -277,7 +279,6 @@ def fit_twin(
 def _donor_networks(states, donors, genes, cell_types, times, regulators, top_k, alpha):
     """Per cell type: structure and elasticities from donor x time states (time-centred)."""
     from omicstwin.tl.grn import infer_grn
-    from omicstwin.tl.networks import _top_per_target
 
     g_index = {g: i for i, g in enumerate(genes)}
     candidates = None if regulators is None else [g for g in regulators if g in g_index]
@@ -288,8 +289,9 @@ def _donor_networks(states, donors, genes, cell_types, times, regulators, top_k,
     for c, cell_type in enumerate(cell_types):
         x = np.stack([states[d][:, c, :] for d in donors], axis=1)  # times x donors x genes
         x = (x - x.mean(axis=1, keepdims=True)).reshape(-1, len(genes))  # donor variation only
-        found = _top_per_target(
-            infer_grn(x, genes, method="ridge", regulators=candidates, top_per_target=top_k), top_k
+        found = infer_grn(x, genes, method="ridge", regulators=candidates, top_per_target=top_k)
+        found = top_rows(
+            found, "weight", top_k, table="edges", within=["target"], tie_break=["source"]
         )
         w = fit_elasticities(
             x,
@@ -733,8 +735,8 @@ def _screen_unit(
 
 
 def _ranking(summary: pd.DataFrame, per_context: pd.DataFrame) -> pd.DataFrame:
-    best = per_context.sort_values(
-        ["perturbation_id", "score"], ascending=[True, False], kind="stable"
+    best = sort_by_score(
+        per_context, "score", table="rank", within=["perturbation_id"]
     ).drop_duplicates("perturbation_id")
     table = summary.merge(
         best[["perturbation_id", "cell_type", "time"]].rename(
@@ -743,8 +745,7 @@ def _ranking(summary: pd.DataFrame, per_context: pd.DataFrame) -> pd.DataFrame:
         on="perturbation_id",
         how="left",
     ).rename(columns={"perturbation_id": "name"})
-    table = table.sort_values(["score", "name"], ascending=[False, True], kind="stable")
-    table["rank"] = np.arange(1, len(table) + 1)
+    table = rank(table, "score", table="rank", tie_break=["name"])
     columns = [
         "name",
         "rank",
