@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
 
 from omicstwin.report._format import fmt_p, fmt_time, is_missing, truncate
+from omicstwin.scores import sort_by_score
 
 DPI = 144  # PNG pixels per inch
 CSS_PPI = 96  # CSS pixels per inch: images are shown at 96/144 of their pixel size (crisp)
@@ -617,7 +618,7 @@ def regulator_figure(
         ranked = [r for r in ranked if r in known][:n]
     extra: list[str] = []
     if len(ranked) < n:
-        by_p = regulators.sort_values(["overlap_p", "regulator"], kind="stable")
+        by_p = sort_by_score(regulators, "overlap_p", table="regulators", tie_break=["regulator"])
         for name in by_p["regulator"].astype(str).drop_duplicates():
             if name not in ranked:
                 extra.append(name)
