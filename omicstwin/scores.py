@@ -210,6 +210,10 @@ SCORES: dict[str, dict[str, Score]] = {
         ),
         "rank": RANK,
     },
+    "truth": {  # a simulated cohort's truth tables (uns["truth"]: reversal, patient_reversal)
+        "reversal": REVERSAL,
+        "rank": RANK,
+    },
     "ranked_edges": {  # BEELINE's rankedEdges.csv file format (omicstwin.datasets.beeline)
         "EdgeWeight": Score(
             "higher",

@@ -15,6 +15,7 @@ from scipy import sparse
 from omicstwin._logging import logger
 from omicstwin.datasets._model import LigandReceptorEdge, TwinModel
 from omicstwin.errors import ParameterError
+from omicstwin.scores import argsort_scores, rank
 
 PBMC_CELL_TYPES = (
     "CD14 Mono",
@@ -759,7 +760,7 @@ def _truth(params, panel, model, network_table, scales, patients, u_control, u_c
         d_self = np.einsum("kg,kg->g", d, d)
         norm = d_self.sum() - d_self[core]
         score = -dot / np.maximum(norm, 1e-12)
-        order = np.argsort(-score, kind="stable")
+        order = argsort_scores(score, table="truth", column="reversal")
         ranks = np.empty(len(core), int)
         ranks[order] = np.arange(1, len(core) + 1)
         reversal_rows.append(
@@ -781,8 +782,7 @@ def _truth(params, panel, model, network_table, scales, patients, u_control, u_c
         g for e in panel.endotypes for k in ("drivers", "ligands", "receptors", "tfs") for g in e[k]
     }
     reversal["planted"] = reversal["gene"].isin(planted)
-    reversal = reversal.sort_values(["reversal", "gene"], ascending=[False, True], kind="stable")
-    reversal["rank"] = np.arange(1, len(reversal) + 1)
+    reversal = rank(reversal, "reversal", table="truth", tie_break=["gene"])
     reversal = reversal.reset_index(drop=True)
 
     expected_case = case_mean
