@@ -418,15 +418,12 @@ def network_figure(
     panels = []
     for t in panel_times:
         sub = at(inter, t)
-        top = (
-            sub.assign(strength=sub["weight"].abs())
-            .sort_values(
-                ["strength", "source_cell_type", "target_cell_type", "source", "target"],
-                ascending=[False, True, True, True, True],
-                kind="stable",
-            )
-            .head(top_n)
-        )
+        top = sort_by_score(  # strongest |weight| first
+            sub.assign(strength=sub["weight"].abs()),
+            "weight",
+            table="edges",
+            tie_break=["source_cell_type", "target_cell_type", "source", "target"],
+        ).head(top_n)
         intra_counts = intra_at(t)
         panels.append((t, top, intra_counts))
     max_strength = max(
@@ -710,9 +707,10 @@ def perturbation_figure(
             perturbations.assign(perturbation_id=ids)
             .groupby("perturbation_id")["reversal_score"]
             .max()
-            .sort_values(ascending=False, kind="stable")
+            .reset_index()
         )
-        order += [x for x in best.index if x not in order][: n - len(order)]
+        best = sort_by_score(best, "reversal_score", table="perturbations")["perturbation_id"]
+        order += [x for x in best if x not in order][: n - len(order)]
     frame = perturbations.assign(perturbation_id=ids)
     columns = context_columns(times, cell_types)
     values = _pivot(frame, "perturbation_id", columns, "reversal_score", order)
@@ -835,7 +833,7 @@ def enrichment_figure(
     else:
         frame["column"] = frame["ranking"].astype(str)
         column_order = sorted(frame["column"].unique())
-    frame = frame.sort_values(["q_value", "p_value", "term"], kind="stable", na_position="last")
+    frame = sort_by_score(frame, ["q_value", "p_value"], table="enrichment", tie_break=["term"])
     chosen = frame.groupby("column", sort=False).head(per_column)
     terms = chosen["term"].astype(str).drop_duplicates().tolist()[:max_terms]
     kept_columns = [c for c in column_order if c in set(chosen["column"])][:max_columns]

@@ -207,7 +207,8 @@ def context_ranking(context: pd.DataFrame) -> pd.Series:
     log_fc = frame["log_fc"].to_numpy(dtype=np.float64)
     p = frame["p_value"].to_numpy(dtype=np.float64)
     if len(np.unique(genes)) < len(genes):
-        best = np.lexsort((genes, p))  # smallest p first, then name: keep that row per gene
+        by_p = pd.DataFrame({"gene": genes, "p_value": p})  # keep each gene's best row
+        best = sort_by_score(by_p, "p_value", table="de", tie_break=["gene"]).index.to_numpy()
         _, first = np.unique(genes[best], return_index=True)
         keep = np.sort(best[first])
         logger.debug("context lists %d genes twice; kept the smallest p", len(genes) - len(keep))
