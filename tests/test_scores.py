@@ -165,3 +165,28 @@ def test_centrality_and_prerank_obey_the_direction():
     )
     ranking = context_ranking(de)
     assert ranking.index.tolist() == ["a", "c", "f", "d", "e", "b"]
+
+
+def test_prerank_keeps_each_duplicated_genes_smallest_p_as_a_lexsort_did():
+    from omicstwin.tl.enrich import context_ranking, signed_statistic
+
+    rng = np.random.default_rng(4)
+    genes = rng.choice(list("abcdefgh"), size=40)
+    de = pd.DataFrame(
+        {
+            "gene": genes,
+            "log_fc": rng.choice([-1.0, 0.0, 0.5, 1.0], size=40),
+            "p_value": rng.choice([0.01, 0.2, 1.0], size=40),
+        }
+    )
+    ranking = context_ranking(de)
+    # the previous implementation, verbatim
+    g, lfc, p = genes.astype(object), de["log_fc"].to_numpy(), de["p_value"].to_numpy()
+    best = np.lexsort((g, p))
+    _, first = np.unique(g[best], return_index=True)
+    keep = np.sort(best[first])
+    g, lfc, p = g[keep], lfc[keep], p[keep]
+    stat = signed_statistic(lfc, p)
+    order = np.lexsort((g, -lfc, -stat))
+    assert ranking.index.tolist() == g[order].tolist()
+    np.testing.assert_array_equal(ranking.to_numpy(), stat[order])
