@@ -32,15 +32,16 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("OMICSTWIN_DATA_PATH", str(REPO.parent / "shared" / "data"))
 
+from omicstwin.bench import beeline as bench  # noqa: E402
 from omicstwin.datasets import beeline  # noqa: E402
 from omicstwin.tl.grn import DEFAULT_METHOD, infer_grn  # noqa: E402
 
 
 def main_table(models: list[str], replicates: int, method: str, seed: int) -> pd.DataFrame:
-    print(beeline.format_reproduction(beeline.reproduce_published("HSC", 0)))
+    print(bench.format_reproduction(bench.reproduce_published("HSC", 0)))
     print()
-    results = beeline.run_beeline_benchmark(models, replicates=replicates, method=method, seed=seed)
-    print(beeline.format_benchmark_table(beeline.summarise_benchmark(results), method))
+    results = bench.run_beeline_benchmark(models, replicates=replicates, method=method, seed=seed)
+    print(bench.format_benchmark_table(bench.summarise_benchmark(results), method))
     return results
 
 
@@ -51,7 +52,7 @@ def grnboost2_same_run(models: list[str], replicates: int, ours: pd.DataFrame) -
         f"first {replicates} replicate(s): median AUPRC ratio / EPR / CPU s per dataset"
     )
     try:
-        peer = beeline.run_beeline_benchmark(
+        peer = bench.run_beeline_benchmark(
             models, replicates=replicates, method="grnboost2", controls=False
         )
     except ImportError as exc:
@@ -80,7 +81,7 @@ def cli_timing(models: list[str]) -> None:
     times = []
     with tempfile.TemporaryDirectory() as tmp:
         for model in models:
-            res, folder = beeline._model_set(model)
+            res, folder = beeline.model_set(model)
             base = f"inputs/{folder}/{model}/{beeline.dataset_name(model, 0)}"
             expr = resolve(res, f"{base}/ExpressionData.csv")
             ptime = resolve(res, f"{base}/PseudoTime.csv")

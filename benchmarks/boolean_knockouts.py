@@ -6,7 +6,7 @@ and Mono (Cebpa, EgrNab, Pu1, cJun); of the 11 single-gene knockouts, 9 lose >= 
 (informative) and Fog1, Scl lose none. Target: >= 8 of the 9 informative knockouts right.
 
 Method (per replicate HSC_2000_<r>, nothing tuned per gene; see
-``omicstwin/datasets/knockouts.py`` for the fate-calling rule):
+``omicstwin/bench/knockouts.py`` for the fate-calling rule):
 
 1. Network: ``infer_grn`` (default ``lagged_ridge``) on ExpressionData.csv with the branch
    pseudotimes of PseudoTime.csv; keep each target's top ``K = 3`` regulators by |weight|.
@@ -37,14 +37,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from omicstwin.datasets.beeline import BeelineDataset, load_beeline_dataset
-from omicstwin.datasets.knockouts import (
+from omicstwin.bench.knockouts import (
     FateStates,
     baseline_lost_fates,
     call_lost_fates,
     fate_states,
     shuffle_targets,
 )
+from omicstwin.datasets.beeline import BeelineDataset, load_beeline_dataset
 from omicstwin.errors import ParameterError
 from omicstwin.tl.grn import infer_grn
 from omicstwin.tl.perturb import DEFAULT_STEPS

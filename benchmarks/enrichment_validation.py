@@ -34,6 +34,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("OMICSTWIN_DATA_PATH", str(REPO.parent / "shared" / "data"))
 
+from omicstwin.bench.known_biology import precision_at_k, validate_rankings  # noqa: E402
 from omicstwin.io.manifests import load_gene_sets  # noqa: E402
 from omicstwin.tl.enrich import (  # noqa: E402
     context_ranking,
@@ -41,7 +42,6 @@ from omicstwin.tl.enrich import (  # noqa: E402
     gsea_prerank,
     ranked_items,
 )
-from omicstwin.tl.known_biology import precision_at_k, validate_rankings  # noqa: E402
 
 CELL_TYPES = ["B", "CD4 T", "CD8 T", "NK", "CD14 Mono", "CD16 Mono"]
 TIMES = [0.0, 6.0, 12.0, 24.0, 48.0]

@@ -51,8 +51,8 @@ def main() -> None:
     args = parser.parse_args()
     import anndata as ad
 
+    from omicstwin.bench.truth import network_auprc_ratio, planted_lr_recall
     from omicstwin.datasets import SimulationPriors, simulate_cohort
-    from omicstwin.datasets.truth import network_auprc_ratio, planted_lr_recall
     from omicstwin.io import load_gene_list, load_table
     from omicstwin.tl.de import differential_expression
     from omicstwin.tl.networks import context_grns, intercellular_edges

@@ -22,6 +22,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0+unknown"
 
 _SUBMODULES = (
+    "bench",
     "datasets",
     "demo",
     "errors",
@@ -31,6 +32,7 @@ _SUBMODULES = (
     "pl",
     "pp",
     "schemas",
+    "scores",
     "tl",
 )
 

@@ -1,5 +1,8 @@
 """The declared schema (column -> dtype) of every result table, in one place.
 
+The direction and meaning of every score column are declared beside it, in
+:mod:`omicstwin.scores`.
+
 Time is float64: numeric time in its unit, or, for an ordered categorical time, the level's
 position (0, 1, ...). :func:`conform` checks and casts a table before it is written or returned.
 """
@@ -61,7 +64,7 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "dose": "float64",
         "cell_type": "string",
         "time": "float64",
-        "reversal_score": "float64",  # higher is better (see omicstwin.tl.twin.SCORE_DIRECTIONS)
+        "reversal_score": "float64",  # higher is better (directions: omicstwin.scores)
         "off_target": "float64",  # lower is better
         "p_value": "float64",  # study-level empirical p of the perturbation
         "q_value": "float64",

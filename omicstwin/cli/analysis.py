@@ -162,9 +162,7 @@ def grn(
     """Infer a GRN from BEELINE-format input and write BEELINE's rankedEdges.csv."""
 
     def work() -> None:
-        import pandas as pd
-
-        from omicstwin.datasets.beeline import read_expression, read_pseudotime
+        from omicstwin.datasets.beeline import read_expression, read_pseudotime, write_ranked_edges
         from omicstwin.errors import DataFileError
         from omicstwin.tl.grn import DEFAULT_METHOD, infer_grn
 
@@ -185,15 +183,9 @@ def grn(
             pseudotime=ptime,
             seed=seed,
         )
-        ranked = pd.DataFrame(
-            {"Gene1": edges["source"], "Gene2": edges["target"], "EdgeWeight": edges["weight"]}
-        ).sort_values("EdgeWeight", ascending=False, kind="stable")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        partial = out.with_name(f".{out.name}.partial")
-        ranked.to_csv(partial, sep="\t", index=False, float_format="%.10g")
-        partial.replace(out)  # atomic: a crash never leaves a half-written file
+        write_ranked_edges(edges, out)  # sorted by weight, atomic: never half-written
         typer.echo(
-            f"wrote {out} ({len(ranked)} edges, {len(genes)} genes, method "
+            f"wrote {out} ({len(edges)} edges, {len(genes)} genes, method "
             f"{method or DEFAULT_METHOD}, seed {seed})"
         )
 
@@ -220,9 +212,10 @@ def bench_beeline(
     """Reproduce BEELINE's published AUPRC, then score a method on the BEELINE models."""
 
     def work() -> None:
+        from omicstwin.bench import beeline as bench
         from omicstwin.datasets import beeline
 
-        typer.echo(beeline.format_reproduction(beeline.reproduce_published("HSC", 0)))
+        typer.echo(bench.format_reproduction(bench.reproduce_published("HSC", 0)))
         chosen = [m for item in (models or []) for m in item.split(",") if m] or [
             *beeline.CURATED_MODELS,
             *beeline.SYNTHETIC_MODELS,
@@ -230,11 +223,9 @@ def bench_beeline(
         from omicstwin.tl.grn import DEFAULT_METHOD
 
         name = method or DEFAULT_METHOD
-        results = beeline.run_beeline_benchmark(
-            chosen, replicates=replicates, method=name, seed=seed
-        )
+        results = bench.run_beeline_benchmark(chosen, replicates=replicates, method=name, seed=seed)
         typer.echo("")
-        typer.echo(beeline.format_benchmark_table(beeline.summarise_benchmark(results), name))
+        typer.echo(bench.format_benchmark_table(bench.summarise_benchmark(results), name))
 
     _run(debug, work)
 

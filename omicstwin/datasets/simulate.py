@@ -15,6 +15,7 @@ from scipy import sparse
 from omicstwin._logging import logger
 from omicstwin.datasets._model import LigandReceptorEdge, TwinModel
 from omicstwin.errors import ParameterError
+from omicstwin.scores import argsort_scores, rank
 
 PBMC_CELL_TYPES = (
     "CD14 Mono",
@@ -1182,7 +1183,7 @@ def _patient_reversal(model: TwinModel, scales: np.ndarray, u_control, u_case: d
         states[pid] = case
         case_mean += scales[None] * case
         score = _knockout_reversal(model, scales, u, case, z_control, knockouts)
-        order = np.argsort(-score, kind="stable")
+        order = argsort_scores(score, table="truth", column="reversal")
         ranks = np.empty(len(core), int)
         ranks[order] = np.arange(1, len(core) + 1)
         reversal_rows.append(
@@ -1245,8 +1246,7 @@ def _reversal_table(panel, patients: pd.DataFrame, patient_reversal: pd.DataFram
         g for e in panel.endotypes for k in ("drivers", "ligands", "receptors", "tfs") for g in e[k]
     }
     reversal["planted"] = reversal["gene"].isin(planted)
-    reversal = reversal.sort_values(["reversal", "gene"], ascending=[False, True], kind="stable")
-    reversal["rank"] = np.arange(1, len(reversal) + 1)
+    reversal = rank(reversal, "reversal", table="truth", tie_break=["gene"])
     return reversal.reset_index(drop=True)
 
 

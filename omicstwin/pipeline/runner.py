@@ -59,7 +59,7 @@ def run_pipeline(
     for stale in out.rglob(".*.partial"):
         stale.unlink(missing_ok=True)
     if config.disease is not None:  # an unknown id fails now, not after the screens
-        from omicstwin.tl.known_biology import resolve_disease
+        from omicstwin.bench.known_biology import resolve_disease
 
         resolve_disease(config.disease)
     runner = Runner(config, out, stage=stage, use_cache=use_cache)

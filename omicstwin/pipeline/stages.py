@@ -219,7 +219,7 @@ def enrichment(ctx: RunContext) -> None:
 
 def validation(ctx: RunContext) -> None:
     """Precision of the rankings against the known biology of the config's disease."""
-    from omicstwin.tl.known_biology import validate_rankings
+    from omicstwin.bench.known_biology import validate_rankings
 
     stages = ctx.config.stages
     rankings = {

@@ -30,6 +30,7 @@ from omicstwin.pl._heatmap import (
     donor_rows,
     heatmap,
 )
+from omicstwin.scores import sort_by_score
 
 # ----------------------------------------------------------------------------- inputs
 
@@ -292,15 +293,12 @@ def network(
     panels = []
     for t in panel_times:
         sub = at(inter, t)
-        top = (
-            sub.assign(strength=sub["weight"].abs())
-            .sort_values(
-                ["strength", "source_cell_type", "target_cell_type", "source", "target"],
-                ascending=[False, True, True, True, True],
-                kind="stable",
-            )
-            .head(top_n)
-        )
+        top = sort_by_score(  # strongest |weight| first
+            sub.assign(strength=sub["weight"].abs()),
+            "weight",
+            table="edges",
+            tie_break=["source_cell_type", "target_cell_type", "source", "target"],
+        ).head(top_n)
         intra_counts = intra_at(t)
         panels.append((t, top, intra_counts))
     max_strength = max(
@@ -522,7 +520,7 @@ def regulator_rows(
         ranked = [r for r in ranked if r in known][:n]
     extra: list[str] = []
     if len(ranked) < n:
-        by_p = regulators.sort_values(["overlap_p", "regulator"], kind="stable")
+        by_p = sort_by_score(regulators, "overlap_p", table="regulators", tie_break=["regulator"])
         for name in by_p["regulator"].astype(str).drop_duplicates():
             if name not in ranked:
                 extra.append(name)
@@ -720,9 +718,10 @@ def perturbation_effects(
             perturbations.assign(perturbation_id=ids)
             .groupby("perturbation_id")["reversal_score"]
             .max()
-            .sort_values(ascending=False, kind="stable")
+            .reset_index()
         )
-        order += [x for x in best.index if x not in order][: n - len(order)]
+        best = sort_by_score(best, "reversal_score", table="perturbations")["perturbation_id"]
+        order += [x for x in best if x not in order][: n - len(order)]
     frame = perturbations.assign(perturbation_id=ids)
     times, cell_types = _levels(frame, times, cell_types)
     unit = _unit(data, key, unit)
@@ -930,7 +929,7 @@ def enrichment(
     else:
         frame["column"] = frame["ranking"].astype(str)
         column_order = sorted(frame["column"].unique())
-    frame = frame.sort_values(["q_value", "p_value", "term"], kind="stable", na_position="last")
+    frame = sort_by_score(frame, ["q_value", "p_value"], table="enrichment", tie_break=["term"])
     chosen = frame.groupby("column", sort=False).head(per_column)
     terms = chosen["term"].astype(str).drop_duplicates().tolist()[:max_terms]
     kept_columns = [c for c in column_order if c in set(chosen["column"])][:max_columns]

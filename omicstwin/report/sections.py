@@ -32,6 +32,7 @@ from omicstwin.report._format import (
     truncate,
 )
 from omicstwin.report.methods import flatten_config, methods_paragraphs
+from omicstwin.scores import sort_by_score
 
 # ---------------------------------------------------------------------------------------------
 # blocks
@@ -337,9 +338,9 @@ def de_section(data: RunData) -> Section:
             "Grey: no results for that context in de.parquet (not tested).",
         )
     )
-    top = (
-        de[de["q_value"] < 0.05].sort_values(["q_value", "p_value", "gene"], kind="stable").head(15)
-    )
+    significant = de[de["q_value"] < 0.05]
+    top = sort_by_score(significant, ["q_value", "p_value"], table="de", tie_break=["gene"])
+    top = top.head(15)
     if not top.empty:
         section.blocks.append(
             table_block(
@@ -395,10 +396,11 @@ def network_section(data: RunData) -> Section:
             )
         )
     if not inter.empty:
-        top = inter.assign(strength=inter["weight"].abs()).sort_values(
-            ["strength", "source_cell_type", "target_cell_type", "source", "target"],
-            ascending=[False, True, True, True, True],
-            kind="stable",
+        top = sort_by_score(  # strongest |weight| first
+            inter,
+            "weight",
+            table="edges",
+            tie_break=["source_cell_type", "target_cell_type", "source", "target"],
         )
         section.blocks.append(
             table_block(
@@ -538,15 +540,13 @@ def _temporal_summary(edges: pd.DataFrame, unit: str | None) -> list[Any]:
     strength = temporal["weight"].abs()
     best = strength.groupby(temporal["target_cell_type"], observed=True).transform("max")
     candidates = temporal[((strength == best) | best.isna()).to_numpy(dtype=bool)]
-    strongest = (
-        candidates.assign(strength=strength)
-        .sort_values(
-            ["target_cell_type", "strength", "source", "target"],
-            ascending=[True, False, True, True],
-            kind="stable",
-        )
-        .drop_duplicates("target_cell_type")
-    )
+    strongest = sort_by_score(
+        candidates,
+        "weight",
+        table="edges",
+        within=["target_cell_type"],
+        tie_break=["source", "target"],
+    ).drop_duplicates("target_cell_type")
     strongest_text = {
         str(r.target_cell_type): f"{r.source} → {r.target} "
         f"({step_of[_pair(r.time_from, r.time_to)]}, {fmt_num(r.weight)})"
@@ -784,7 +784,9 @@ def patients_section(data: RunData) -> Section:
                     "patient's screen (1 = best).",
                 )
             )
-        top = patients[patients["rank"] <= 5].sort_values(["patient_id", "rank"], kind="stable")
+        top = sort_by_score(
+            patients[patients["rank"] <= 5], "rank", table="patients", within=["patient_id"]
+        )
         wide = (
             top.assign(
                 label=[
@@ -868,7 +870,9 @@ def enrichment_section(data: RunData) -> Section:
                     + "; dot size: overlapping genes; colour: score; ring: q < 0.05.",
                 )
             )
-    top = enrichment.sort_values(["q_value", "p_value", "term"], kind="stable").head(15)
+    top = sort_by_score(
+        enrichment, ["q_value", "p_value"], table="enrichment", tie_break=["term"]
+    ).head(15)
     unit = data.unit
     top = top.assign(
         context=[

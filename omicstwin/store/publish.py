@@ -37,6 +37,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from omicstwin._logging import logger
 from omicstwin.errors import OmicstwinError
+from omicstwin.scores import sort_by_score
 from omicstwin.store.access import hash_external_ref
 from omicstwin.store.db import (
     ID_PATTERN,
@@ -237,22 +238,22 @@ def _records(frame: pd.DataFrame, columns: dict[str, str], **constant: Any) -> _
 
 def _context_targets(perturbations: pd.DataFrame) -> pd.DataFrame:
     """Perturbation rows with their rank within each cell type x time (best reversal first)."""
-    frame = perturbations.copy()
-    frame["_score"] = frame["reversal_score"].astype("float64").fillna(-np.inf)
-    frame = frame.sort_values(
-        ["cell_type", "time", "_score", "perturbation_id"],
-        ascending=[True, True, False, True],
-        kind="stable",
-    )
+    frame = sort_by_score(  # a missing score ranks last
+        perturbations,
+        "reversal_score",
+        table="perturbations",
+        within=["cell_type", "time"],
+        tie_break=["perturbation_id"],
+    ).copy()
     frame["context_rank"] = frame.groupby(["cell_type", "time"], sort=False).cumcount() + 1
-    return frame.drop(columns="_score")
+    return frame
 
 
 def _evidence(
     patients: pd.DataFrame, rank_targets: pd.DataFrame, contexts: pd.DataFrame | None
 ) -> pd.DataFrame:
     """Attach the study-level and context-level evidence of each personalised target (a gene)."""
-    ranked = rank_targets.sort_values("rank", kind="stable")
+    ranked = sort_by_score(rank_targets, "rank", table="rank")
     if "kind" in ranked.columns:
         single = ranked[ranked["kind"].astype("string") == "knockout"]
     else:

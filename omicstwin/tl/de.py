@@ -56,6 +56,7 @@ import pandas as pd
 from scipy import sparse, special, stats
 
 from omicstwin._logging import logger
+from omicstwin._stats import benjamini_hochberg
 from omicstwin.errors import InsufficientReplicationWarning, ParameterError
 from omicstwin.io.validate import CohortKeys
 from omicstwin.schemas import conform
@@ -497,19 +498,6 @@ def wilcoxon_two_group(
         )
         statistic[varying], p_value[varying] = res.statistic, res.pvalue
     return statistic, p_value
-
-
-def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg q-values; NaN p-values stay NaN and do not count as tests."""
-    p = np.asarray(p_values, dtype=np.float64)
-    q = np.full(p.shape, np.nan)
-    ok = np.flatnonzero(np.isfinite(p))
-    if ok.size == 0:
-        return q
-    order = ok[np.argsort(p[ok], kind="stable")]
-    ranked = p[order] * ok.size / np.arange(1, ok.size + 1)
-    q[order] = np.minimum(np.minimum.accumulate(ranked[::-1])[::-1], 1.0)
-    return q
 
 
 # =============================================================================== registry

@@ -56,9 +56,10 @@ from scipy import stats
 
 from omicstwin._logging import logger
 from omicstwin._optional import require
+from omicstwin._stats import benjamini_hochberg
 from omicstwin.errors import ParameterError
 from omicstwin.schemas import SCHEMAS, conform
-from omicstwin.tl.de import benjamini_hochberg
+from omicstwin.scores import sort_by_score
 
 GeneSets = Mapping[str, Sequence[str]]
 #: Collections are manifest names (``load_gene_sets``) or ``{collection: {term: genes}}``.
@@ -200,14 +201,21 @@ def context_ranking(context: pd.DataFrame) -> pd.Series:
     log_fc = frame["log_fc"].to_numpy(dtype=np.float64)
     p = frame["p_value"].to_numpy(dtype=np.float64)
     if len(np.unique(genes)) < len(genes):
-        best = np.lexsort((genes, p))  # smallest p first, then name: keep that row per gene
+        by_p = pd.DataFrame({"gene": genes, "p_value": p})  # keep each gene's best row
+        best = sort_by_score(by_p, "p_value", table="de", tie_break=["gene"]).index.to_numpy()
         _, first = np.unique(genes[best], return_index=True)
         keep = np.sort(best[first])
         logger.debug("context lists %d genes twice; kept the smallest p", len(genes) - len(keep))
         genes, log_fc, p = genes[keep], log_fc[keep], p[keep]
-    stat = signed_statistic(log_fc, p)
-    order = np.lexsort((genes, -log_fc, -stat))
-    return pd.Series(stat[order], index=pd.Index(genes[order], name="gene"), name="statistic")
+    ranked = pd.DataFrame(
+        {"gene": genes, "statistic": signed_statistic(log_fc, p), "log_fc": log_fc}
+    )
+    ranked = sort_by_score(ranked, ["statistic", "log_fc"], table="prerank", tie_break=["gene"])
+    return pd.Series(
+        ranked["statistic"].to_numpy(),
+        index=pd.Index(ranked["gene"].to_numpy(), name="gene"),
+        name="statistic",
+    )
 
 
 def gsea_prerank(
@@ -437,8 +445,9 @@ def prerank_contexts(
 
 
 def _sorted(table: pd.DataFrame) -> pd.DataFrame:
-    keys = ["analysis", "ranking", "collection", "cell_type", "time", "p_value", "term"]
-    return table.sort_values(keys, kind="stable", na_position="last").reset_index(drop=True)
+    within = ["analysis", "ranking", "collection", "cell_type", "time"]
+    ordered = sort_by_score(table, "p_value", table="enrichment", within=within, tie_break=["term"])
+    return ordered.reset_index(drop=True)
 
 
 # =============================================================================== ORA
@@ -479,7 +488,7 @@ def ranked_items(
         )
     rows = ranking
     if "rank" in ranking.columns:
-        rows = ranking.sort_values("rank", kind="stable")
+        rows = sort_by_score(ranking, "rank", table="rank")
     items: dict[str, None] = {}
     for value in rows[column]:
         if value is None or (isinstance(value, float) and np.isnan(value)):

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from omicstwin._logging import logger
+from omicstwin._stats import name_order, ridge_operator, top_k_mask
 from omicstwin.errors import (
     DuplicateNamesError,
     EmptyDataError,
@@ -36,6 +37,7 @@ from omicstwin.errors import (
     OptionalDependencyError,
     ParameterError,
 )
+from omicstwin.scores import argsort_scores
 
 __all__ = [
     "DEFAULT_METHOD",
@@ -136,7 +138,7 @@ def _ridge_all_targets(
     """
     n, p = design.shape
     n_reg = p // k
-    apply = _ridge_inverse(design, alpha)
+    apply = ridge_operator(design, alpha)
     beta = apply(design.T @ response / n)
     is_reg = regulator_pos >= 0
     own_cols = regulator_pos[is_reg][:, None] + n_reg * np.arange(k)[None, :]  # T_R x k
@@ -181,21 +183,6 @@ def _ridge_all_targets(
     if targets_reg.size:
         beta[own_cols.ravel(), np.repeat(targets_reg, k)] = 0.0
     return beta
-
-
-def _ridge_inverse(design: np.ndarray, alpha: float) -> Callable[[np.ndarray], np.ndarray]:
-    """Return ``M -> (A'A / n + alpha I)^-1 M`` for a rows x p design ``A``.
-
-    With fewer rows than features (smoothed trajectories with hundreds of regulators) the
-    Woodbury identity inverts an n x n matrix instead of a p x p one:
-    ``(alpha I + A'A/n)^-1 M = (M - A' (alpha I + AA'/n)^-1 A M / n) / alpha``.
-    """
-    n, p = design.shape
-    if n < p:
-        inner = np.linalg.inv(design @ design.T / n + alpha * np.eye(n))
-        return lambda m: (m - design.T @ (inner @ (design @ m)) / n) / alpha
-    precision = np.linalg.inv(design.T @ design / n + alpha * np.eye(p))
-    return lambda m: precision @ m
 
 
 def _regulator_scores(beta: np.ndarray, k: int) -> np.ndarray:
@@ -573,30 +560,15 @@ def _top_mask(
     """Regulators x targets mask of each target's ``top`` regulators by |weight| (self excluded).
 
     Ties are broken by regulator name, as a sort of the edge table by (target, -|weight|,
-    source) would.
+    source) would (the package's one top-k rule, :func:`omicstwin._stats.top_k_mask`).
     """
     if top < 1:
         raise ParameterError(f"top_per_target must be >= 1, got {top}")
     n_reg = weights.shape[0]
-    k = min(top, n_reg)
-    strength = -np.abs(weights)
-    strength[np.arange(n_reg), reg_idx] = np.inf  # a gene never regulates itself here
-    # partition, not sort: the k-th strength per target splits clear winners from ties
-    kth = np.partition(strength, k - 1, axis=0)[k - 1]
-    mask = strength < kth[None, :]
-    tie = strength == kth[None, :]
-    slots = k - mask.sum(axis=0)
-    crowded = np.flatnonzero(tie.sum(axis=0) > slots)
-    mask |= tie
-    if crowded.size:  # more tied regulators than places: the first names win
-        names = np.asarray(genes, dtype=object)[reg_idx]
-        name_rank = np.empty(n_reg, dtype=np.int64)
-        name_rank[np.argsort(names, kind="stable")] = np.arange(n_reg)
-        for column in crowded:
-            tied = np.flatnonzero(tie[:, column])
-            losers = tied[np.argsort(name_rank[tied], kind="stable")][slots[column] :]
-            mask[losers, column] = False
-    return mask
+    self_edge = np.zeros(weights.shape, dtype=bool)
+    self_edge[np.arange(n_reg), reg_idx] = True  # a gene never regulates itself here
+    names = np.asarray(genes, dtype=object)[reg_idx]
+    return top_k_mask(weights, top, order=name_order(names), exclude=self_edge)
 
 
 def infer_grn(
@@ -690,8 +662,8 @@ def infer_grn(
         )
         keep &= in_prior
     src, tgt, w, s = src[keep], tgt[keep], w[keep], s[keep]
-    # stable sort on -|w|: ties keep (regulator, target) gene order, so output is deterministic
-    order = np.argsort(-np.abs(w), kind="stable")
+    # strongest |w| first (stable: ties keep (regulator, target) gene order), deterministic
+    order = argsort_scores(w, table="edges", column="weight")
     names = np.asarray(genes, dtype=object)
     return pd.DataFrame(
         {

@@ -20,9 +20,11 @@ import numpy as np
 import pandas as pd
 
 from omicstwin._logging import logger
+from omicstwin._stats import name_order, ridge, ridge_dual, top_k_mask
 from omicstwin.errors import MissingKeyError, ParameterError
 from omicstwin.pp.cohort import as_cohort
 from omicstwin.schemas import conform
+from omicstwin.scores import sort_by_score, top_rows
 from omicstwin.tl._store import store_result
 
 LAYERS = ("intracellular", "intercellular", "temporal")
@@ -124,7 +126,10 @@ def context_grns(
                 seed=seed,
                 top_per_target=top_k,
             )
-            edges = _top_per_target(edges, top_k)  # the order of the table (target, -|w|)
+            # the order of the table: by target, strongest |weight| first, ties by name
+            edges = top_rows(
+                edges, "weight", top_k, table="edges", within=["target"], tie_break=["source"]
+            )
             edges["layer"] = "intracellular"
             edges["condition"] = condition
             edges["source_cell_type"] = edges["target_cell_type"] = cell_type
@@ -149,12 +154,6 @@ def _store(data, key_added: str | None, table: pd.DataFrame, params: dict) -> pd
     """
     store_result(data, key_added, table, params)
     return table
-
-
-def _top_per_target(edges: pd.DataFrame, top_k: int) -> pd.DataFrame:
-    edges = edges.assign(_abs=edges["weight"].abs())
-    edges = edges.sort_values(["target", "_abs", "source"], ascending=[True, False, True])
-    return edges.groupby("target", sort=False).head(top_k).drop(columns="_abs")
 
 
 def _conform_edges(rows: list[pd.DataFrame]) -> pd.DataFrame:
@@ -333,10 +332,12 @@ def intercellular_edges(
                         }
                     )
                 )
-    edges = _conform_edges(rows).sort_values(
-        ["time_from", "weight", "source_cell_type", "target_cell_type", "source", "target"],
-        ascending=[True, False, True, True, True, True],
-        kind="stable",
+    edges = sort_by_score(
+        _conform_edges(rows),
+        "weight",
+        table="intercellular_edges",
+        within=["time_from"],
+        tie_break=["source_cell_type", "target_cell_type", "source", "target"],
     )
     params = {
         "min_fraction": min_fraction,
@@ -499,8 +500,8 @@ def temporal_edges(
             if len(x_rows) < 4:
                 continue
             x, y, donors = np.array(x_rows), np.array(y_rows), np.array(donors)
-            weight = _ridge(x, y, alpha)
-            keep = _top_mask(weight, reg_idx, top_k)
+            weight = ridge(x, y, alpha)
+            keep = _top_mask(weight, reg_idx, genes[reg_idx], top_k)
             # a bootstrap fit "keeps" an edge when it reaches the full fit's top-k strength of
             # that target (one threshold per target: no sort per bootstrap); only the kept
             # edges' bootstrap weights are needed, so they are computed alone (dual form)
@@ -511,7 +512,7 @@ def temporal_edges(
             for _ in range(n_bootstrap):
                 chosen = rng.choice(unique, size=len(unique), replace=True)
                 sample = np.concatenate([np.flatnonzero(donors == d) for d in chosen])
-                xs, dual = _ridge_dual(x[sample], y[sample], alpha)
+                xs, dual = ridge_dual(x[sample], y[sample], alpha)
                 boot = np.einsum("ij,ij->j", xs[:, r], dual[:, g])
                 hits += np.abs(boot) >= threshold[g]
             rows.append(
@@ -540,38 +541,13 @@ def temporal_edges(
     return _store(data, key_added, _conform_edges(rows), params)
 
 
-def _ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
-    """Standardised ridge coefficients (regulators x targets) for all targets at once.
+def _top_mask(weight: np.ndarray, reg_idx: np.ndarray, names: Sequence[str], top_k: int):
+    """Per target column, the ``top_k`` regulators by |weight| (never itself, never a zero).
 
-    Uses the dual form ``X^T (X X^T + lambda I)^-1 Y``: samples (donor transitions) are far
-    fewer than regulators, so the system to solve is samples x samples.
+    Ties at the cut go to the first regulator by name (:func:`omicstwin._stats.top_k_mask`).
     """
-    x, dual = _ridge_dual(x, y, alpha)
-    return x.T @ dual
-
-
-def _ridge_dual(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
-    """Standardised ``X`` and the dual coefficients ``(X X^T + lambda I)^-1 Y`` of :func:`_ridge`.
-
-    Coefficient (r, g) is ``X[:, r] . dual[:, g]``, so a few edges cost a few dot products.
-    """
-    x = x - x.mean(axis=0)
-    scale = x.std(axis=0)
-    x = np.divide(x, scale, out=np.zeros_like(x), where=scale > 0)
-    y = y - y.mean(axis=0)
-    gram = x @ x.T + alpha * len(x) * np.eye(len(x))
-    return x, np.linalg.solve(gram, y)
-
-
-def _top_mask(weight: np.ndarray, reg_idx: np.ndarray, top_k: int) -> np.ndarray:
-    """Per target column, the ``top_k`` regulators by |weight| (a gene never regulates itself)."""
-    magnitude = np.abs(weight).T  # targets x regulators, contiguous rows for the partition
-    magnitude[np.arange(weight.shape[1])[:, None] == reg_idx[None, :]] = -1.0
-    k = min(top_k, weight.shape[0])
-    top = np.argpartition(-magnitude, k - 1, axis=1)[:, :k]
-    mask = np.zeros(magnitude.shape, bool)
-    np.put_along_axis(mask, top, True, axis=1)
-    return (mask & (magnitude > 0)).T
+    self_edge = np.arange(weight.shape[1])[None, :] == reg_idx[:, None]
+    return top_k_mask(weight, top_k, order=name_order(names), exclude=self_edge, nonzero=True)
 
 
 # ----------------------------------------------------------------------------- assembly

@@ -25,9 +25,10 @@ import numpy as np
 import pandas as pd
 from scipy import sparse, stats
 
+from omicstwin._stats import benjamini_hochberg
 from omicstwin.errors import MissingKeyError, ParameterError
 from omicstwin.schemas import conform
-from omicstwin.tl.de import benjamini_hochberg
+from omicstwin.scores import rank, sort_by_score
 
 Z_ACTIVATED = 2.0
 
@@ -39,10 +40,6 @@ def _require(frame: pd.DataFrame, columns: list[str], what: str) -> None:
             f"{what} lacks columns {missing}; columns present: {list(frame.columns)}; fix: pass "
             f"a table with {columns}"
         )
-
-
-# one Benjamini-Hochberg implementation for the package (NaN stays NaN), kept in the DE module
-bh_qvalues = benjamini_hochberg
 
 
 # The DEG signature for regulator analysis: nominal p < 0.05 and |log2 FC| >= 0.25 by default.
@@ -143,7 +140,7 @@ def upstream_regulators(
                 "n_prior_targets": n_prior.astype(int),
             }
         )[tested]
-        frame["overlap_q"] = bh_qvalues(frame["overlap_p"].to_numpy())
+        frame["overlap_q"] = benjamini_hochberg(frame["overlap_p"].to_numpy())
         rows.append(frame)
     if not rows:
         return conform(pd.DataFrame(columns=list(_REGULATOR_COLUMNS)), "regulators")
@@ -155,8 +152,12 @@ def upstream_regulators(
     )
     extra = table[["overlap_q", "n_prior_targets"]]
     table = pd.concat([conform(table, "regulators"), extra.reset_index(drop=True)], axis=1)
-    return table.sort_values(
-        ["cell_type", "time", "overlap_p", "regulator"], kind="stable"
+    return sort_by_score(
+        table,
+        "overlap_p",
+        table="regulators",
+        within=["cell_type", "time"],
+        tie_break=["regulator"],
     ).reset_index(drop=True)
 
 
@@ -214,9 +215,9 @@ def rank_regulators(
     if hits.empty:
         return pd.DataFrame(columns=columns)
     hits["evidence"] = -np.log10(np.maximum(hits["overlap_p"], 1e-300))
-    best = hits.sort_values(["overlap_p", "cell_type", "time"], kind="stable").drop_duplicates(
-        "regulator"
-    )
+    best = sort_by_score(
+        hits, "overlap_p", table="regulators", tie_break=["cell_type", "time"]
+    ).drop_duplicates("regulator")
     grouped = hits.groupby("regulator").agg(
         n_contexts=("cell_type", "size"),
         n_cell_types=("cell_type", "nunique"),
@@ -229,10 +230,7 @@ def rank_regulators(
         )
     )
     keys = ["n_contexts", "evidence"] if scheme == "li2022" else ["n_targets_total", "n_cell_types"]
-    grouped = grouped.reset_index().sort_values(
-        [*keys, "regulator"], ascending=[False, False, True], kind="stable"
-    )
-    grouped["rank"] = np.arange(1, len(grouped) + 1)
+    grouped = rank(grouped.reset_index(), keys, table="rank_regulators", tie_break=["regulator"])
     return grouped[columns].reset_index(drop=True)
 
 
@@ -326,6 +324,5 @@ def cell_type_centrality(mnm: pd.DataFrame, *, cell_types: list[str] | None = No
         values = np.zeros(len(names))
     scores = dict(zip(names, values, strict=True))
     table = pd.DataFrame({"cell_type": list(scores), "centrality": list(scores.values())})
-    table = table.sort_values(["centrality", "cell_type"], ascending=[False, True], kind="stable")
-    table["rank"] = np.arange(1, len(table) + 1)
+    table = rank(table, "centrality", table="centrality", tie_break=["cell_type"])
     return table.reset_index(drop=True)

@@ -33,19 +33,12 @@ import pandas as pd
 from scipy import sparse
 
 from omicstwin._logging import logger
+from omicstwin._stats import benjamini_hochberg, ridge_per_target
 from omicstwin.errors import ParameterError
 from omicstwin.schemas import SCHEMAS, conform
+from omicstwin.scores import rank, sort_by_score, top_rows
 from omicstwin.tl._store import store_result
 from omicstwin.tl.perturb import DEFAULT_STEPS, Perturbation, clamp_matrix, propagate
-
-SCORE_DIRECTIONS = {
-    # one registry of score directions: aggregation and ranking never guess
-    "reversal": "higher_is_better",
-    "induction": "higher_is_better",
-    "off_target": "lower_is_better",
-    "p_value": "lower_is_better",
-    "q_value": "lower_is_better",
-}
 
 
 @dataclass
@@ -124,42 +117,15 @@ def fit_elasticities(
     n_genes
         Size of the square output.
     alpha
-        Ridge penalty per sample on centred data (``lambda = alpha * n_samples * var``-free).
+        Ridge penalty on the covariance scale (:func:`omicstwin._stats.ridge_per_target`).
 
     Returns
     -------
     scipy.sparse.csr_matrix
         (genes x genes) with the coefficient of source -> target at ``[source, target]``.
     """
-    edges = pd.DataFrame({"s": sources, "t": targets}).drop_duplicates()
-    edges = edges[edges["s"] != edges["t"]]
-    if edges.empty or z.shape[0] < 3:
-        return sparse.csr_matrix((n_genes, n_genes))
-    regs = np.unique(edges["s"].to_numpy())
-    zc = z - z.mean(axis=0)
-    n = len(zc)
-    c_rr = zc[:, regs].T @ zc[:, regs] / n  # regulators' covariance, once per context
-    c_rg = zc[:, regs].T @ zc / n
-    # per target, its regulators' positions in edge order (a stable sort by target, then
-    # split: a pandas groupby-apply over thousands of targets per context was the bottleneck)
-    t_all = edges["t"].to_numpy(int)
-    order = np.argsort(t_all, kind="stable")
-    members = np.searchsorted(regs, edges["s"].to_numpy(int)[order])
-    tgt, start, counts = np.unique(t_all[order], return_index=True, return_counts=True)
-    k_max, n_t = int(counts.max()), len(tgt)
-    row = np.repeat(np.arange(n_t), counts)
-    slot = np.arange(len(order)) - np.repeat(start, counts)
-    idx = np.zeros((n_t, k_max), int)
-    valid = np.zeros((n_t, k_max), bool)
-    idx[row, slot] = members
-    valid[row, slot] = True
-    a = c_rr[idx[:, :, None], idx[:, None, :]] * (valid[:, :, None] & valid[:, None, :])
-    a += alpha * np.eye(k_max)[None]  # ridge; padded slots stay solvable and get 0
-    b = c_rg[idx, tgt[:, None]] * valid
-    coef = np.linalg.solve(a, b[..., None])[..., 0] * valid
-    rows = regs[idx[valid]]
-    cols = np.repeat(tgt, valid.sum(axis=1))
-    return sparse.csr_matrix((coef[valid], (rows, cols)), shape=(n_genes, n_genes))
+    rows, cols, coef = ridge_per_target(z, sources, targets, alpha=alpha)
+    return sparse.csr_matrix((coef, (rows, cols)), shape=(n_genes, n_genes))
 
 
 def fit_twin(
@@ -290,8 +256,9 @@ def fit_twin(
             alpha,
         )
     inter = edges[(edges["layer"] == "intercellular") & (edges["weight"] > 0)]
-    inter = inter.sort_values(["time_from", "weight"], ascending=[True, False], kind="stable")
-    inter = inter.groupby("time_from", sort=False).head(n_intercellular)
+    inter = top_rows(
+        inter, "weight", n_intercellular, table="intercellular_edges", within=["time_from"]
+    )
     coupling = pd.DataFrame(
         {
             "time_index": inter["time_from"].map(t_index).to_numpy(int),
@@ -328,7 +295,6 @@ def fit_twin(
 def _donor_networks(states, donors, genes, cell_types, times, regulators, top_k, alpha):
     """Per cell type: structure and elasticities from donor x time states (time-centred)."""
     from omicstwin.tl.grn import infer_grn
-    from omicstwin.tl.networks import _top_per_target
 
     g_index = {g: i for i, g in enumerate(genes)}
     candidates = None if regulators is None else [g for g in regulators if g in g_index]
@@ -339,8 +305,9 @@ def _donor_networks(states, donors, genes, cell_types, times, regulators, top_k,
     for c, cell_type in enumerate(cell_types):
         x = np.stack([states[d][:, c, :] for d in donors], axis=1)  # times x donors x genes
         x = (x - x.mean(axis=1, keepdims=True)).reshape(-1, len(genes))  # donor variation only
-        found = _top_per_target(
-            infer_grn(x, genes, method="ridge", regulators=candidates, top_per_target=top_k), top_k
+        found = infer_grn(x, genes, method="ridge", regulators=candidates, top_per_target=top_k)
+        found = top_rows(
+            found, "weight", top_k, table="edges", within=["target"], tie_break=["source"]
         )
         w = fit_elasticities(
             x,
@@ -692,7 +659,6 @@ def target_screen(
         reversal_score, off_target, p_value, q_value), p and q from the study-level test.
     """
     from omicstwin.tl.perturb import single_gene_perturbations
-    from omicstwin.tl.regulators import bh_qvalues
 
     if perturbations is None:
         perturbations = single_gene_perturbations(twin.regulators())
@@ -729,7 +695,7 @@ def target_screen(
     null = results.loc[results["unit"].str.startswith("null-"), "score"].to_numpy()
     summary = summary.reset_index(drop=True)
     summary["p_value"] = empirical_p(summary["score"].to_numpy(), null) if len(null) else np.nan
-    summary["q_value"] = bh_qvalues(summary["p_value"].to_numpy())
+    summary["q_value"] = benjamini_hochberg(summary["p_value"].to_numpy())
     ranking = _ranking(summary, per_context)
     ranking.attrs["failures"] = len(failures)  # counted in run.json
     return ranking, _per_context_table(summary, per_context)
@@ -785,8 +751,8 @@ def _screen_unit(
 
 
 def _ranking(summary: pd.DataFrame, per_context: pd.DataFrame) -> pd.DataFrame:
-    best = per_context.sort_values(
-        ["perturbation_id", "score"], ascending=[True, False], kind="stable"
+    best = sort_by_score(
+        per_context, "score", table="rank", within=["perturbation_id"]
     ).drop_duplicates("perturbation_id")
     table = summary.merge(
         best[["perturbation_id", "cell_type", "time"]].rename(
@@ -795,8 +761,7 @@ def _ranking(summary: pd.DataFrame, per_context: pd.DataFrame) -> pd.DataFrame:
         on="perturbation_id",
         how="left",
     ).rename(columns={"perturbation_id": "name"})
-    table = table.sort_values(["score", "name"], ascending=[False, True], kind="stable")
-    table["rank"] = np.arange(1, len(table) + 1)
+    table = rank(table, "score", table="rank", tie_break=["name"])
     columns = [
         "name",
         "rank",

@@ -12,7 +12,6 @@ from omicstwin.pp.pseudobulk import pseudobulk
 from omicstwin.schemas import SCHEMAS
 from omicstwin.tl.de import (
     DE_METHODS,
-    benjamini_hochberg,
     cox_reid_apl,
     estimate_dispersion,
     fit_glm,
@@ -291,12 +290,3 @@ def test_registry_and_parameter_errors():
         de(make_tiny(), **TINY_KEYS, min_donors=1)
     with pytest.raises(errors.ConditionError):
         de(make_tiny(), **(TINY_KEYS | {"control": "healthy"}))
-
-
-def test_benjamini_hochberg_matches_statsmodels():
-    p = np.random.default_rng(3).uniform(size=50) ** 3
-    p[[4, 9]] = np.nan
-    q = benjamini_hochberg(p)
-    ok = np.isfinite(p)
-    np.testing.assert_allclose(q[ok], multipletests(p[ok], method="fdr_bh")[1])
-    assert np.isnan(q[~ok]).all()

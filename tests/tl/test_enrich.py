@@ -170,7 +170,7 @@ def test_planted_set_comes_out_top_with_small_q():
     assert sorted(table["time"].unique()) == [0.0, 24.0]
     # BH within collection x context
     for _, group in table.groupby(["cell_type", "time"]):
-        from omicstwin.tl.de import benjamini_hochberg
+        from omicstwin._stats import benjamini_hochberg
 
         np.testing.assert_allclose(
             group["q_value"].to_numpy(), benjamini_hochberg(group["p_value"].to_numpy())

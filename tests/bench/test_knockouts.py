@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import sparse
 
-from omicstwin.datasets.knockouts import (
+from omicstwin.bench.knockouts import (
     PROGENITOR,
     assign_branch_fates,
     baseline_lost_fates,

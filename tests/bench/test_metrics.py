@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from omicstwin.bench import metrics
 from omicstwin.errors import MissingKeyError
-from omicstwin.tl import metrics
 
 
 def _reference_auprc(truth: np.ndarray, score: np.ndarray) -> float:

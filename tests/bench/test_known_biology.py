@@ -8,9 +8,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from omicstwin.errors import ParameterError
-from omicstwin.schemas import SCHEMAS
-from omicstwin.tl.known_biology import (
+from omicstwin.bench.known_biology import (
     disease_name,
     indicated_drug_targets,
     indicated_drugs,
@@ -20,6 +18,8 @@ from omicstwin.tl.known_biology import (
     resolve_disease,
     validate_rankings,
 )
+from omicstwin.errors import ParameterError
+from omicstwin.schemas import SCHEMAS
 
 AR = "DOID:4481"
 

@@ -46,7 +46,7 @@ def network_auprc_ratio(adata, edges: pd.DataFrame, candidates: Sequence[str]) -
     absolute weight over time points and conditions; the AUPRC is BEELINE's (trapezoid under
     the precision-recall curve) divided by the density of true edges.
     """
-    from omicstwin.tl.metrics import _trapezoid_auc, precision_recall_curve
+    from omicstwin.bench.metrics import _trapezoid_auc, precision_recall_curve
 
     truth = adata.uns["truth"]["networks"]
     genes = list(adata.var_names)

@@ -40,7 +40,7 @@ from omicstwin.schemas import SCHEMAS, conform
 from omicstwin.tl.enrich import ranked_items
 
 CATEGORIES = ("DM", "SYM", "NOT")
-_LIST_HINT = "list them with omicstwin.tl.known_biology.list_diseases()"
+_LIST_HINT = "list them with omicstwin.bench.known_biology.list_diseases()"
 
 
 # =============================================================================== resources
