@@ -154,7 +154,7 @@ def test_centrality_and_prerank_obey_the_direction():
             "regulators": "",
         }
     )
-    central = cell_type_centrality(mnm, ["A", "B", "C", "D"])
+    central = cell_type_centrality(mnm, cell_types=["A", "B", "C", "D"])
     _assert_obeys(central, "centrality", "centrality")
     de = pd.DataFrame(
         {
