@@ -124,7 +124,8 @@ def _choose_panel(params, priors, rng) -> dict[str, Any]:
     n_pairs += max(3, params.n_genes // 60)
     pairs = _choose_lr_pairs(n_pairs, params.lr_prior_fraction, lr, used, rng)
     targets_of = col.groupby("source")["target"].apply(lambda s: sorted(set(s)))
-    pool = sorted(t for t, ts in targets_of.items() if len(ts) >= 10 and t not in used)
+    # TFs with many CollecTRI targets, so that prior_fraction up to 1 can be met
+    pool = sorted(t for t, ts in targets_of.items() if len(ts) >= 40 and t not in used)
     n_tf = max(12, round(params.tf_fraction * params.n_genes))
     tfs = sorted(rng.choice(pool, size=n_tf, replace=False).tolist())
     used.update(tfs)
@@ -185,7 +186,8 @@ def _choose_lr_pairs(n_pairs, fraction, lr: pd.DataFrame, used: set[str], rng):
 def _fill_targets(params, col: pd.DataFrame, tfs: list[str], used: set[str], rng) -> None:
     """Fill ``used`` (in place) up to ``n_genes`` with CollecTRI targets of the panel TFs.
 
-    Targets are weighted by how many panel TFs regulate them; any CollecTRI target tops up.
+    Targets are weighted by the square of how many panel TFs regulate them (so the panel holds
+    enough CollecTRI edges for any ``prior_fraction``); any CollecTRI target tops up.
     """
     n_fill = params.n_genes - len(used)
     if n_fill <= 0:
@@ -193,7 +195,8 @@ def _fill_targets(params, col: pd.DataFrame, tfs: list[str], used: set[str], rng
     cand = col[col["source"].isin(tfs) & ~col["target"].isin(used)]
     weights = cand.groupby("target").size()
     take = min(n_fill, len(weights))
-    prob = weights.to_numpy(float) / weights.sum()
+    prob = weights.to_numpy(float) ** 2
+    prob /= prob.sum()
     used.update(rng.choice(weights.index.to_numpy(), size=take, replace=False, p=prob).tolist())
     if len(used) < params.n_genes:
         rest = sorted(set(col["target"]) - used)
@@ -305,22 +308,22 @@ def _plant_cascades(params, panel, graph, rng):
     degree = {g: int(graph["out_degree"][genes.index(g)]) for g in tfs}
     by_degree = sorted(tfs, key=lambda g: (-degree[g], g))
     hubs = by_degree[: max(2 * params.n_endotypes, len(tfs) // 3)]
-    free = list(rng.permutation(hubs))
+    free = [str(g) for g in rng.permutation(hubs)]
+    all_drivers = [free[2 * e : 2 * e + 2] for e in range(params.n_endotypes)]
+    used = {g for pair in all_drivers for g in pair}
     pairs = iter(panel["pairs"])
     others = list(range(1, len(params.cell_types)))
-    endotypes, used = [], set()
+    endotypes = []
     for e in range(params.n_endotypes):
         shift = (e * hops) % len(others)
         path = [0, *(others[shift:] + others[:shift])[:hops]]
-        drivers = [str(free.pop()), str(free.pop())]
-        used.update(drivers)
+        drivers = all_drivers[e]
         hop_pairs = [next(pairs) for _ in range(hops)]
         pool = [g for g in by_degree[: max(len(tfs) // 2, 4)] if g not in used]
         if len(pool) < hops:
             pool = [g for g in tfs if g not in used]
         hop_tfs = [str(g) for g in rng.choice(pool, size=hops, replace=False)]
         used.update(hop_tfs)
-        free = [g for g in free if g not in used]
         endotypes.append(
             {
                 "name": ENDOTYPE_NAMES[e],
@@ -415,7 +418,7 @@ def _cell_type_networks(params, genes, index, graph, endotypes, couplings, rng):
     """Per-cell-type edge sets (rewired base graph + cascade edges, budgeted) and their table."""
     n_e = len(graph["src"])
     weight = rng.uniform(0.3, 1.0, size=n_e)
-    k = rng.lognormal(0.0, 0.3, size=n_e)
+    k = rng.lognormal(np.log(1.5), 0.35, size=n_e)  # above the baseline: room to activate
     n = rng.uniform(1.0, 4.0, size=n_e)
     cascade = _cascade_edges(endotypes, index)
     ps, pt, _ = graph["prior_pairs"]

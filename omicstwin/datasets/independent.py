@@ -109,7 +109,7 @@ class IndependentParams:
     disease: bool = True
     regulators_per_gene: float = 2.0
     tf_fraction: float = 0.1
-    hub_exponent: float = 0.8
+    hub_exponent: float = 1.0
     rewire: float = 0.15
     activation_fraction: float = 0.7
     ifn_fraction: float = 0.3
@@ -159,9 +159,10 @@ def simulate_independent(
     pairs (source by weight, target uniform, not CollecTRI, sign activating with probability
     ``activation_fraction``). Each cell type moves a fraction ``rewire`` of the edges to new
     targets of the same class (prior/novel), so the realised prior fraction stays at the knob.
-    Edge weights are uniform in [0.3, 1], Hill ``K`` log-normal around 1, ``n`` uniform in
-    [1, 4]; each gene's incoming weights are scaled into a contraction budget. Sex and
-    interferon genes are not regulated (pure donor covariates).
+    Edge weights are uniform in [0.3, 1], Hill ``K`` log-normal around 1.5 (the baseline is 1),
+    ``n`` uniform in [1, 4]; incoming weights of genes that act on others are scaled into a
+    contraction budget (unique steady state), those of the other genes so that regulation makes
+    60-95% of their baseline. Sex and interferon genes are not regulated (donor covariates).
 
     **Kinetics.** :mod:`omicstwin.datasets._independent_model`: steady state of Hill kinetics
     per cell type and time point (``hill=False``: linear), couplings lagged one time point.
@@ -376,7 +377,7 @@ def knockout_reversal(model, scales, u, case, control, genes=None) -> np.ndarray
     d = (z_case - np.log2(1.0 + scales[None] * control)).reshape(-1, model.n_genes)
     knockouts = np.zeros((len(genes), model.n_genes), bool)
     knockouts[np.arange(len(genes)), genes] = True
-    perturbed = model.trajectory(u, knockouts)
+    perturbed = model.trajectory(u, knockouts, warm=case)
     delta = (np.log2(1.0 + scales[None, None] * perturbed) - z_case[None]).reshape(
         len(genes), -1, model.n_genes
     )
