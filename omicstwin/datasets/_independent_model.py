@@ -182,14 +182,19 @@ class HillModel:
         self, c, drive_core, clamp_core, start, max_iter=_MAX_ITER, damping=1.0
     ) -> np.ndarray:
         """Fixed-point iteration of one cell type's core genes (B, n_core)."""
-        x = start
+        x = np.array(start, dtype=float)
+        drive_core = np.broadcast_to(drive_core, x.shape)
+        active = np.arange(len(x))  # rows (scenarios) still moving: only those are updated
         for _ in range(max_iter):
-            target = np.maximum(drive_core + self._production(c, x, full=False), 0.0)
-            new = (1.0 - damping) * x + damping * target
-            new[clamp_core] = 0.0
-            if np.max(np.abs(new - x), initial=0.0) < _TOL:
-                return new
-            x = new
+            xa = x[active]
+            target = np.maximum(drive_core[active] + self._production(c, xa, full=False), 0.0)
+            new = (1.0 - damping) * xa + damping * target
+            new[clamp_core[active]] = 0.0
+            moving = np.max(np.abs(new - xa), axis=1, initial=0.0) >= _TOL
+            x[active] = new
+            active = active[moving]
+            if not len(active):
+                break
         return x
 
     def _step(self, u_t, lr_core, clamp_core, start, max_iter=_MAX_ITER, damping=1.0):
@@ -232,14 +237,17 @@ class HillModel:
         core_states = np.empty((n_t, n_b, n_c, len(self.core)))
         start = np.ones((n_t, n_c, len(self.core))) if warm is None else warm[..., self.core]
         state = np.where(clamp_core[:, None, :], 0.0, start[0][None])
-        for _ in range(_MAX_ITER):  # t = 0: joint multicellular steady state, damped steps
-            lr = self._lr_input(state)
+        active = np.arange(n_b)  # t = 0: joint multicellular steady state, damped steps
+        for _ in range(_MAX_ITER):
+            sa = state[active]
+            lr = self._lr_input(sa)
             new = self._step(
-                inputs[0], lr[:, :, self.core], clamp_core, state, max_iter=1, damping=_DAMPING
+                inputs[0], lr[:, :, self.core], clamp_core[active], sa, 1, damping=_DAMPING
             )
-            done = np.max(np.abs(new - state), initial=0.0) < _TOL
-            state = new
-            if done:
+            moving = np.max(np.abs(new - sa), axis=(1, 2), initial=0.0) >= _TOL
+            state[active] = new
+            active = active[moving]
+            if not len(active):
                 break
         else:
             logger.warning("joint steady state at the first time point did not converge")

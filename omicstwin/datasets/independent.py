@@ -47,6 +47,8 @@ from omicstwin.datasets.simulate import (
 )
 from omicstwin.errors import ParameterError
 
+_KNOCKOUT_BATCH = 64
+
 
 @dataclass(frozen=True)
 class IndependentParams:
@@ -375,14 +377,17 @@ def knockout_reversal(model, scales, u, case, control, genes=None) -> np.ndarray
     genes = model.core if genes is None else np.asarray(genes)
     z_case = np.log2(1.0 + scales[None] * case)
     d = (z_case - np.log2(1.0 + scales[None] * control)).reshape(-1, model.n_genes)
-    knockouts = np.zeros((len(genes), model.n_genes), bool)
-    knockouts[np.arange(len(genes)), genes] = True
-    perturbed = model.trajectory(u, knockouts, warm=case)
-    delta = (np.log2(1.0 + scales[None, None] * perturbed) - z_case[None]).reshape(
-        len(genes), -1, model.n_genes
-    )
-    delta[np.arange(len(genes)), :, genes] = 0.0
-    dot = np.einsum("bkg,kg->b", delta, d)
+    dot = np.zeros(len(genes))
+    for start in range(0, len(genes), _KNOCKOUT_BATCH):  # bounded memory
+        chunk = genes[start : start + _KNOCKOUT_BATCH]
+        knockouts = np.zeros((len(chunk), model.n_genes), bool)
+        knockouts[np.arange(len(chunk)), chunk] = True
+        perturbed = model.trajectory(u, knockouts, warm=case)
+        delta = (np.log2(1.0 + scales[None, None] * perturbed) - z_case[None]).reshape(
+            len(chunk), -1, model.n_genes
+        )
+        delta[np.arange(len(chunk)), :, chunk] = 0.0
+        dot[start : start + len(chunk)] = np.einsum("bkg,kg->b", delta, d)
     d_self = np.einsum("kg,kg->g", d, d)
     norm = d_self.sum() - d_self[genes]
     return np.where(norm > 1e-12, -dot / np.maximum(norm, 1e-12), 0.0)

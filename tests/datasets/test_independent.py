@@ -201,13 +201,17 @@ def test_batched_reversal_matches_per_gene_loop(priors):
     assert np.abs(batched).max() > 0.01  # the tiny cohort has a disease to undo
 
 
-def test_linear_kinetics_and_no_feedback_run(priors):
+def test_linear_kinetics_and_no_feedback(priors):
+    from omicstwin.datasets.simulate import _signalling_order
+
     params = _params(None, dict(TINY, hill=False, feedback=False))
     s = build_independent(params, priors)
-    lr = s.network_table  # built, and no coupling points backwards along a cascade
-    assert not lr.empty
-    assert all(c.hop >= 0 or c.sender != c.receiver for c in s.model.couplings)
-    assert not any(c.endotype and c.receiver == 0 and c.hop > 0 for c in s.model.couplings)
+    assert s.model.linear and all(e["feedback"] is None for e in s.endotypes)
+    order = _signalling_order(3, [e["path"] for e in s.endotypes])
+    for c in s.model.couplings:  # every coupling goes forward: no intercellular loop
+        assert order.index(c.sender) < order.index(c.receiver)
+    with_feedback = build_independent(_params(None, dict(TINY, feedback=True)), priors)
+    assert any(c.receiver == 0 and c.endotype for c in with_feedback.model.couplings)
 
 
 def test_bad_parameters_are_refused():
