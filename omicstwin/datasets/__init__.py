@@ -13,6 +13,7 @@ _EXPORTS = {
     "SimulationParams": "omicstwin.datasets.simulate",
     "SimulationPriors": "omicstwin.datasets.simulate",
     "simulate_cohort": "omicstwin.datasets.simulate",
+    "simulate_independent": "omicstwin.datasets.independent",
 }
 
 __all__ = sorted(_EXPORTS)
