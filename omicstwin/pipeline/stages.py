@@ -40,12 +40,14 @@ def _read(ctx: RunContext, name: str):
 
 def simulate(ctx: RunContext) -> None:
     """Write the simulated cohort (``cohort.h5ad``) the config asks for."""
-    from omicstwin.datasets import simulate_cohort
+    from omicstwin.datasets import generate
     from omicstwin.store.rundir import atomic_path
 
     data = ctx.config.data
     extra = {"n_cells": data.n_cells} if data.n_cells is not None else {}
-    adata = simulate_cohort(data.simulate, seed=data.seed, **extra)
+    adata = generate(
+        data.simulate, generator=data.generator, disease=data.disease, seed=data.seed, **extra
+    )
     partial = atomic_path(ctx.data_path)
     adata.write_h5ad(partial, compression="lzf")
     partial.replace(ctx.data_path)
