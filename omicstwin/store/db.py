@@ -227,17 +227,46 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    expires_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))  # None: never
+    last_used_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
 
 
 class Grant(Base):
-    """Permission of one key to read one patient's record (by patient id, survives republish)."""
+    """Permission of one key to read one patient's record.
+
+    The grant is bound to the record: deleting the record (a re-publish without the donor, a
+    deleted study) deletes its grants, and renaming the record's pseudonym moves them.
+    """
 
     __tablename__ = "grants"
     key_id: Mapped[int] = mapped_column(
         sa.Integer, sa.ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True
     )
-    patient_id: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    patient_id: Mapped[str] = mapped_column(
+        sa.String(128),
+        sa.ForeignKey(
+            "patients.patient_id",
+            ondelete="CASCADE",
+            onupdate="CASCADE",
+            name="fk_grants_patient_id_patients",
+        ),
+        primary_key=True,
+    )
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+
+
+class RetiredPseudonym(Base):
+    """A patient id whose record was deleted: never reused for another person by accident.
+
+    Publish refuses to create a record under a retired pseudonym unless a donor mapping
+    (``omicstwin patients import``) names it explicitly.
+    """
+
+    __tablename__ = "retired_pseudonyms"
+    patient_id: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    study_id: Mapped[str | None] = mapped_column(sa.String(128))  # None: unknown (migration)
+    retired_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    reason: Mapped[str] = mapped_column(sa.String(256))
 
 
 class AuditEntry(Base):
@@ -377,8 +406,11 @@ def current_revision(engine: Engine) -> str | None:
         ) from None
 
 
-def upgrade_db(url_or_engine: str | Engine) -> str:
+def upgrade_db(url_or_engine: str | Engine, revision: str = "head") -> str:
     """Create or migrate the schema to this package's head revision; return the revision.
+
+    ``revision`` names an older revision instead (tests build databases of earlier releases).
+    On SQLite the migration runs with foreign keys enforced, so that cascades hold.
 
     Raises
     ------
@@ -395,9 +427,23 @@ def upgrade_db(url_or_engine: str | Engine) -> str:
     if current is not None and _unknown(script, current):
         raise _newer_error(engine, current)
     with engine.begin() as conn:
+        _require_foreign_keys(conn)
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
-    return head_revision()
+        command.upgrade(cfg, revision)
+    return head_revision() if revision == "head" else revision
+
+
+def _require_foreign_keys(conn: sa.Connection) -> None:
+    """Turn SQLite's foreign keys on (an engine not made by :func:`make_engine` may lack it)."""
+    if conn.dialect.name != "sqlite":
+        return
+    # pysqlite opens its transaction lazily (before the first write), so this still applies
+    conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+    if conn.exec_driver_sql("PRAGMA foreign_keys").scalar() != 1:
+        raise DatabaseError(
+            "SQLite foreign keys are off on this connection; fix: create the engine with "
+            "omicstwin.store.db.make_engine"
+        )
 
 
 def _unknown(script: Any, revision: str) -> bool:
