@@ -12,8 +12,14 @@ a database at another revision with :class:`SchemaVersionError`, whose message n
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
+import stat
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +29,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from omicstwin.errors import OmicstwinError
+from omicstwin.errors import OmicstwinError, OmicstwinWarning
 
 SQLITE_DEFAULT = "sqlite:///omicstwin.db"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -38,6 +44,10 @@ class DatabaseError(OmicstwinError, ValueError):
 
 class SchemaVersionError(DatabaseError):
     """The database schema is at another revision than this omicstwin expects."""
+
+
+class InsecureFileWarning(OmicstwinWarning):
+    """The SQLite database file (or its -wal/-shm companion) is readable by other users."""
 
 
 class Base(DeclarativeBase):
@@ -291,11 +301,15 @@ def utcnow() -> datetime:
 
 
 def check_id(value: str, what: str) -> str:
-    """Return ``value`` if it is a valid study/patient id, else raise :class:`DatabaseError`."""
-    if not isinstance(value, str) or not _ID_RE.match(value):
+    """Return ``value`` if it is a valid study/patient id/key name, else raise DatabaseError.
+
+    The whole value must match :data:`ID_PATTERN`: no surrounding whitespace, no trailing
+    newline (``re.match`` with ``$`` would let one through).
+    """
+    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
         raise DatabaseError(
-            f"{what} '{value}' is not a valid id; fix: use 1-128 characters from letters, "
-            "digits and . _ : - (starting with a letter or digit)"
+            f"{what} {value!r} is not a valid id; fix: use 1-128 characters from letters, "
+            "digits and . _ : - (starting with a letter or digit; no spaces or line breaks)"
         )
     return value
 
@@ -348,7 +362,7 @@ def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
     if backend == "sqlite":
         database = parsed.database or ""
         if database and database != ":memory:" and not database.startswith("file:"):
-            Path(database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+            _private_file(Path(database).expanduser().resolve())
         kwargs.setdefault("connect_args", {"check_same_thread": False})
     else:
         kwargs.setdefault("pool_pre_ping", True)
@@ -362,6 +376,82 @@ def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
     if backend == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def _private_file(path: Path) -> None:
+    """Create the SQLite file readable by its owner only, or warn if it is readable by others.
+
+    SQLite creates the ``-wal`` and ``-shm`` files with the mode of the database file, so a
+    0600 database file keeps its companions private too.
+    """
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        pass
+    except OSError:  # unwritable directory etc.: let SQLite report it when it connects
+        return
+    else:
+        os.fchmod(fd, 0o600)  # whatever the umask
+        os.close(fd)
+        return
+    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            mode = stat.S_IMODE(file.stat().st_mode)
+        except OSError:
+            continue
+        if mode & 0o077:
+            warnings.warn(
+                f"the database file {file} is readable or writable by other users (mode "
+                f"{mode:04o}); fix: chmod 600 {file}",
+                InsecureFileWarning,
+                stacklevel=3,
+            )
+
+
+WRITER_LOCK_NAME = "omicstwin.store.writer"
+_WRITER_LOCK_ID = int.from_bytes(
+    hashlib.sha256(WRITER_LOCK_NAME.encode()).digest()[:8], "big", signed=True
+)
+
+
+@contextmanager
+def writer_transaction(engine: Engine) -> Iterator[sa.Connection]:
+    """Open a transaction that holds the writer lock from its first statement to its commit.
+
+    Writers (publish, patients import, study deletion, schema upgrades) check what the database
+    holds and then write; holding the lock over both serialises concurrent writers, so the
+    second one sees the first one's result. SQLite: ``BEGIN IMMEDIATE`` (waits up to the busy
+    timeout, 30 s); PostgreSQL: ``pg_advisory_xact_lock`` on a fixed key (readers never wait).
+
+    Raises
+    ------
+    DatabaseError
+        SQLite: another writer held the lock longer than the busy timeout.
+    """
+    with engine.connect() as conn:
+        try:
+            if conn.dialect.name == "sqlite":
+                # pysqlite opens its own transaction lazily (before the first write), so an
+                # explicit BEGIN IMMEDIATE here becomes the transaction SQLAlchemy commits.
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_WRITER_LOCK_ID)))
+        except sa.exc.OperationalError as exc:
+            if "locked" not in str(exc.orig):
+                raise
+            raise DatabaseError(
+                f"the database {describe_url(engine)} stayed locked by another writer (a "
+                "publish, import or upgrade) for 30 s; fix: wait for it to finish and run the "
+                "command again"
+            ) from None
+        try:
+            yield conn
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
 
 
 def describe_url(engine: Engine) -> str:
@@ -426,24 +516,24 @@ def upgrade_db(url_or_engine: str | Engine, revision: str = "head") -> str:
     current = current_revision(engine)
     if current is not None and _unknown(script, current):
         raise _newer_error(engine, current)
-    with engine.begin() as conn:
-        _require_foreign_keys(conn)
+    if current == (head_revision() if revision == "head" else revision):
+        return current  # nothing to do: no writer lock needed (the service may be running)
+    if engine.dialect.name == "sqlite":
+        _require_foreign_keys(engine)
+    with writer_transaction(engine) as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
+        command.upgrade(cfg, revision)  # re-reads the revision under the lock
     return head_revision() if revision == "head" else revision
 
 
-def _require_foreign_keys(conn: sa.Connection) -> None:
-    """Turn SQLite's foreign keys on (an engine not made by :func:`make_engine` may lack it)."""
-    if conn.dialect.name != "sqlite":
-        return
-    # pysqlite opens its transaction lazily (before the first write), so this still applies
-    conn.exec_driver_sql("PRAGMA foreign_keys=ON")
-    if conn.exec_driver_sql("PRAGMA foreign_keys").scalar() != 1:
-        raise DatabaseError(
-            "SQLite foreign keys are off on this connection; fix: create the engine with "
-            "omicstwin.store.db.make_engine"
-        )
+def _require_foreign_keys(engine: Engine) -> None:
+    """Raise unless SQLite enforces foreign keys on the engine's connections (cascades)."""
+    with engine.connect() as conn:
+        if conn.exec_driver_sql("PRAGMA foreign_keys").scalar() != 1:
+            raise DatabaseError(
+                "SQLite foreign keys are off on this engine's connections; fix: create the "
+                "engine with omicstwin.store.db.make_engine"
+            )
 
 
 def _unknown(script: Any, revision: str) -> bool:
