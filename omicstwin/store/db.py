@@ -581,3 +581,145 @@ def check_schema(engine: Engine) -> None:
 def loads(text: str | None, default: Any = None) -> Any:
     """Decode a JSON text column (None -> ``default``)."""
     return default if text is None else json.loads(text)
+
+
+# ----------------------------------------------------------------------------- PostgreSQL roles
+
+SERVICE_READS = (
+    "alembic_version",
+    "studies",
+    "targets",
+    "context_targets",
+    "disease_genes",
+    "drugs",
+    "patients",
+    "patient_targets",
+    "api_keys",
+    "grants",
+    "audit",
+)
+"""Tables the service reads (never ``patient_mappings`` nor ``retired_pseudonyms``)."""
+
+_ROLE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+def _table_statements(quote: Any, schema: str, service_role: str, publish_role: str) -> list[str]:
+    """Return the table GRANT/REVOKE statements of :func:`grant_roles`."""
+    s, svc, pub = quote(schema), quote(service_role), quote(publish_role)
+    tables = ["alembic_version", *TABLES]
+    out = []
+    for name in tables:
+        table = f"{s}.{quote(name)}"
+        out.append(f"REVOKE ALL ON {table} FROM {svc}")
+        out.append(f"GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO {pub}")
+        if name in SERVICE_READS:
+            out.append(f"GRANT SELECT ON {table} TO {svc}")
+    out.append(f"GRANT INSERT ON {s}.{quote('audit')} TO {svc}")
+    out.append(f"GRANT UPDATE (last_used_at) ON {s}.{quote('api_keys')} TO {svc}")
+    return out
+
+
+def grant_roles(engine: Engine, *, service_role: str, publish_role: str) -> list[str]:
+    """Give a PostgreSQL service role and writer role exactly the privileges they need.
+
+    - ``publish_role`` (publish, patients import, keys, grants, ``db upgrade``) becomes the
+      owner of the omicstwin tables (migrations alter them) and gets ``USAGE, CREATE`` on the
+      schema;
+    - ``service_role`` (``omicstwin serve``) gets ``USAGE`` on the schema, ``SELECT`` on the
+      tables it reads, ``INSERT`` on ``audit`` (and ``USAGE`` on its id sequence) and
+      ``UPDATE (last_used_at)`` on ``api_keys``; nothing else (no writes to the data tables,
+      no access to ``patient_mappings``).
+
+    Both roles must exist (``CREATE ROLE name LOGIN PASSWORD '...'``, by a database
+    administrator). Run it as a superuser or as the owner of the tables and the schema (or a
+    member of ``publish_role`` who owns the schema). The schema must be at this package's
+    revision; run it again after every ``omicstwin db upgrade``.
+
+    Returns
+    -------
+    list[str]
+        The statements applied, in order (one transaction).
+
+    Raises
+    ------
+    DatabaseError
+        Not PostgreSQL, an invalid or missing role, the schema not at head, or missing
+        privileges to grant (the message names the fix).
+    """
+    if engine.dialect.name != "postgresql":
+        raise DatabaseError(
+            "database roles apply to PostgreSQL only; fix: for SQLite keep the database file "
+            "private to the service's user (chmod 600 FILE) and run publish as that user"
+        )
+    for what, role in (("--service-role", service_role), ("--publish-role", publish_role)):
+        if not isinstance(role, str) or not _ROLE_RE.fullmatch(role):
+            raise DatabaseError(
+                f"{what} {role!r} is not a plain role name; fix: use letters, digits and _ "
+                "(at most 63, not starting with a digit)"
+            )
+    if service_role == publish_role:
+        raise DatabaseError(
+            "the service role and the publish role are the same; fix: use two roles, so that "
+            "the service cannot write the data tables"
+        )
+    check_schema(engine)
+    quote = engine.dialect.identifier_preparer.quote
+    applied: list[str] = []
+    with engine.begin() as conn:
+        known = set(
+            conn.execute(
+                sa.text("SELECT rolname FROM pg_roles WHERE rolname IN (:a, :b)"),
+                {"a": service_role, "b": publish_role},
+            ).scalars()
+        )
+        for role in (service_role, publish_role):
+            if role not in known:
+                raise DatabaseError(
+                    f"role '{role}' does not exist; fix: create it as a database administrator "
+                    f"(CREATE ROLE {role} LOGIN PASSWORD '...'), then run this again"
+                )
+        schema = conn.execute(sa.text("SELECT current_schema()")).scalar()
+        statements = []  # schema privileges first: a new owner needs CREATE on the schema
+        for role, privileges in ((publish_role, ("USAGE", "CREATE")), (service_role, ("USAGE",))):
+            for privilege in privileges:
+                held = conn.execute(
+                    sa.text("SELECT has_schema_privilege(:r, :s, :p)"),
+                    {"r": role, "s": schema, "p": privilege},
+                ).scalar()
+                if not held:
+                    statements.append(
+                        f"GRANT {privilege} ON SCHEMA {quote(schema)} TO {quote(role)}"
+                    )
+        owners = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT tablename, tableowner FROM pg_tables WHERE schemaname = :s "
+                    "AND tablename = ANY(:t)"
+                ),
+                {"s": schema, "t": ["alembic_version", *TABLES]},
+            ).all()
+        )
+        for name, owner in sorted(owners.items()):
+            if owner != publish_role:
+                statements.append(
+                    f"ALTER TABLE {quote(schema)}.{quote(name)} OWNER TO {quote(publish_role)}"
+                )
+        statements += _table_statements(quote, schema, service_role, publish_role)
+        sequence = conn.execute(
+            sa.text("SELECT pg_get_serial_sequence(:t, 'id')"), {"t": f"{quote(schema)}.audit"}
+        ).scalar()
+        if sequence:
+            statements.append(f"GRANT USAGE ON SEQUENCE {sequence} TO {quote(service_role)}")
+        for statement in statements:
+            try:
+                with conn.begin_nested():
+                    conn.exec_driver_sql(statement)
+            except sa.exc.ProgrammingError as exc:
+                raise DatabaseError(
+                    f"cannot apply '{statement}' as {describe_url(engine)} "
+                    f"({str(exc.orig).strip().splitlines()[0]}); fix: run omicstwin db roles as "
+                    "a superuser, or as the owner of the schema and tables who is a member of "
+                    f"the publish role (GRANT {publish_role} TO CURRENT_USER)"
+                ) from None
+            applied.append(statement)
+    return applied

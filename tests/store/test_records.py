@@ -434,3 +434,73 @@ def test_bad_key_lifetimes_are_refused(text: str) -> None:
 
     with pytest.raises(AccessError, match="fix:"):
         parse_lifetime(text)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def test_cli_keys_grants_and_unpublish(db_url: str, run_dir: Path) -> None:
+    from typer.testing import CliRunner
+
+    from omicstwin.cli import app
+
+    runner = CliRunner()
+
+    def run(*args: str):
+        return runner.invoke(app, [*args, "--db", db_url])
+
+    assert run("publish", str(run_dir)).exit_code == 0
+    out = run("keys", "create", "--role", "clinician", "--name", "doc", "--expires-in", "90d")
+    assert out.exit_code == 0 and "expires" in out.output
+    key = out.output.split()[-1]
+    out = run("keys", "create", "--role", "admin", "--name", "boss", "--expires-at", "2099-01-31")
+    assert out.exit_code == 0 and "expires 2099-01-31 00:00 UTC" in out.output
+    out = run("keys", "create", "--role", "admin", "--name", "x", "--expires-in", "soon")
+    assert out.exit_code == 2 and "error: invalid key lifetime" in out.output
+    out = run("keys", "create", "--role", "admin", "--name", "x", "--expires-at", "2001-01-01")
+    assert out.exit_code == 2 and "in the past" in out.output
+    out = run("keys", "list")
+    lines = out.output.splitlines()
+    assert lines[0].split("\t") == [
+        "name",
+        "role",
+        "created",
+        "expires",
+        "last_used",
+        "revoked",
+        "status",
+    ]
+    doc = next(line.split("\t") for line in lines if line.startswith("doc\t"))
+    assert doc[1] == "clinician" and doc[4] == "never" and doc[6] == "active"
+    assert key not in out.output
+
+    out = run("keys", "rotate", "--name", "doc")
+    assert out.exit_code == 0
+    new = out.output.split()[-1]
+    assert new.startswith("otk_") and new != key
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        assert authenticate(conn, key) is None and authenticate(conn, new).name == "doc"
+    engine.dispose()
+
+    assert run("grants", "add", "--key-name", "doc", "--patient", "P001").exit_code == 0
+    assert run("grants", "add", "--key-name", "boss", "--patient", "P002").exit_code == 0
+    out = run("grants", "list", "--key-name", "doc")
+    assert out.exit_code == 0
+    assert [line.split("\t")[:4] for line in out.output.splitlines()[1:]] == [
+        ["doc", "clinician", "P001", "study_a"]
+    ]
+    assert len(run("grants", "list").output.splitlines()) == 3
+    assert len(run("grants", "list", "--patient", "P002").output.splitlines()) == 2
+    out = run("grants", "remove", "--key-name", "doc", "--patient", "P001")
+    assert out.exit_code == 0 and "P001" not in out.output
+    out = run("grants", "remove", "--key-name", "doc", "--patient", "P001")
+    assert out.exit_code == 2 and "error: key 'doc' holds no grant" in out.output
+
+    out = run("unpublish", "study_a")
+    assert out.exit_code == 0 and "5 patient record(s)" in out.output
+    assert run("grants", "list").output.splitlines()[1:] == []
+    out = run("unpublish", "study_a")
+    assert out.exit_code == 2 and "no study" in out.output
+    out = run("publish", str(run_dir))
+    assert out.exit_code == 2 and "retired" in out.output and "patients import" in out.output
