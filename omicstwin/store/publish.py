@@ -328,10 +328,11 @@ def _check_table(name: str, frame: pd.DataFrame) -> None:
 def _check_donors(table: str, column: str, col: pd.Series) -> None:
     """Donor ids: no surrounding whitespace, no line breaks or control characters, not empty."""
     values = col.astype(object).to_numpy()
-    for i, value in enumerate(values):
+    for value in pd.unique(values):  # donors repeat over many rows: check each id once
         text = str(value)
         if text and text == text.strip() and text.isprintable():
             continue
+        i = next(k for k, v in enumerate(values) if v is value or v == value)
         raise _bad_value(
             table,
             column,
@@ -634,7 +635,9 @@ def publish_run(
     ------
     PublishError
         Missing or malformed run files, an invalid study id, or patient ids that already belong
-        to another study. The database is left as it was.
+        to another study. Subclasses: :class:`TableContentError` (a value of the wrong type, a
+        missing required value, a bad donor id) and :class:`RetiredPseudonymError` (a record
+        would take a retired pseudonym). The database is left as it was.
     """
     started = time.perf_counter()
     run_dir = Path(run_dir)
