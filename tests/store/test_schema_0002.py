@@ -138,3 +138,17 @@ def test_check_key_statuses_and_touch(db_url: str) -> None:
         ).scalar()
     assert used.replace(tzinfo=used.tzinfo or UTC) == T0 + timedelta(hours=2)
     engine.dispose()
+
+
+def test_models_match_the_migrations(db_url: str) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from omicstwin.store.db import Base
+
+    engine = make_engine(db_url)
+    upgrade_db(engine)
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []
+    engine.dispose()
