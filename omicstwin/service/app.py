@@ -3,12 +3,17 @@
 Roles: ``admin`` reads everything including ``/audit``; ``analyst`` reads all study data and
 only the patients granted to its key; ``clinician`` reads only the patients granted to its key
 (no study-level endpoints; a granted patient's targets carry their study-level evidence).
-Every read of patient data, allowed or not, appends an audit row before the data is returned.
+Every request to a patient route, whatever its answer (401 with the name of a revoked or expired
+key, 403, 404, 422, 429, 500), appends an audit row before its response starts, and every patient
+response carries ``Cache-Control: no-store`` (``guard.PatientGuard``). Keys expire at their exact
+time; repeated failed authentication from one address is answered with 429 (``guard``).
 
 Hot paths: the unfiltered rankings, patient reads and key lookups run short indexed statements
 on one connection per worker on the event loop, and a fast lane answers their plain, valid,
 authorised requests before FastAPI's parameter solving (same answers; see ``_FastLane``);
-audit rows are group-committed by one writer thread, each read waiting for its row's commit.
+audit rows are group-committed by one writer thread, each read waiting for its row's commit
+(SQLite: or for its fsync in the audit journal while a publish holds the write lock; see
+``audit``).
 
 Logging: the service never logs request paths, keys or patient ids (paths carry patient ids,
 so ``omicstwin serve`` turns uvicorn's access log off), and SQL parameters are hidden from

@@ -42,6 +42,7 @@ from omicstwin.store.db import TABLES
 JOURNAL_SUFFIX = "-audit-journal.jsonl"
 _FIELDS = ("at", "key_name", "role", "action", "patient_id", "outcome")
 DRAIN_INTERVAL = 0.2  # seconds between attempts to move journal rows into the table
+PROBE_MS = 5  # how long such an attempt waits for the write lock
 
 
 def journal_path(engine: Engine) -> Path | None:
@@ -142,17 +143,23 @@ class AuditJournal:
         finally:
             os.close(fd)  # releases the lock
 
-    def drain(self, conn: sa.Connection) -> int:
+    def drain(self, conn: sa.Connection, *, wait_ms: int = 30_000) -> int:
         """Move the journal into the audit table in one transaction; return the rows moved.
 
-        Raises the database's error (e.g. SQLite's "database is locked") with the journal
-        left as it was.
+        The write lock is only probed (``PROBE_MS``): while a publish holds it, new audit rows
+        keep going to the journal without waiting for the attempt. ``wait_ms`` is the
+        connection's busy timeout to restore. Raises the database's error (e.g. SQLite's
+        "database is locked") with the journal left as it was.
         """
         with self._locked(fcntl.LOCK_EX) as fd:
             rows = self._rows(fd)
             if rows:
                 with conn.begin():
-                    conn.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock first, or busy
+                    conn.exec_driver_sql(f"PRAGMA busy_timeout={PROBE_MS}")  # only a probe
+                    try:
+                        conn.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock first, or busy
+                    finally:
+                        conn.exec_driver_sql(f"PRAGMA busy_timeout={wait_ms}")
                     fresh = _not_in_table(conn, rows)
                     if fresh:
                         conn.execute(TABLES["audit"].insert(), fresh)
@@ -206,7 +213,7 @@ class AuditWriter:
     """
 
     def __init__(
-        self, engine: Engine, *, journal: AuditJournal | None = None, lock_wait: float = 0.1
+        self, engine: Engine, *, journal: AuditJournal | None = None, lock_wait: float = 0.05
     ) -> None:
         self.engine = engine
         self.journal = journal
@@ -218,6 +225,7 @@ class AuditWriter:
         self._closed = False
         self._conn: sa.Connection | None = None  # used by the writer thread only
         self._next_drain = 0.0
+        self._touch_after = 0.0  # deferred touches wait until then
 
     async def write(self, row: dict[str, Any]) -> None:
         """Queue one audit row and wait until it is durable (raises if it could not be)."""
@@ -251,20 +259,19 @@ class AuditWriter:
     def _run(self) -> None:
         while True:
             with self._wake:
-                while not (self._pending or self._touches or self._closed):
-                    if not self._journal_waiting():
-                        self._wake.wait()
-                        continue
-                    timeout = self._next_drain - time.monotonic()
-                    if timeout <= 0:
+                while not (self._pending or self._closed):
+                    left = self._due()
+                    if left is not None and left <= 0:
                         break
-                    self._wake.wait(timeout)
+                    self._wake.wait(left)  # None: until notified
                 if self._closed and not self._pending:
                     self._thread = None  # under the lock: the next write starts a new thread
                     touches, self._touches = self._touches, {}
                     break
                 batch, self._pending = self._pending, []
-                touches, self._touches = self._touches, {}
+                touches = {}
+                if self._touches and time.monotonic() >= self._touch_after:
+                    touches, self._touches = self._touches, {}
             if batch:
                 self._write_batch(batch)
             if self._journal_waiting() and time.monotonic() >= self._next_drain:
@@ -279,6 +286,15 @@ class AuditWriter:
         self._drop(invalidate=False)
         if self.journal is not None:
             self.journal.close()
+
+    def _due(self) -> float | None:  # under self._wake
+        """Seconds until a drain or a deferred touch is due (None: nothing scheduled)."""
+        due = []
+        if self._touches:
+            due.append(self._touch_after)
+        if self._journal_waiting():
+            due.append(self._next_drain)
+        return min(due) - time.monotonic() if due else None
 
     def _journal_waiting(self) -> bool:
         return self.journal is not None and self.journal.pending()
@@ -334,10 +350,11 @@ class AuditWriter:
     def _drain(self) -> None:
         self._next_drain = time.monotonic() + DRAIN_INTERVAL
         try:
-            moved = self.journal.drain(self._connection())
+            moved = self.journal.drain(self._connection(), wait_ms=int(self.lock_wait * 1000))
         except sa.exc.DBAPIError as exc:
             if not _is_busy(exc):
                 self._drop(invalidate=True)
+                self._next_drain = time.monotonic() + 5.0  # not the lock: retry, without a flood
                 logger.error(
                     "cannot move the audit journal into the table (%s)", type(exc).__name__
                 )
@@ -346,24 +363,25 @@ class AuditWriter:
             logger.info("moved %d audit rows from the journal into the audit table", moved)
 
     def _apply_touches(self, touches: dict[int, datetime], *, requeue: bool = True) -> None:
-        if self._journal_waiting():
-            failed = True  # the write lock is (or was just) busy: later
-        else:
-            failed = False
+        busy = self._journal_waiting()  # the write lock is (or was just) held: later
+        if not busy:
             try:
                 conn = self._connection()
                 with conn.begin():
                     for key_id, at in touches.items():
                         access.touch_key(conn, key_id, at)
+                return
             except Exception as exc:  # never the writer thread's end: last use is best effort
-                failed = True
-                if not (isinstance(exc, sa.exc.DBAPIError) and _is_busy(exc)):
+                busy = isinstance(exc, sa.exc.DBAPIError) and _is_busy(exc)
+                if not busy:
                     self._drop(invalidate=True)
                     logger.warning("cannot record the last use of keys (%s)", type(exc).__name__)
-        if failed and requeue:
+                    return  # dropped: retrying a failing statement would only repeat the warning
+        if requeue:
             with self._wake:
                 for key_id, at in touches.items():
                     self._touches.setdefault(key_id, at)
+                self._touch_after = time.monotonic() + DRAIN_INTERVAL
 
     def _drop(self, *, invalidate: bool) -> None:
         conn, self._conn = self._conn, None

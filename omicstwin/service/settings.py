@@ -8,7 +8,7 @@
 - ``OMICSTWIN_AUTH_WINDOW_SECONDS`` (60): the window of that count, and the lock-out's length.
 - ``OMICSTWIN_AUDIT_JOURNAL`` (1): SQLite; audit rows go to a durable journal file beside the
   database while a publish holds the write lock (0: wait for the lock instead).
-- ``OMICSTWIN_AUDIT_LOCK_WAIT_MS`` (100): SQLite; how long an audit batch waits for the write
+- ``OMICSTWIN_AUDIT_LOCK_WAIT_MS`` (50): SQLite; how long an audit batch waits for the write
   lock before it goes to the journal.
 - ``OMICSTWIN_KEY_TOUCH_SECONDS`` (60): a key's ``last_used_at`` is written at most this often
   (per worker process).
@@ -34,7 +34,7 @@ class Settings:
     auth_max_failures: int = 20
     auth_window_seconds: float = 60.0
     audit_journal: bool = True
-    audit_lock_wait_ms: int = 100
+    audit_lock_wait_ms: int = 50
     key_touch_seconds: float = 60.0
 
     @classmethod
