@@ -419,3 +419,44 @@ def test_a_drain_interrupted_after_its_commit_inserts_nothing_twice(tmp_path: Pa
     assert sorted(got) == ["A1", "A2"] and not journal.pending()
     journal.close()
     engine.dispose()
+
+
+def test_the_audit_thread_does_not_spin_while_a_publish_holds_the_lock(tmp_path: Path) -> None:
+    import asyncio
+
+    import psutil
+
+    from omicstwin.service.audit import AuditWriter
+    from omicstwin.store.db import upgrade_db
+
+    url = f"sqlite:///{tmp_path / 'spin.db'}"
+    engine = make_engine(url)
+    upgrade_db(engine)
+    _new_key(url, "spin", role="admin", grant=None)
+    keys = TABLES["api_keys"]
+    with engine.connect() as conn:
+        key_id = conn.execute(sa.select(keys.c.id).where(keys.c.name == "spin")).scalar()
+    writer = AuditWriter(engine, journal=_journal(engine), lock_wait=0.02)
+    started = threading.Event()
+    holder = threading.Thread(target=_hold_write_lock, args=(url, 2.0, started))
+    holder.start()
+    assert started.wait(10)
+    row = {"at": datetime.now(UTC), "key_name": "spin", "role": "admin", "action": "patient.record"}
+    asyncio.run(writer.write(row | {"patient_id": "P001", "outcome": "allowed"}))  # journaled
+    assert writer.journal.pending()
+    writer.touch(key_id, datetime.now(UTC))  # deferred: the lock is held
+    native = writer._thread.native_id
+    cpu = {t.id: t.user_time + t.system_time for t in psutil.Process().threads()}
+    time.sleep(1.0)
+    later = {t.id: t.user_time + t.system_time for t in psutil.Process().threads()}
+    holder.join()
+    assert later[native] - cpu[native] < 0.3  # waits for its next attempt, does not spin
+    writer.close()
+    assert not writer.journal.pending()  # drained once the lock was free
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(TABLES["audit"])).scalar() == 1
+        used = sa.select(TABLES["api_keys"].c.last_used_at).where(
+            TABLES["api_keys"].c.name == "spin"
+        )
+        assert conn.execute(used).scalar() is not None
+    engine.dispose()
