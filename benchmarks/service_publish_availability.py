@@ -140,11 +140,37 @@ def measure(
         proc.terminate()
         proc.wait(timeout=30)
     return {
+        "audit": audit_check(url, len(patient), args.clients),
         "publish_s": window["end"] - window["start"],
         "patient_before": _stats(patient, 0, window["start"]),
         "patient_during": _stats(patient, window["start"], window["end"]),
         "study_during": _stats(study, window["start"], window["end"]),
     }
+
+
+def audit_check(url: str, answered: int, in_flight: int) -> str:
+    """Whether every answered patient read left one audit row (after the server stopped)."""
+    import sqlalchemy as sa
+
+    from omicstwin.store.db import TABLES
+
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(sa.func.count()).select_from(TABLES["audit"])).scalar()
+    try:
+        from omicstwin.service.audit import AuditJournal, journal_path
+
+        where = journal_path(engine)
+        waiting = where is not None and AuditJournal(where).pending()
+    except ImportError:  # before issue 14: no journal
+        waiting = False
+    engine.dispose()
+    ok = answered <= rows <= answered + in_flight and not waiting
+    return (
+        f"{rows} audit rows for {answered} answered patient reads (+ <= {in_flight} cut off when "
+        f"the clients stopped); journal {'not empty' if waiting else 'empty'}: "
+        + ("ok" if ok else "MISMATCH")
+    )
 
 
 def _stats(samples: list[tuple], start: float, end: float) -> dict:
@@ -221,6 +247,7 @@ def main() -> None:
                 f"{'patient reads during publish':>37}{'study reads during publish':>37}\n"
                 f"{'':<34}{'s':>8}" + f"{'n':>6}{'p50':>8}{'p99':>8}{'max':>8}{'err':>5}" * 3
             )
+            audits: list[str] = []
             for label, url, env in runs:
                 saved = {name: os.environ.get(name) for name in env}
                 os.environ.update(env)
@@ -233,7 +260,9 @@ def main() -> None:
                         else:
                             os.environ[name] = value
                 print(_row(label, result), flush=True)
+                audits.append(f"{label}: {result['audit']}")
             print(f"load average {os.getloadavg()[0]:.2f} after")
+            print("\n".join(audits))
         finally:
             if pg_url is not None:
                 drop_pg_database(args.pg, pg_url)
