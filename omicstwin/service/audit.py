@@ -4,9 +4,9 @@ Every access to a patient route waits for its audit row to be durable before it 
 writer thread commits the rows pending meanwhile in one transaction (group commit).
 
 SQLite allows one writer at a time, and a publish holds the write lock for its whole
-transaction (seconds for a large study). Audit rows must not wait for it: when the write lock
-is busy for longer than ``lock_wait`` (or rows are already waiting in the journal), the batch is
-appended to the **audit journal** instead, a JSON-lines file beside the database
+transaction (seconds for a large study). Audit rows must not wait for it: a batch that cannot
+get the write lock within ``lock_wait`` (or comes after rows of this process still in the
+journal) is appended to the **audit journal** instead, a JSON-lines file beside the database
 (``<db>-audit-journal.jsonl``, mode 0600) shared by the worker processes under ``flock`` and
 fsync'd per batch, so the row is durable before the data leaves. The writer drains the journal
 into the audit table as soon as the write lock is free again (rows already in the table, after
@@ -226,6 +226,7 @@ class AuditWriter:
         self._conn: sa.Connection | None = None  # used by the writer thread only
         self._next_drain = 0.0
         self._touch_after = 0.0  # deferred touches wait until then
+        self._journaled = False  # this process put rows in the journal that are not drained
 
     async def write(self, row: dict[str, Any]) -> None:
         """Queue one audit row and wait until it is durable (raises if it could not be)."""
@@ -248,6 +249,7 @@ class AuditWriter:
         """Start the thread if the journal holds rows (e.g. left by a stopped service)."""
         if self.journal is not None and self.journal.pending():
             with self._wake:
+                self._journaled = True
                 self._start()
                 self._wake.notify()
 
@@ -297,7 +299,9 @@ class AuditWriter:
         return min(due) - time.monotonic() if due else None
 
     def _journal_waiting(self) -> bool:
-        return self.journal is not None and self.journal.pending()
+        # This process's flag, not a stat per batch: rows other workers journaled are theirs
+        # to drain (each drain moves the whole file, whoever wrote it).
+        return self._journaled
 
     def _write_batch(self, batch: list[tuple[dict, asyncio.Future, Any]]) -> None:
         rows = [row for row, _, _ in batch]
@@ -305,6 +309,7 @@ class AuditWriter:
         try:
             if self._journal_waiting():
                 self.journal.append(rows)  # keep the order: behind the rows already waiting
+                self._journaled = True
             else:
                 self._insert_or_journal(rows)
         except Exception as exc:  # handed to every waiting request
@@ -325,6 +330,7 @@ class AuditWriter:
                 if self.journal is not None and _is_busy(exc):
                     # A publish holds the write lock: durable in the journal, drained later.
                     self.journal.append(rows)
+                    self._journaled = True
                     self._next_drain = time.monotonic() + DRAIN_INTERVAL
                     return
                 self._drop(invalidate=True)
@@ -359,6 +365,7 @@ class AuditWriter:
                     "cannot move the audit journal into the table (%s)", type(exc).__name__
                 )
             return
+        self._journaled = False
         if moved:
             logger.info("moved %d audit rows from the journal into the audit table", moved)
 
