@@ -305,15 +305,90 @@ def call_lost_fates(
     if not 0.5 < quantile < 1:
         raise ParameterError(f"quantile must be in (0.5, 1), got {quantile}")
     perts = list(perturbations) if perturbations is not None else [knockout(g) for g in genes]
+    keeps = _unperturbed_genes(perts, genes)
+    terminal_score, towards = _terminal_scores(
+        z, genes, states, w, perts, keeps, n_steps=n_steps, quantile=quantile
+    )
+    progenitor_score = np.full((len(perts), len(states.fates)), np.nan)
+    if from_progenitor:
+        progenitor_score = _progenitor_scores(
+            z, genes, states, w, perts, keeps, n_steps=n_steps, quantile=quantile
+        )
+    rows = []
+    for row, p in enumerate(perts):
+        for f, fate in enumerate(states.fates):
+            prog = progenitor_score[row, f]
+            rows.append(
+                {
+                    "perturbation_id": p.perturbation_id,
+                    "fate": fate,
+                    "terminal_score": terminal_score[row, f],
+                    "towards": towards[row, f],
+                    "progenitor_score": prog,
+                    "lost": bool(terminal_score[row, f] > 1 or (np.isfinite(prog) and prog > 1)),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _unperturbed_genes(perts: list[Perturbation], genes: list[str]) -> np.ndarray:
+    """Mask, per perturbation, the genes it leaves alone (fate coordinates use only those).
+
+    Parameters
+    ----------
+    perts
+        The perturbations.
+    genes
+        Gene names.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean, perturbations x genes; False at each perturbation's measured genes.
+    """
     index = {g: i for i, g in enumerate(genes)}
-    keeps = np.ones((len(perts), n_genes), bool)
+    keeps = np.ones((len(perts), len(genes)), bool)
     for row, p in enumerate(perts):
         keeps[row, [index[g] for g in p.genes if g in index]] = False
+    return keeps
+
+
+def _terminal_scores(
+    z: np.ndarray,
+    genes: list[str],
+    states: FateStates,
+    w: sparse.csr_matrix,
+    perts: list[Perturbation],
+    keeps: np.ndarray,
+    *,
+    n_steps: int | None,
+    quantile: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Score how far each perturbation pushes each terminal state towards another state.
+
+    Parameters
+    ----------
+    z, genes, states, n_steps, quantile
+        As for :func:`call_lost_fates`.
+    w
+        Elasticities, regulators x targets (CSR).
+    perts
+        The perturbations.
+    keeps
+        Genes each perturbation leaves alone (:func:`_unperturbed_genes`).
+
+    Returns
+    -------
+    terminal_score : numpy.ndarray
+        Perturbations x fates: the largest coordinate towards another state over its
+        threshold (the ``quantile`` of the fate's own cells along that direction).
+    towards : numpy.ndarray
+        Perturbations x fates: the name of that state.
+    """
     n_fates = len(states.fates)
     # every other reference a terminal state can drift to: the other fates and the progenitor
     references = np.vstack([states.terminal, states.progenitor[None, :]])
     ref_names = [*states.fates, PROGENITOR]
-
     terminal_score = np.zeros((len(perts), n_fates))
     towards = np.empty((len(perts), n_fates), dtype=object)
     for f in range(n_fates):
@@ -333,39 +408,55 @@ def call_lost_fates(
             best = int(np.argmax(ratio))
             terminal_score[row, f] = ratio[best]
             towards[row, f] = ref_names[others[best]]
+    return terminal_score, towards
 
-    progenitor_score = np.full((len(perts), n_fates), np.nan)
-    if from_progenitor:
-        origin = states.progenitor
-        mask, shift = clamp_matrix(perts, genes, origin)
-        delta = propagate(origin, w, mask, shift, n_steps=n_steps)
-        spread_cells = z[states.progenitor_cells] - origin
-        for row in range(len(perts)):
-            t = fate_coordinates(delta[row], origin, states.terminal, keeps[row])[0]
-            # progenitor cells scatter both ways along a fate's direction; their lower tail is
-            # how far "away from the fate" a progenitor naturally is
-            low = np.quantile(
-                fate_coordinates(spread_cells, origin, states.terminal, keeps[row]),
-                1 - quantile,
-                axis=0,
-            )
-            progenitor_score[row] = t / np.minimum(low, -np.finfo(float).eps)
 
-    rows = []
-    for row, p in enumerate(perts):
-        for f, fate in enumerate(states.fates):
-            prog = progenitor_score[row, f]
-            rows.append(
-                {
-                    "perturbation_id": p.perturbation_id,
-                    "fate": fate,
-                    "terminal_score": terminal_score[row, f],
-                    "towards": towards[row, f],
-                    "progenitor_score": prog,
-                    "lost": bool(terminal_score[row, f] > 1 or (np.isfinite(prog) and prog > 1)),
-                }
-            )
-    return pd.DataFrame(rows)
+def _progenitor_scores(
+    z: np.ndarray,
+    genes: list[str],
+    states: FateStates,
+    w: sparse.csr_matrix,
+    perts: list[Perturbation],
+    keeps: np.ndarray,
+    *,
+    n_steps: int | None,
+    quantile: float,
+) -> np.ndarray:
+    """Score how far each perturbation pushes the progenitor away from each fate.
+
+    Parameters
+    ----------
+    z, genes, states, n_steps, quantile
+        As for :func:`call_lost_fates`.
+    w
+        Elasticities, regulators x targets (CSR).
+    perts
+        The perturbations.
+    keeps
+        Genes each perturbation leaves alone (:func:`_unperturbed_genes`).
+
+    Returns
+    -------
+    numpy.ndarray
+        Perturbations x fates: the coordinate towards the fate over the lower tail of the
+        progenitor cells' coordinates (positive when the progenitor moves away from it).
+    """
+    progenitor_score = np.full((len(perts), len(states.fates)), np.nan)
+    origin = states.progenitor
+    mask, shift = clamp_matrix(perts, genes, origin)
+    delta = propagate(origin, w, mask, shift, n_steps=n_steps)
+    spread_cells = z[states.progenitor_cells] - origin
+    for row in range(len(perts)):
+        t = fate_coordinates(delta[row], origin, states.terminal, keeps[row])[0]
+        # progenitor cells scatter both ways along a fate's direction; their lower tail is
+        # how far "away from the fate" a progenitor naturally is
+        low = np.quantile(
+            fate_coordinates(spread_cells, origin, states.terminal, keeps[row]),
+            1 - quantile,
+            axis=0,
+        )
+        progenitor_score[row] = t / np.minimum(low, -np.finfo(float).eps)
+    return progenitor_score
 
 
 def baseline_lost_fates(

@@ -468,52 +468,14 @@ def validate_cohort(
         cell_type_key, time_key, condition_key, donor_key, case, control, layer, time_unit
     )
     rna = rna_modality(data)
-    if rna.n_obs == 0 or rna.n_vars == 0:
-        raise EmptyDataError(
-            f"the RNA matrix is empty ({rna.n_obs} cells x {rna.n_vars} genes); fix: check that "
-            "the file was written after loading the counts, and that no filter removed everything"
-        )
-    _check_unique(rna.var_names, "gene", "adata.var_names_make_unique(), or sum duplicated genes")
-    _check_unique(rna.obs_names, "cell", "adata.obs_names_make_unique() before saving")
+    _check_matrix(rna)
     obs = cohort_obs(data, keys)
     counts_source = check_raw_counts(data, layer)
 
     conditions = obs["condition"].astype(str)
-    present = sorted(conditions.unique().tolist())
-    missing = [label for label in (case, control) if label not in present]
-    if case == control:
-        raise ConditionError(
-            f"case and control labels are both '{case}'; fix: pass two different labels from "
-            f"{present}"
-        )
-    if missing:
-        only_one = " (only one condition is present)" if len(present) == 1 else ""
-        raise ConditionError(
-            f"condition label(s) {missing} not found in obs column '{condition_key}'{only_one}; "
-            f"labels present: {present}; fix: pass --case and --control with labels from that "
-            "list (Python: case=..., control=...)"
-        )
+    _check_arms(conditions, keys)
     in_arms = conditions.isin([case, control])
-    arm_obs = obs.loc[in_arms.to_numpy()].copy()
-    arm_obs["condition"] = conditions[in_arms.to_numpy()]
-    for column in ("cell_type", "donor"):
-        n_missing = int(arm_obs[column].isna().sum())
-        if n_missing:
-            key = cell_type_key if column == "cell_type" else donor_key
-            raise MissingKeyError(
-                f"obs column '{key}' has {n_missing} missing values among case/control cells; "
-                "fix: label those cells or drop them"
-            )
-    arm_obs["donor"] = arm_obs["donor"].astype(str)
-    arm_obs["cell_type"] = arm_obs["cell_type"].astype(str)
-    both = arm_obs.groupby("donor", observed=True)["condition"].nunique()
-    both = both[both > 1]
-    if len(both):
-        raise ConditionError(
-            f"donor(s) {list(both.index[:5])} appear in both '{case}' and '{control}'; omicstwin "
-            "treats the condition as a donor-level attribute (patients vs controls); fix: give "
-            "each donor one arm, or use distinct donor ids per arm if samples are independent"
-        )
+    arm_obs = _arm_obs(obs, conditions, in_arms, keys)
     time = resolve_time(obs["time"], key=time_key, unit=time_unit)
     arm_obs["time"] = time.values[in_arms.to_numpy()]
     time.levels = [t for t in time.levels if t in set(arm_obs["time"].unique())]
@@ -535,15 +497,6 @@ def validate_cohort(
         )
         warnings.warn(message, InsufficientReplicationWarning, stacklevel=2)
 
-    modalities = (
-        {name: tuple(mod.shape) for name, mod in data.mod.items()}
-        if is_mudata(data)
-        else {"rna": tuple(rna.shape)}
-    )
-    unknown = [m for m in modalities if m not in ("rna", *OPTIONAL_MODALITIES)]
-    if unknown:
-        logger.info("modalities %s are not used by omicstwin and are ignored", unknown)
-
     donors = arm_obs.drop_duplicates("donor")
     return CohortSummary(
         n_cells=int(rna.n_obs),
@@ -557,9 +510,143 @@ def validate_cohort(
         donors_control=sorted(donors.loc[donors["condition"] == control, "donor"].tolist()),
         skipped_groups=skipped,
         design=design,
-        modalities=modalities,
+        modalities=_modalities(data, rna),
         counts_source=counts_source,
     )
+
+
+def _check_matrix(rna) -> None:
+    """Raise when the RNA matrix is empty or names a gene or a cell twice.
+
+    Parameters
+    ----------
+    rna
+        The RNA AnnData.
+
+    Raises
+    ------
+    EmptyDataError
+        No cell or no gene.
+    DuplicateNamesError
+        A gene or cell name occurs more than once.
+    """
+    if rna.n_obs == 0 or rna.n_vars == 0:
+        raise EmptyDataError(
+            f"the RNA matrix is empty ({rna.n_obs} cells x {rna.n_vars} genes); fix: check that "
+            "the file was written after loading the counts, and that no filter removed everything"
+        )
+    _check_unique(rna.var_names, "gene", "adata.var_names_make_unique(), or sum duplicated genes")
+    _check_unique(rna.obs_names, "cell", "adata.obs_names_make_unique() before saving")
+
+
+def _check_arms(conditions: pd.Series, keys: CohortKeys) -> None:
+    """Raise unless the case and control labels are two labels of the condition column.
+
+    Parameters
+    ----------
+    conditions
+        The condition of every cell, as strings.
+    keys
+        The data contract (labels and the condition column's name).
+
+    Raises
+    ------
+    ConditionError
+        The labels are equal, or one of them is absent.
+    """
+    case, control = keys.case, keys.control
+    present = sorted(conditions.unique().tolist())
+    missing = [label for label in (case, control) if label not in present]
+    if case == control:
+        raise ConditionError(
+            f"case and control labels are both '{case}'; fix: pass two different labels from "
+            f"{present}"
+        )
+    if missing:
+        only_one = " (only one condition is present)" if len(present) == 1 else ""
+        raise ConditionError(
+            f"condition label(s) {missing} not found in obs column '{keys.condition}'"
+            f"{only_one}; labels present: {present}; fix: pass --case and --control with labels "
+            "from that list (Python: case=..., control=...)"
+        )
+
+
+def _arm_obs(
+    obs: pd.DataFrame, conditions: pd.Series, in_arms: pd.Series, keys: CohortKeys
+) -> pd.DataFrame:
+    """Select the cells of the two arms, with string cell types and donors, checked for gaps.
+
+    Parameters
+    ----------
+    obs
+        The cohort's obs columns (:func:`cohort_obs`).
+    conditions
+        The condition of every cell, as strings.
+    in_arms
+        Whether each cell is in the case or the control arm.
+    keys
+        The data contract.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The arms' rows of ``obs`` (without ``time``, set by the caller once resolved).
+
+    Raises
+    ------
+    MissingKeyError
+        A cell of an arm lacks its cell type or donor.
+    ConditionError
+        A donor has cells in both arms.
+    """
+    arm_obs = obs.loc[in_arms.to_numpy()].copy()
+    arm_obs["condition"] = conditions[in_arms.to_numpy()]
+    for column in ("cell_type", "donor"):
+        n_missing = int(arm_obs[column].isna().sum())
+        if n_missing:
+            key = keys.cell_type if column == "cell_type" else keys.donor
+            raise MissingKeyError(
+                f"obs column '{key}' has {n_missing} missing values among case/control cells; "
+                "fix: label those cells or drop them"
+            )
+    arm_obs["donor"] = arm_obs["donor"].astype(str)
+    arm_obs["cell_type"] = arm_obs["cell_type"].astype(str)
+    both = arm_obs.groupby("donor", observed=True)["condition"].nunique()
+    both = both[both > 1]
+    if len(both):
+        raise ConditionError(
+            f"donor(s) {list(both.index[:5])} appear in both '{keys.case}' and '{keys.control}'; "
+            "omicstwin treats the condition as a donor-level attribute (patients vs controls); "
+            "fix: give each donor one arm, or use distinct donor ids per arm if samples are "
+            "independent"
+        )
+    return arm_obs
+
+
+def _modalities(data: Any, rna) -> dict[str, tuple[int, ...]]:
+    """Shape of every modality; those omicstwin does not use are logged as ignored.
+
+    Parameters
+    ----------
+    data
+        The AnnData or MuData validated.
+    rna
+        Its RNA AnnData.
+
+    Returns
+    -------
+    dict
+        Modality name -> shape.
+    """
+    modalities = (
+        {name: tuple(mod.shape) for name, mod in data.mod.items()}
+        if is_mudata(data)
+        else {"rna": tuple(rna.shape)}
+    )
+    unknown = [m for m in modalities if m not in ("rna", *OPTIONAL_MODALITIES)]
+    if unknown:
+        logger.info("modalities %s are not used by omicstwin and are ignored", unknown)
+    return modalities
 
 
 def _underreplicated_groups(

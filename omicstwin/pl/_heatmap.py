@@ -104,6 +104,7 @@ def heatmap(
     col_labels = list(col_labels or [""] * n_cols)
     longest_col = max((len(c) for c in col_labels), default=1)
     longest_row = max((len(r) for r in row_labels), default=1)
+    # cells shrink as they multiply, within limits that keep labels and annotations legible
     cell_w = _clamp(8.5 / max(n_cols, 1), 0.17, 0.55)
     cell_h = _clamp(6.5 / max(n_rows, 1), 0.17, 0.34)
     width = n_cols * cell_w + 0.065 * longest_row + 2.0
@@ -118,49 +119,11 @@ def heatmap(
     for spine in ax.spines.values():
         spine.set_visible(False)
     if columns is not None:
-        groups = _runs([t for t, _ in columns])
-        for start, _stop in groups[1:]:
-            ax.axvline(start - 0.5, color="white", lw=2.5)
-        top = ax.secondary_xaxis("top")
-        top.set_xticks(
-            [(start + stop - 1) / 2 for start, stop in groups],
-            [fmt_time(columns[start][0], unit) for start, _ in groups],
-        )
-        top.tick_params(length=0, labelsize=8)
-        for spine in top.spines.values():
-            spine.set_visible(False)
-        top.set_xlabel(f"time ({unit})" if unit else "time point")
+        _time_group_axis(ax, columns, unit)
     if row_groups:
-        for _, start, _stop in row_groups[1:]:
-            ax.axhline(start - 0.5, color="white", lw=2.5)
-        right = ax.secondary_yaxis("right")
-        right.set_yticks(
-            [(start + stop - 1) / 2 for _, start, stop in row_groups],
-            [label for label, _, _ in row_groups],
-            rotation=90,
-            va="center",
-        )
-        right.tick_params(length=0, labelsize=8)
-        for spine in right.spines.values():
-            spine.set_visible(False)
+        _row_group_axis(ax, row_groups)
     if annotations is not None:
-        font = _clamp(cell_w * 72 * 0.42, 5.5, 8)
-        rgba = image.to_rgba(masked)
-        for i in range(n_rows):
-            for j in range(n_cols):
-                text = annotations[i, j]
-                if text:
-                    dark = _luminance(rgba[i, j]) < 0.5 and not np.ma.is_masked(masked[i, j])
-                    ax.text(
-                        j,
-                        i,
-                        text,
-                        ha="center",
-                        va="center",
-                        fontsize=font,
-                        color="white" if dark else "black",
-                        in_layout=False,  # inside the axes: the layout need not measure them
-                    )
+        _annotate_cells(ax, image, masked, annotations, _clamp(cell_w * 72 * 0.42, 5.5, 8))
     if markers is not None:
         rows, cols = np.nonzero(markers)
         if rows.size:
@@ -173,6 +136,93 @@ def heatmap(
     if title:
         ax.set_title(title)
     return fig
+
+
+def _time_group_axis(ax: Axes, columns: Sequence[tuple[float, str]], unit: str | None) -> None:
+    """Separate the columns of each time point and name the time above them.
+
+    Parameters
+    ----------
+    ax
+        The heatmap's axes.
+    columns
+        ``(time, cell_type)`` per column, grouped by time.
+    unit
+        Time unit of the labels.
+    """
+    groups = _runs([t for t, _ in columns])
+    for start, _stop in groups[1:]:
+        ax.axvline(start - 0.5, color="white", lw=2.5)
+    top = ax.secondary_xaxis("top")
+    top.set_xticks(
+        [(start + stop - 1) / 2 for start, stop in groups],
+        [fmt_time(columns[start][0], unit) for start, _ in groups],
+    )
+    top.tick_params(length=0, labelsize=8)
+    for spine in top.spines.values():
+        spine.set_visible(False)
+    top.set_xlabel(f"time ({unit})" if unit else "time point")
+
+
+def _row_group_axis(ax: Axes, row_groups: Sequence[tuple[str, int, int]]) -> None:
+    """Separate the row groups and name each at the right.
+
+    Parameters
+    ----------
+    ax
+        The heatmap's axes.
+    row_groups
+        ``(label, start, stop)`` row ranges.
+    """
+    for _, start, _stop in row_groups[1:]:
+        ax.axhline(start - 0.5, color="white", lw=2.5)
+    right = ax.secondary_yaxis("right")
+    right.set_yticks(
+        [(start + stop - 1) / 2 for _, start, stop in row_groups],
+        [label for label, _, _ in row_groups],
+        rotation=90,
+        va="center",
+    )
+    right.tick_params(length=0, labelsize=8)
+    for spine in right.spines.values():
+        spine.set_visible(False)
+
+
+def _annotate_cells(
+    ax: Axes, image, masked: np.ma.MaskedArray, annotations: np.ndarray, font: float
+) -> None:
+    """Write each cell's text, white on dark colours and black on light ones.
+
+    Parameters
+    ----------
+    ax
+        The heatmap's axes.
+    image
+        The heatmap's image (its colours decide the text colour).
+    masked
+        The values drawn, NaN masked.
+    annotations
+        Text per cell ("" for none).
+    font
+        Font size.
+    """
+    n_rows, n_cols = masked.shape
+    rgba = image.to_rgba(masked)
+    for i in range(n_rows):
+        for j in range(n_cols):
+            text = annotations[i, j]
+            if text:
+                dark = _luminance(rgba[i, j]) < 0.5 and not np.ma.is_masked(masked[i, j])
+                ax.text(
+                    j,
+                    i,
+                    text,
+                    ha="center",
+                    va="center",
+                    fontsize=font,
+                    color="white" if dark else "black",
+                    in_layout=False,  # inside the axes: the layout need not measure them
+                )
 
 
 def _with_missing(cmap: str) -> mcolors.Colormap:

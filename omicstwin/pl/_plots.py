@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -268,8 +269,54 @@ def network(
         return None
     panel_times: list[float] = list(times) or [math.nan]
     nodes = list(cell_types)
-    positions = nx.circular_layout(nodes)  # deterministic, every panel the same
-    colours = cell_type_colours(nodes)
+    # deterministic circular layout: every panel the same
+    ring = _NodeRing(nodes, nx.circular_layout(nodes), cell_type_colours(nodes))
+    panels = _network_panels(inter, intra, panel_times, top_n)
+    scale = _NetworkScale.of(panels)
+    if ax is not None:  # one panel, on the scale of all of them
+        fig = ax.figure
+        axes = [ax]
+        panels = _panel_at(panels, panel_times, time)
+    else:
+        fig, axes = _network_figure(len(panels) + 1)  # the last panel is the legend
+    for panel_ax, (t, top, intra_counts) in zip(axes, panels, strict=False):
+        _draw_network_panel(panel_ax, ring, scale, top, intra_counts, n_labels)
+        n_edges = len(top)
+        panel_ax.set_title(
+            f"{fmt_time(t, unit)}: top {n_edges} ligand→receptor edges"
+            if n_edges
+            else f"{fmt_time(t, unit)}: no intercellular edges"
+        )
+    if len(axes) > len(panels):
+        legend_ax = axes[len(panels)]
+        _network_legend(legend_ax, top_n=top_n, n_labels=n_labels)
+        for spare_ax in axes[len(panels) + 1 :]:
+            spare_ax.set_axis_off()
+    return fig
+
+
+def _network_panels(
+    inter: pd.DataFrame, intra: pd.DataFrame, panel_times: list[float], top_n: int
+) -> list[tuple[float, pd.DataFrame, pd.Series]]:
+    """Select each panel's strongest intercellular edges and count its intracellular ones.
+
+    Parameters
+    ----------
+    inter
+        The intercellular edges (a NaN ``time_from`` applies at every time point).
+    intra
+        ``time_from`` and ``target_cell_type`` of the intracellular edges.
+    panel_times
+        One time point per panel (NaN: a single panel of every edge).
+    top_n
+        Intercellular edges kept per panel.
+
+    Returns
+    -------
+    list of tuple
+        ``(time, top, intra_counts)`` per panel: the kept edges strongest first, with their
+        |weight| as ``strength``, and the intracellular edges per cell type.
+    """
 
     def at(frame: pd.DataFrame, t: float) -> pd.DataFrame:
         if math.isnan(t):
@@ -301,173 +348,261 @@ def network(
         ).head(top_n)
         intra_counts = intra_at(t)
         panels.append((t, top, intra_counts))
-    max_strength = max(
-        [
-            float(
-                top.groupby(["source_cell_type", "target_cell_type"], observed=True)
-                .strength.sum()
-                .max()
-            )
-            for _, top, _ in panels
-            if not top.empty
-        ]
-        or [1.0]
-    )
-    max_intra = max([float(c.max()) for _, _, c in panels if len(c)] or [1.0])
+    return panels
 
-    if ax is not None:  # one panel, on the scale of all of them
-        fig = ax.figure
-        wanted = panel_times[0] if time is None else time
-        axes = [ax]
-        panels = [p for p in panels if p[0] == wanted or (math.isnan(p[0]) and math.isnan(wanted))]
-        if not panels:
-            raise ParameterError(
-                f"time {wanted} is not a time point of the network; fix: pass one of {panel_times}"
-            )
-    else:
-        n_panels = len(panels) + 1  # the last panel is the legend
-        n_cols = min(3, n_panels)
-        n_rows = math.ceil(n_panels / n_cols)
-        fig = Figure(figsize=(4.1 * n_cols, 4.4 * n_rows), layout="constrained")
-        axes = fig.subplots(n_rows, n_cols, squeeze=False).ravel()
-    for ax, (t, top, intra_counts) in zip(axes, panels, strict=False):
-        graph = nx.DiGraph()
-        graph.add_nodes_from(nodes)
-        pairs = (
-            top.groupby(["source_cell_type", "target_cell_type"], observed=True)
-            .agg(strength=("strength", "sum"), signed=("weight", "sum"))
-            .reset_index()
+
+@dataclass(frozen=True)
+class _NetworkScale:
+    """The largest arrow and node of all panels, so every panel shares one scale."""
+
+    max_strength: float
+    max_intra: float
+
+    @classmethod
+    def of(cls, panels: list[tuple[float, pd.DataFrame, pd.Series]]) -> _NetworkScale:
+        """Measure the panels of :func:`_network_panels`.
+
+        Parameters
+        ----------
+        panels
+            ``(time, top, intra_counts)`` per panel.
+
+        Returns
+        -------
+        _NetworkScale
+            The largest summed strength of a sender -> receiver pair and the largest
+            intracellular count (1.0 when there is none).
+        """
+        max_strength = max(
+            [
+                float(
+                    top.groupby(["source_cell_type", "target_cell_type"], observed=True)
+                    .strength.sum()
+                    .max()
+                )
+                for _, top, _ in panels
+                if not top.empty
+            ]
+            or [1.0]
         )
-        for row in pairs.itertuples(index=False):
-            graph.add_edge(row.source_cell_type, row.target_cell_type, **row._asdict())
-        sizes = [
-            250 + 1100 * float(intra_counts.get(n, 0)) / max_intra if max_intra else 250
-            for n in nodes
-        ]
-        nx.draw_networkx_nodes(
+        max_intra = max([float(c.max()) for _, _, c in panels if len(c)] or [1.0])
+        return cls(max_strength, max_intra)
+
+
+@dataclass(frozen=True)
+class _NodeRing:
+    """The cell types of the network, where they sit on the ring and their colours."""
+
+    nodes: list[str]
+    positions: dict
+    colours: dict
+
+
+def _panel_at(panels: list, panel_times: list[float], time: float | None) -> list:
+    """Keep the panel of ``time`` (default: the first), for drawing into given axes.
+
+    Parameters
+    ----------
+    panels
+        ``(time, top, intra_counts)`` per panel.
+    panel_times
+        The panels' time points.
+    time
+        The time point asked for, or None.
+
+    Returns
+    -------
+    list
+        The one matching panel.
+
+    Raises
+    ------
+    ParameterError
+        ``time`` is not a time point of the network.
+    """
+    wanted = panel_times[0] if time is None else time
+    panels = [p for p in panels if p[0] == wanted or (math.isnan(p[0]) and math.isnan(wanted))]
+    if not panels:
+        raise ParameterError(
+            f"time {wanted} is not a time point of the network; fix: pass one of {panel_times}"
+        )
+    return panels
+
+
+def _network_figure(n_panels: int) -> tuple[Figure, np.ndarray]:
+    """Create a figure with a grid of at most three columns for ``n_panels`` panels.
+
+    Parameters
+    ----------
+    n_panels
+        Panels to hold, the legend included.
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+    axes : numpy.ndarray
+        The grid's axes, row by row (spare ones at the end).
+    """
+    n_cols = min(3, n_panels)
+    n_rows = math.ceil(n_panels / n_cols)
+    fig = Figure(figsize=(4.1 * n_cols, 4.4 * n_rows), layout="constrained")
+    return fig, fig.subplots(n_rows, n_cols, squeeze=False).ravel()
+
+
+def _draw_network_panel(
+    ax: Axes,
+    ring: _NodeRing,
+    scale: _NetworkScale,
+    top: pd.DataFrame,
+    intra_counts: pd.Series,
+    n_labels: int,
+) -> None:
+    """Draw one time point: nodes sized by intracellular edges, arrows by summed strength.
+
+    Parameters
+    ----------
+    ax
+        The panel's axes.
+    ring
+        Nodes, positions and colours.
+    scale
+        The scale shared by all panels.
+    top
+        The panel's strongest intercellular edges (:func:`_network_panels`).
+    intra_counts
+        Intracellular edges per cell type.
+    n_labels
+        Edges numbered and named under the panel.
+    """
+    import networkx as nx
+
+    nodes, positions = ring.nodes, ring.positions
+    graph = nx.DiGraph()
+    graph.add_nodes_from(nodes)
+    pairs = (
+        top.groupby(["source_cell_type", "target_cell_type"], observed=True)
+        .agg(strength=("strength", "sum"), signed=("weight", "sum"))
+        .reset_index()
+    )
+    for row in pairs.itertuples(index=False):
+        graph.add_edge(row.source_cell_type, row.target_cell_type, **row._asdict())
+    max_intra = scale.max_intra
+    sizes = [
+        250 + 1100 * float(intra_counts.get(n, 0)) / max_intra if max_intra else 250 for n in nodes
+    ]
+    nx.draw_networkx_nodes(
+        graph,
+        positions,
+        nodelist=nodes,
+        node_size=sizes,
+        node_color=[ring.colours[n] for n in nodes],
+        edgecolors="white",
+        ax=ax,
+    )
+    edge_list = list(graph.edges(data=True))
+    if edge_list:
+        nx.draw_networkx_edges(
             graph,
             positions,
-            nodelist=nodes,
+            edgelist=[(s, d) for s, d, _ in edge_list],
+            width=[0.8 + 5.0 * a["strength"] / scale.max_strength for _, _, a in edge_list],
+            edge_color=[UP_COLOUR if a["signed"] >= 0 else DOWN_COLOUR for *_, a in edge_list],
+            alpha=0.75,
+            arrows=True,
+            arrowstyle="-|>",
+            arrowsize=11,
+            connectionstyle="arc3,rad=0.15",
             node_size=sizes,
-            node_color=[colours[n] for n in nodes],
-            edgecolors="white",
+            nodelist=nodes,
             ax=ax,
         )
-        edge_list = list(graph.edges(data=True))
-        if edge_list:
-            nx.draw_networkx_edges(
-                graph,
-                positions,
-                edgelist=[(s, d) for s, d, _ in edge_list],
-                width=[0.8 + 5.0 * a["strength"] / max_strength for _, _, a in edge_list],
-                edge_color=[UP_COLOUR if a["signed"] >= 0 else DOWN_COLOUR for *_, a in edge_list],
-                alpha=0.75,
-                arrows=True,
-                arrowstyle="-|>",
-                arrowsize=11,
-                connectionstyle="arc3,rad=0.15",
-                node_size=sizes,
-                nodelist=nodes,
-                ax=ax,
-            )
-            # numbered markers on the arrows, spelled out under the panel: ligand names on the
-            # arrows themselves collide with nodes and with each other
-            numbers: dict[tuple[str, str], list[str]] = {}
-            legend_lines = []
-            for i, row in enumerate(top.head(n_labels).itertuples(index=False), start=1):
-                key = (row.source_cell_type, row.target_cell_type)
-                numbers.setdefault(key, []).append(str(i))
-                always = ", all times" if is_missing(row.time_from) else ""
-                legend_lines.append(
-                    f"{i}: {row.source}→{row.target} "
-                    f"({row.source_cell_type}→{row.target_cell_type}, {row.weight:.2g}{always})"
-                )
-            nx.draw_networkx_edge_labels(
-                graph,
-                positions,
-                edge_labels={k: ",".join(v) for k, v in numbers.items()},
-                font_size=7,
-                font_weight="bold",
-                bbox={"boxstyle": "circle,pad=0.2", "fc": "white", "ec": "#333333", "lw": 0.6},
-                connectionstyle="arc3,rad=0.15",
-                node_size=sizes,
-                nodelist=nodes,
-                rotate=False,
-                ax=ax,
-            )
-            ax.text(
-                0.0,
-                0.0,
-                "\n".join(legend_lines),
-                transform=ax.transAxes,
-                ha="left",
-                va="top",
-                fontsize=7.5,
-                color="#333333",
-            )
-        for node in nodes:
-            x, y = positions[node]
-            r = math.hypot(x, y) or 1.0
-            # labels sit outside the ring, aligned away from it so they never cover a node
-            lx, ly = 1.3 * x / r, 1.3 * y / r
-            ha = "left" if lx > 0.35 else "right" if lx < -0.35 else "center"
-            va = "bottom" if ly > 0.35 else "top" if ly < -0.35 else "center"
-            if ha != "center":
-                va = "center" if abs(ly) < 0.9 else va
-            ax.text(lx, ly, node, ha=ha, va=va, fontsize=7.5, color="#222222")
-        ax.set_xlim(-2.0, 2.0)
-        ax.set_ylim(-1.55, 1.55)
-        ax.set_aspect("equal")
-        ax.set_axis_off()
-        n_edges = len(top)
-        ax.set_title(
-            f"{fmt_time(t, unit)}: top {n_edges} ligand→receptor edges"
-            if n_edges
-            else f"{fmt_time(t, unit)}: no intercellular edges"
-        )
-    if len(axes) > len(panels):
-        legend_ax = axes[len(panels)]
-        _network_legend(legend_ax, top_n=top_n, n_labels=n_labels)
-        for ax in axes[len(panels) + 1 :]:
-            ax.set_axis_off()
-    return fig
-
-
-def _network_legend(ax, *, top_n: int, n_labels: int) -> None:
-    from matplotlib.lines import Line2D
-
+        _number_strongest_edges(ax, graph, ring, top, sizes, n_labels)
+    _label_ring(ax, ring)
+    ax.set_xlim(-2.0, 2.0)
+    ax.set_ylim(-1.55, 1.55)
+    ax.set_aspect("equal")
     ax.set_axis_off()
-    handles = [
-        Line2D([], [], color=UP_COLOUR, lw=3, label="ligand up in disease (weight > 0)"),
-        Line2D([], [], color=DOWN_COLOUR, lw=3, label="ligand down in disease (weight < 0)"),
-        Line2D([], [], color="grey", lw=0.8, label="thin: weak"),
-        Line2D([], [], color="grey", lw=5.8, label="thick: strong (summed |weight|)"),
-        Line2D(
-            [], [], marker="o", ls="", color="grey", markersize=5, label="small node: few edges"
-        ),
-        Line2D(
-            [],
-            [],
-            marker="o",
-            ls="",
-            color="grey",
-            markersize=12,
-            label="large node: many intracellular edges",
-        ),
-    ]
-    ax.legend(handles=handles, loc="center", frameon=False, title="How to read", fontsize=7.5)
-    ax.text(
-        0.5,
-        0.02,
-        f"Arrows: sender → receiver, from the {top_n} strongest\n"
-        f"edges of the time point; the {n_labels} strongest are\n"
-        "numbered and named under the panel. Loops: autocrine.",
-        transform=ax.transAxes,
-        ha="center",
-        va="bottom",
-        fontsize=7,
-        color="#444444",
+
+
+def _number_strongest_edges(
+    ax: Axes, graph, ring: _NodeRing, top: pd.DataFrame, sizes: list[float], n_labels: int
+) -> None:
+    """Put numbered markers on the strongest edges' arrows and spell them out under the panel.
+
+    Ligand names on the arrows themselves collide with the nodes and with each other.
+
+    Parameters
+    ----------
+    ax
+        The panel's axes.
+    graph
+        The panel's :class:`networkx.DiGraph` of sender -> receiver pairs.
+    ring
+        Nodes, positions and colours.
+    top
+        The panel's strongest edges, strongest first.
+    sizes
+        Node sizes (arrows stop at the node's edge).
+    n_labels
+        Edges numbered.
+    """
+    import networkx as nx
+
+    numbers: dict[tuple[str, str], list[str]] = {}
+    legend_lines = []
+    for i, row in enumerate(top.head(n_labels).itertuples(index=False), start=1):
+        pair = (row.source_cell_type, row.target_cell_type)
+        numbers.setdefault(pair, []).append(str(i))
+        always = ", all times" if is_missing(row.time_from) else ""
+        legend_lines.append(
+            f"{i}: {row.source}→{row.target} "
+            f"({row.source_cell_type}→{row.target_cell_type}, {row.weight:.2g}{always})"
+        )
+    nx.draw_networkx_edge_labels(
+        graph,
+        ring.positions,
+        edge_labels={k: ",".join(v) for k, v in numbers.items()},
+        font_size=7,
+        font_weight="bold",
+        bbox={"boxstyle": "circle,pad=0.2", "fc": "white", "ec": "#333333", "lw": 0.6},
+        connectionstyle="arc3,rad=0.15",
+        node_size=sizes,
+        nodelist=ring.nodes,
+        rotate=False,
+        ax=ax,
     )
+    ax.text(
+        0.0,
+        0.0,
+        "\n".join(legend_lines),
+        transform=ax.transAxes,
+        ha="left",
+        va="top",
+        fontsize=7.5,
+        color="#333333",
+    )
+
+
+def _label_ring(ax: Axes, ring: _NodeRing) -> None:
+    """Name every node just outside the ring.
+
+    Parameters
+    ----------
+    ax
+        The panel's axes.
+    ring
+        Nodes and their positions.
+    """
+    for node in ring.nodes:
+        x, y = ring.positions[node]
+        r = math.hypot(x, y) or 1.0
+        # labels sit outside the ring, aligned away from it so they never cover a node
+        lx, ly = 1.3 * x / r, 1.3 * y / r
+        ha = "left" if lx > 0.35 else "right" if lx < -0.35 else "center"
+        va = "bottom" if ly > 0.35 else "top" if ly < -0.35 else "center"
+        if ha != "center":
+            va = "center" if abs(ly) < 0.9 else va
+        ax.text(lx, ly, node, ha=ha, va=va, fontsize=7.5, color="#222222")
 
 
 def _network_legend(ax, *, top_n: int, n_labels: int) -> None:
@@ -915,20 +1050,7 @@ def enrichment(
     frame = enrichment[enrichment["analysis"] == analysis].copy()
     if frame.empty:
         return None
-    if analysis == "prerank":
-        frame["column"] = [
-            f"{c} @ {fmt_time(t, unit)}" if not is_missing(t) else str(c)
-            for c, t in zip(frame["cell_type"], frame["time"], strict=True)
-        ]
-        frame["_order_time"] = frame["time"].fillna(-np.inf)
-        column_order = (
-            frame.sort_values(["_order_time", "cell_type"], kind="stable")["column"]
-            .drop_duplicates()
-            .tolist()
-        )
-    else:
-        frame["column"] = frame["ranking"].astype(str)
-        column_order = sorted(frame["column"].unique())
+    frame, column_order = _enrichment_columns(frame, analysis, unit)
     frame = sort_by_score(frame, ["q_value", "p_value"], table="enrichment", tie_break=["term"])
     chosen = frame.groupby("column", sort=False).head(per_column)
     terms = chosen["term"].astype(str).drop_duplicates().tolist()[:max_terms]
@@ -971,7 +1093,61 @@ def enrichment(
     bar = fig.colorbar(points, ax=ax, shrink=min(0.8, 3.0 / height), aspect=12, pad=0.02)
     bar.set_label(f"score ({score_name})")
     bar.outline.set_visible(False)
-    top_overlap = float(np.nanmax(overlap))
+    _enrichment_size_legend(fig, ax, float(np.nanmax(overlap)), own_figure)
+    return fig
+
+
+def _enrichment_columns(
+    frame: pd.DataFrame, analysis: str, unit: str | None
+) -> tuple[pd.DataFrame, list[str]]:
+    """Label each row's column of the dot plot, and order the columns.
+
+    Parameters
+    ----------
+    frame
+        The analysis' rows (a copy: columns are added to it).
+    analysis
+        ``"prerank"`` (columns: contexts, in time order) or ``"ora"`` (rankings, by name).
+    unit
+        Time unit of the context labels.
+
+    Returns
+    -------
+    frame : pandas.DataFrame
+        ``frame`` with a ``column`` label (and, for prerank, the ``_order_time`` sort key).
+    column_order : list of str
+        The columns, left to right.
+    """
+    if analysis == "prerank":
+        frame["column"] = [
+            f"{c} @ {fmt_time(t, unit)}" if not is_missing(t) else str(c)
+            for c, t in zip(frame["cell_type"], frame["time"], strict=True)
+        ]
+        # untimed contexts first, then by time, cell types in order within a time
+        frame["_order_time"] = frame["time"].fillna(-np.inf)
+        column_order = (
+            frame.sort_values(["_order_time", "cell_type"], kind="stable")["column"]
+            .drop_duplicates()
+            .tolist()
+        )
+    else:
+        frame["column"] = frame["ranking"].astype(str)
+        column_order = sorted(frame["column"].unique())
+    return frame, column_order
+
+
+def _enrichment_size_legend(fig: Figure, ax: Axes, top_overlap: float, own_figure: bool) -> None:
+    """Add the legend of dot sizes (genes in the overlap) and of the q < 0.05 ring.
+
+    Parameters
+    ----------
+    fig, ax
+        The dot plot's figure and axes.
+    top_overlap
+        The largest overlap shown (the size of a full dot).
+    own_figure
+        Whether the plot made its figure; given axes get the legend beside them instead.
+    """
     handles = [
         ax.scatter([], [], s=12 + 160 * f, c="grey", label=f"{max(1, round(f * top_overlap))}")
         for f in (0.25, 1.0)
@@ -995,4 +1171,3 @@ def enrichment(
             frameon=False,
             labelspacing=1.2,
         )
-    return fig

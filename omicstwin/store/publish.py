@@ -676,7 +676,6 @@ def _publish_locked(
 ) -> PublishResult:
     """Publish inside the writer transaction: compare, check, then replace the study."""
     studies = TABLES["studies"]
-    design = tables["design"]
     old = conn.execute(sa.select(studies.c.content_hash).where(studies.c.study_id == sid)).scalar()
     if old == digest:
         logger.info("study %s unchanged (content hash %s)", sid, digest[:12])
@@ -697,10 +696,90 @@ def _publish_locked(
         "controls": sum(p["arm"] == "control" for p in patients),
         "patient_targets": len(personal),
     }
+    _insert_study(conn, sid, digest, run_json, tables["design"], counts)
+    _insert_rankings(conn, sid, tables, contexts)
+    _insert(conn, "patients", patients)
+    if len(personal):
+        _insert_patient_targets(conn, sid, personal, patients, tables["rank_targets"], contexts)
+    if kept_grants:
+        conn.execute(TABLES["grants"].insert(), kept_grants)
+    status = "replaced" if old is not None else "published"
+    seconds = time.perf_counter() - started
+    logger.info("study %s %s in %.2f s", sid, status, seconds)
+    return PublishResult(sid, status, digest, counts, seconds)
+
+
+# database column -> run table column, per published ranking
+_RANK_COLUMNS = {
+    "name": "name",
+    "rank": "rank",
+    "score": "score",
+    "off_target": "off_target",
+    "p_value": "p_value",
+    "q_value": "q_value",
+    "cell_type": "best_cell_type",
+    "time": "best_time",
+}
+_CONTEXT_TARGET_COLUMNS = {
+    "name": "perturbation_id",
+    "rank": "context_rank",
+    "score": "reversal_score",
+    "off_target": "off_target",
+    "p_value": "p_value",
+    "q_value": "q_value",
+    "cell_type": "cell_type",
+    "time": "time",
+    "kind": "kind",
+    "genes": "genes",
+    "dose": "dose",
+}
+_PATIENT_TARGET_COLUMNS = {
+    "patient_id": "patient_id",
+    "rank": "rank",
+    "target": "target",
+    "cell_type": "cell_type",
+    "time": "time",
+    "reversal_score": "reversal_score",
+    "study_name": "study_name",
+    "study_rank": "study_rank",
+    "study_score": "study_score",
+    "study_q_value": "study_q_value",
+    "context_rank": "context_rank",
+    "context_q_value": "context_q_value",
+}
+
+
+def _insert_study(
+    conn: Connection,
+    sid: str,
+    digest: str,
+    run_json: dict[str, Any],
+    design: pd.DataFrame,
+    counts: dict[str, int],
+) -> None:
+    """Insert the study's own row: its hash, labels, axes, counts and the whole run.json.
+
+    Parameters
+    ----------
+    conn
+        The writer transaction.
+    sid
+        Study id.
+    digest
+        Content hash of the run directory.
+    run_json
+        The run's ``run.json``.
+    design
+        The run's design table (cell types and time points).
+    counts
+        Rows published per kind.
+    """
     config = run_json.get("config") or {}
     seed = run_json.get("seed")
     conn.execute(
-        studies.insert().values(
+        TABLES["studies"]
+        .insert()
+        .values(
             study_id=sid,
             content_hash=digest,
             published_at=utcnow(),
@@ -715,22 +794,30 @@ def _publish_locked(
             run_json=json.dumps(run_json, sort_keys=True, default=str),
         )
     )
-    rank_cols = {
-        "name": "name",
-        "rank": "rank",
-        "score": "score",
-        "off_target": "off_target",
-        "p_value": "p_value",
-        "q_value": "q_value",
-        "cell_type": "best_cell_type",
-        "time": "best_time",
-    }
+
+
+def _insert_rankings(
+    conn: Connection, sid: str, tables: dict[str, pd.DataFrame], contexts: pd.DataFrame | None
+) -> None:
+    """Insert the study's rankings: targets, then disease genes, drugs and context targets.
+
+    Parameters
+    ----------
+    conn
+        The writer transaction.
+    sid
+        Study id.
+    tables
+        The run's tables (the optional rankings only when present).
+    contexts
+        Per-context targets (:func:`_context_targets`), or None.
+    """
     _insert(
         conn,
         "targets",
         _records(
             tables["rank_targets"],
-            rank_cols | {"kind": "kind", "genes": "genes", "dose": "dose"},
+            _RANK_COLUMNS | {"kind": "kind", "genes": "genes", "dose": "dose"},
             study_id=sid,
         ),
     )
@@ -738,7 +825,7 @@ def _publish_locked(
         _insert(
             conn,
             "disease_genes",
-            _records(tables["rank_disease_genes"], rank_cols, study_id=sid),
+            _records(tables["rank_disease_genes"], _RANK_COLUMNS, study_id=sid),
         )
     if "rank_drugs" in tables:
         _insert(
@@ -746,7 +833,7 @@ def _publish_locked(
             "drugs",
             _records(
                 tables["rank_drugs"],
-                rank_cols | {"drug_name": "drug_name", "genes": "genes", "dose": "dose"},
+                _RANK_COLUMNS | {"drug_name": "drug_name", "genes": "genes", "dose": "dose"},
                 study_id=sid,
             ),
         )
@@ -754,57 +841,39 @@ def _publish_locked(
         _insert(
             conn,
             "context_targets",
-            _records(
-                contexts,
-                {
-                    "name": "perturbation_id",
-                    "rank": "context_rank",
-                    "score": "reversal_score",
-                    "off_target": "off_target",
-                    "p_value": "p_value",
-                    "q_value": "q_value",
-                    "cell_type": "cell_type",
-                    "time": "time",
-                    "kind": "kind",
-                    "genes": "genes",
-                    "dose": "dose",
-                },
-                study_id=sid,
-            ),
+            _records(contexts, _CONTEXT_TARGET_COLUMNS, study_id=sid),
         )
-    _insert(conn, "patients", patients)
-    if len(personal):
-        linked = _evidence(personal, tables["rank_targets"], contexts)
-        by_donor = {p["donor"]: p["patient_id"] for p in patients}
-        linked["patient_id"] = linked["donor"].map(by_donor)
-        _insert(
-            conn,
-            "patient_targets",
-            _records(
-                linked,
-                {
-                    "patient_id": "patient_id",
-                    "rank": "rank",
-                    "target": "target",
-                    "cell_type": "cell_type",
-                    "time": "time",
-                    "reversal_score": "reversal_score",
-                    "study_name": "study_name",
-                    "study_rank": "study_rank",
-                    "study_score": "study_score",
-                    "study_q_value": "study_q_value",
-                    "context_rank": "context_rank",
-                    "context_q_value": "context_q_value",
-                },
-                study_id=sid,
-            ),
-        )
-    if kept_grants:
-        conn.execute(TABLES["grants"].insert(), kept_grants)
-    status = "replaced" if old is not None else "published"
-    seconds = time.perf_counter() - started
-    logger.info("study %s %s in %.2f s", sid, status, seconds)
-    return PublishResult(sid, status, digest, counts, seconds)
+
+
+def _insert_patient_targets(
+    conn: Connection,
+    sid: str,
+    personal: pd.DataFrame,
+    patients: list[dict],
+    rank_targets: pd.DataFrame,
+    contexts: pd.DataFrame | None,
+) -> None:
+    """Insert each patient's targets with the study- and context-level evidence beside them.
+
+    Parameters
+    ----------
+    conn
+        The writer transaction.
+    sid
+        Study id.
+    personal
+        Per-donor targets (:func:`_patient_rows`).
+    patients
+        The patient records just inserted (donor -> pseudonym).
+    rank_targets
+        The study's target ranking.
+    contexts
+        Per-context targets, or None.
+    """
+    linked = _evidence(personal, rank_targets, contexts)
+    by_donor = {p["donor"]: p["patient_id"] for p in patients}
+    linked["patient_id"] = linked["donor"].map(by_donor)
+    _insert(conn, "patient_targets", _records(linked, _PATIENT_TARGET_COLUMNS, study_id=sid))
 
 
 def _chunks(values: list[str], size: int = 500) -> Iterator[list[str]]:
@@ -1034,11 +1103,36 @@ def import_patients(path: str | Path, db: str | Engine | None = None) -> ImportR
     rows = _read_mapping_csv(path)
     engine = db if isinstance(db, Engine) else make_engine(db)
     upgrade_db(engine)
-    mappings, patients, retired = (
-        TABLES["patient_mappings"],
-        TABLES["patients"],
-        TABLES["retired_pseudonyms"],
-    )
+    _check_mapping_rows(path, rows)
+    with writer_transaction(engine) as conn:
+        existing, published = _current_mappings(conn)
+        final = _final_mappings(path, rows, existing, published)
+        _check_unique_pseudonyms(path, final, existing, published)
+        _rename_records(conn, final, published)
+        updated, pending = _store_mappings(conn, final, published)
+    logger.info("imported %d patient mapping(s)", len(rows))
+    return ImportResult(len(rows), updated, pending)
+
+
+def _check_mapping_rows(path: Path, rows: list[dict[str, str]]) -> None:
+    """Check every row of a mapping file on its own, before the database is touched.
+
+    Also strips ``external_ref`` in place (the reference is hashed, so stray spaces would make
+    a different hash).
+
+    Parameters
+    ----------
+    path
+        The file (named in messages).
+    rows
+        Its rows (:func:`_read_mapping_csv`); line numbers start at 2, after the header.
+
+    Raises
+    ------
+    PatientImportError
+        An empty study_id or donor, an id with surrounding whitespace or a line break, a donor
+        listed twice, or an invalid patient_id.
+    """
     seen_pairs: set[tuple[str, str]] = set()
     for line, row in enumerate(rows, start=2):
         row["external_ref"] = (row.get("external_ref") or "").strip()
@@ -1069,82 +1163,200 @@ def import_patients(path: str | Path, db: str | Engine | None = None) -> ImportR
                     "1-128 characters from letters, digits and . _ : - (starting with a letter "
                     "or digit; no spaces or line breaks)"
                 ) from None
+
+
+def _current_mappings(
+    conn: Connection,
+) -> tuple[dict[tuple[str, str], tuple[str, str | None]], dict[tuple[str, str], str]]:
+    """Read the stored mappings and the published records, keyed by (study, donor).
+
+    Parameters
+    ----------
+    conn
+        The writer transaction.
+
+    Returns
+    -------
+    existing : dict
+        ``(study_id, donor) -> (patient_id, external_ref_hash)`` of the mapping table.
+    published : dict
+        ``(study_id, donor) -> patient_id`` of the patient records.
+    """
+    mappings, patients = TABLES["patient_mappings"], TABLES["patients"]
+    existing = {
+        (r.study_id, r.donor): (r.patient_id, r.external_ref_hash)
+        for r in conn.execute(sa.select(mappings))
+    }
+    published = {
+        (r.study_id, r.donor): r.patient_id
+        for r in conn.execute(
+            sa.select(patients.c.study_id, patients.c.donor, patients.c.patient_id)
+        )
+    }
+    return existing, published
+
+
+def _final_mappings(
+    path: Path,
+    rows: list[dict[str, str]],
+    existing: dict[tuple[str, str], tuple[str, str | None]],
+    published: dict[tuple[str, str], str],
+) -> dict[tuple[str, str], tuple[str, str | None]]:
+    """Merge the file's rows into what is stored: blanks keep the stored pseudonym and hash.
+
+    Parameters
+    ----------
+    path
+        The file (named in messages).
+    rows
+        Its checked rows.
+    existing, published
+        The stored mappings and records (:func:`_current_mappings`).
+
+    Returns
+    -------
+    dict
+        ``(study_id, donor) -> (patient_id, external_ref_hash)`` per row of the file.
+
+    Raises
+    ------
+    PatientImportError
+        A row names a donor that a published study does not have.
+    """
+    studies = {sid for sid, _ in published}
+    final: dict[tuple[str, str], tuple[str, str | None]] = {}
+    for line, row in enumerate(rows, start=2):
+        key = (row["study_id"], row["donor"])
+        if key[0] in studies and key not in published:
+            raise PatientImportError(
+                f"{path.name} line {line}: study '{key[0]}' has no donor '{key[1]}'; fix: "
+                "check the donor id against the study's design"
+            )
+        old_pid, old_hash = existing.get(key, (published.get(key, key[1]), None))
+        pid = row.get("patient_id") or old_pid
+        ref = row.get("external_ref")
+        final[key] = (pid, hash_external_ref(ref) if ref else old_hash)
+    return final
+
+
+def _check_unique_pseudonyms(
+    path: Path,
+    final: dict[tuple[str, str], tuple[str, str | None]],
+    existing: dict[tuple[str, str], tuple[str, str | None]],
+    published: dict[tuple[str, str], str],
+) -> None:
+    """Raise unless every pseudonym names one (study, donor) in the whole database afterwards.
+
+    Parameters
+    ----------
+    path
+        The file (named in messages).
+    final
+        The imported mappings (:func:`_final_mappings`).
+    existing, published
+        The stored mappings and records.
+
+    Raises
+    ------
+    PatientImportError
+        A pseudonym of the file is already used by another patient.
+    """
+    owners: dict[str, tuple[str, str]] = {}
+    for key, pid in published.items():
+        owners[pid] = key
+    for key, (pid, _) in existing.items():
+        owners.setdefault(pid, key)
+    # the records the file maps give up their old pseudonyms (they may be swapped or reused)
+    for key in final:
+        old = published.get(key) or existing.get(key, (None,))[0]
+        if old is not None and owners.get(old) == key:
+            del owners[old]
+    for key, (pid, _) in final.items():
+        if pid in owners and owners[pid] != key:
+            raise PatientImportError(
+                f"{path.name}: patient id for donor '{key[1]}' of study '{key[0]}' is "
+                "already used by another patient; fix: choose a distinct pseudonym"
+            )
+        owners[pid] = key
+
+
+def _rename_records(
+    conn: Connection,
+    final: dict[tuple[str, str], tuple[str, str | None]],
+    published: dict[tuple[str, str], str],
+) -> None:
+    """Give published records their new pseudonyms, which may no longer stay retired.
+
+    Parameters
+    ----------
+    conn
+        The writer transaction.
+    final
+        The imported mappings.
+    published
+        The records' current pseudonyms.
+    """
+    patients, retired = TABLES["patients"], TABLES["retired_pseudonyms"]
+    # Two phases so that swapping pseudonyms between two records cannot collide midway.
+    renames = [
+        (key, published[key], pid)
+        for key, (pid, _) in final.items()
+        if key in published and published[key] != pid
+    ]
+    for i, (key, _, _) in enumerate(renames):
+        _rename(conn, patients, key, f"~import~{i}")
+    for key, _, new in renames:
+        _rename(conn, patients, key, new)
+    renamed_to = sorted(new for _, _, new in renames)
+    for chunk in _chunks(renamed_to):  # deliberate reuse of a retired pseudonym
+        conn.execute(retired.delete().where(retired.c.patient_id.in_(chunk)))
+
+
+def _store_mappings(
+    conn: Connection,
+    final: dict[tuple[str, str], tuple[str, str | None]],
+    published: dict[tuple[str, str], str],
+) -> tuple[int, int]:
+    """Replace the mapping rows of the file's donors, and the hashes of published records.
+
+    Parameters
+    ----------
+    conn
+        The writer transaction.
+    final
+        The imported mappings.
+    published
+        The published records (those get their external reference hash now).
+
+    Returns
+    -------
+    updated : int
+        Published records updated.
+    pending : int
+        Mappings kept for studies not (yet) published.
+    """
+    mappings, patients = TABLES["patient_mappings"], TABLES["patients"]
     updated = pending = 0
-    with writer_transaction(engine) as conn:
-        existing = {
-            (r.study_id, r.donor): (r.patient_id, r.external_ref_hash)
-            for r in conn.execute(sa.select(mappings))
-        }
-        published = {
-            (r.study_id, r.donor): r.patient_id
-            for r in conn.execute(
-                sa.select(patients.c.study_id, patients.c.donor, patients.c.patient_id)
+    for key in final:
+        conn.execute(
+            mappings.delete().where(mappings.c.study_id == key[0], mappings.c.donor == key[1])
+        )
+    for key, (pid, ref_hash) in final.items():
+        conn.execute(
+            mappings.insert().values(
+                study_id=key[0], donor=key[1], patient_id=pid, external_ref_hash=ref_hash
             )
-        }
-        studies = {sid for sid, _ in published}
-        final: dict[tuple[str, str], tuple[str, str | None]] = {}
-        for line, row in enumerate(rows, start=2):
-            key = (row["study_id"], row["donor"])
-            if key[0] in studies and key not in published:
-                raise PatientImportError(
-                    f"{path.name} line {line}: study '{key[0]}' has no donor '{key[1]}'; fix: "
-                    "check the donor id against the study's design"
-                )
-            old_pid, old_hash = existing.get(key, (published.get(key, key[1]), None))
-            pid = row.get("patient_id") or old_pid
-            ref = row.get("external_ref")
-            final[key] = (pid, hash_external_ref(ref) if ref else old_hash)
-        # Every pseudonym must name one (study, donor) in the whole database after the import.
-        owners: dict[str, tuple[str, str]] = {}
-        for key, pid in published.items():
-            owners[pid] = key
-        for key, (pid, _) in existing.items():
-            owners.setdefault(pid, key)
-        for key in final:
-            old = published.get(key) or existing.get(key, (None,))[0]
-            if old is not None and owners.get(old) == key:
-                del owners[old]
-        for key, (pid, _) in final.items():
-            if pid in owners and owners[pid] != key:
-                raise PatientImportError(
-                    f"{path.name}: patient id for donor '{key[1]}' of study '{key[0]}' is "
-                    "already used by another patient; fix: choose a distinct pseudonym"
-                )
-            owners[pid] = key
-        # Two phases so that swapping pseudonyms between two records cannot collide midway.
-        renames = [
-            (key, published[key], pid)
-            for key, (pid, _) in final.items()
-            if key in published and published[key] != pid
-        ]
-        for i, (key, _, _) in enumerate(renames):
-            _rename(conn, patients, key, f"~import~{i}")
-        for key, _, new in renames:
-            _rename(conn, patients, key, new)
-        renamed_to = sorted(new for _, _, new in renames)
-        for chunk in _chunks(renamed_to):  # deliberate reuse of a retired pseudonym
-            conn.execute(retired.delete().where(retired.c.patient_id.in_(chunk)))
-        for key in final:
+        )
+        if key in published:
             conn.execute(
-                mappings.delete().where(mappings.c.study_id == key[0], mappings.c.donor == key[1])
+                patients.update()
+                .where(patients.c.study_id == key[0], patients.c.donor == key[1])
+                .values(external_ref_hash=ref_hash)
             )
-        for key, (pid, ref_hash) in final.items():
-            conn.execute(
-                mappings.insert().values(
-                    study_id=key[0], donor=key[1], patient_id=pid, external_ref_hash=ref_hash
-                )
-            )
-            if key in published:
-                conn.execute(
-                    patients.update()
-                    .where(patients.c.study_id == key[0], patients.c.donor == key[1])
-                    .values(external_ref_hash=ref_hash)
-                )
-                updated += 1
-            else:
-                pending += 1
-    logger.info("imported %d patient mapping(s)", len(rows))
-    return ImportResult(len(rows), updated, pending)
+            updated += 1
+        else:
+            pending += 1
+    return updated, pending
 
 
 def _rename(conn: Connection, patients: sa.Table, key: tuple[str, str], new: str) -> None:

@@ -47,7 +47,7 @@ log-normalised cells, used automatically when the design has no donor replicatio
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -871,60 +871,18 @@ def differential_expression(
     >>> table = differential_expression(adata, case="case", control="control")  # doctest: +SKIP
     >>> table.query("q_value < 0.05 and log_fc > 1")  # doctest: +SKIP
     """
-    if method not in DE_METHODS:
-        raise ParameterError(f"unknown DE method '{method}'; fix: use one of {sorted(DE_METHODS)}")
-    if min_donors < 2:
-        raise ParameterError(
-            f"min_donors must be >= 2 (a dispersion needs replicates), got {min_donors}; fix: "
-            "pass 2 or more (designs without donor replication fall back to a cell-level test)"
-        )
+    _check_de_arguments(method, min_donors)
     keys = CohortKeys.from_arguments(locals()).as_arguments()
     prep = _prepare(data, keys, min_donors, min_cells)
     keys = prep.cohort.keys.as_arguments()  # a Cohort's own keys
     case, control = keys["case"], keys["control"]
-    chosen = DE_METHODS[method]
-    fallback_reason = ""
-    n_case, n_control = len(prep.cohort.donors(case)), len(prep.cohort.donors(control))
-    if chosen.level == "pseudobulk" and (n_case < min_donors or n_control < min_donors):
-        fallback_reason = (
-            f"no donor replication ({n_case} case and {n_control} control donor(s) in the "
-            f"cohort; the NB GLM needs >= {min_donors} per arm to estimate between-donor "
-            "variability): fell back to the cell-level Wilcoxon test, which treats cells as "
-            "replicates, so its p-values are optimistic"
-        )
-        warnings.warn(fallback_reason, InsufficientReplicationWarning, stacklevel=2)
-        logger.warning(fallback_reason)
-        chosen = DE_METHODS["wilcoxon_cells"]
-
+    chosen, fallback_reason = _replicated_method(prep, method, min_donors, case, control)
     options = {"prior_df": prior_df} if chosen.name == "nb_glm" else {}
-    genes = prep.pb.var_names.to_numpy()
     if chosen.level == "pseudobulk":
         contexts = _pseudobulk_contexts(prep, min_donors, min_cells, case)
     else:
         contexts = _cell_contexts(prep, min_cells, case, control)
-    frames, skipped_rows = [], []
-    for cell_type, time, context, n_dc, n_dk, reason in contexts:
-        if context is None:
-            skipped_rows.append((cell_type, time, n_dc, n_dk, reason))
-            continue
-        result = chosen.kernel(context, **options)
-        mean_case, mean_control = _context_means(context)
-        frames.append(
-            pd.DataFrame(
-                {
-                    "cell_type": cell_type,
-                    "time": time,
-                    "gene": genes,
-                    "log_fc": result["log_fc"],
-                    "p_value": result["p_value"],
-                    "q_value": benjamini_hochberg(result["p_value"]),
-                    "mean_case": mean_case,
-                    "mean_control": mean_control,
-                    "n_donors_case": n_dc,
-                    "n_donors_control": n_dk,
-                }
-            )
-        )
+    frames, skipped_rows = _test_contexts(chosen, contexts, prep.pb.var_names.to_numpy(), options)
     skipped = _skipped_frame(skipped_rows)
     _skip_warning(skipped, "differential_expression")
     table = conform(pd.concat(frames, ignore_index=True) if frames else _empty("de"), "de")
@@ -954,6 +912,122 @@ def differential_expression(
         int((table["q_value"] < 0.05).sum()),
     )
     return table
+
+
+def _check_de_arguments(method: str, min_donors: int) -> None:
+    """Raise before any work when the method or the replication threshold cannot be used.
+
+    Parameters
+    ----------
+    method, min_donors
+        As given to :func:`differential_expression`.
+
+    Raises
+    ------
+    ParameterError
+        Unknown method or ``min_donors < 2``.
+    """
+    if method not in DE_METHODS:
+        raise ParameterError(f"unknown DE method '{method}'; fix: use one of {sorted(DE_METHODS)}")
+    if min_donors < 2:
+        raise ParameterError(
+            f"min_donors must be >= 2 (a dispersion needs replicates), got {min_donors}; fix: "
+            "pass 2 or more (designs without donor replication fall back to a cell-level test)"
+        )
+
+
+def _replicated_method(
+    prep: _Prepared, method: str, min_donors: int, case: str, control: str
+) -> tuple[DEMethod, str]:
+    """Return the method asked for, or the cell-level test when donors are not replicated.
+
+    A pseudobulk method estimates between-donor variability, which needs ``min_donors`` donors
+    per arm in the whole cohort; without them the cell-level Wilcoxon test runs instead, with
+    an :class:`~omicstwin.errors.InsufficientReplicationWarning` saying why.
+
+    Parameters
+    ----------
+    prep
+        The prepared cohort.
+    method
+        A key of :data:`DE_METHODS`.
+    min_donors
+        Donors needed per arm.
+    case, control
+        Labels of the arms.
+
+    Returns
+    -------
+    method : DEMethod
+        The method to run.
+    fallback_reason : str
+        Why it differs from the one asked for; "" when it does not.
+    """
+    chosen = DE_METHODS[method]
+    fallback_reason = ""
+    n_case, n_control = len(prep.cohort.donors(case)), len(prep.cohort.donors(control))
+    if chosen.level == "pseudobulk" and (n_case < min_donors or n_control < min_donors):
+        fallback_reason = (
+            f"no donor replication ({n_case} case and {n_control} control donor(s) in the "
+            f"cohort; the NB GLM needs >= {min_donors} per arm to estimate between-donor "
+            "variability): fell back to the cell-level Wilcoxon test, which treats cells as "
+            "replicates, so its p-values are optimistic"
+        )
+        # stacklevel 3: the warning points at the caller of differential_expression
+        warnings.warn(fallback_reason, InsufficientReplicationWarning, stacklevel=3)
+        logger.warning(fallback_reason)
+        chosen = DE_METHODS["wilcoxon_cells"]
+    return chosen, fallback_reason
+
+
+def _test_contexts(
+    chosen: DEMethod, contexts: Iterator[tuple], genes: np.ndarray, options: dict[str, Any]
+) -> tuple[list[pd.DataFrame], list[tuple]]:
+    """Run the method's kernel on every testable context, and list the others.
+
+    Parameters
+    ----------
+    chosen
+        The method to run.
+    contexts
+        ``(cell_type, time, context or None, n_donors_case, n_donors_control, reason)`` as
+        yielded by :func:`_pseudobulk_contexts` or :func:`_cell_contexts`.
+    genes
+        Gene names, in the order of the counts' columns.
+    options
+        Keyword arguments of the kernel.
+
+    Returns
+    -------
+    frames : list of pandas.DataFrame
+        One ``de`` frame per tested context.
+    skipped_rows : list of tuple
+        ``(cell_type, time, n_donors_case, n_donors_control, reason)`` per skipped context.
+    """
+    frames, skipped_rows = [], []
+    for cell_type, time, context, n_dc, n_dk, reason in contexts:
+        if context is None:
+            skipped_rows.append((cell_type, time, n_dc, n_dk, reason))
+            continue
+        result = chosen.kernel(context, **options)
+        mean_case, mean_control = _context_means(context)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "cell_type": cell_type,
+                    "time": time,
+                    "gene": genes,
+                    "log_fc": result["log_fc"],
+                    "p_value": result["p_value"],
+                    "q_value": benjamini_hochberg(result["p_value"]),
+                    "mean_case": mean_case,
+                    "mean_control": mean_control,
+                    "n_donors_case": n_dc,
+                    "n_donors_control": n_dk,
+                }
+            )
+        )
+    return frames, skipped_rows
 
 
 _DISPERSION_TEXT = (
@@ -1027,49 +1101,16 @@ def timecourse_de(
     keys = CohortKeys.from_arguments(locals()).as_arguments()
     prep = _prepare(data, keys, min_donors, min_cells)
     keys = prep.cohort.keys.as_arguments()  # a Cohort's own keys
-    obs = prep.pb.obs
-    counts = np.asarray(prep.pb.X, dtype=np.float64)
-    genes = prep.pb.var_names.to_numpy()
     frames, skipped_rows = [], []
-    case = keys["case"]
     for ct in prep.cohort.cell_types:
-        in_ct = (obs["cell_type"].astype(str) == ct).to_numpy()
-        kept_levels = []
-        for t in prep.time_levels:
-            at = in_ct & (obs["time"].to_numpy() == t)
-            n_dc = int((obs["condition"].to_numpy()[at] == case).sum())
-            n_dk = int(at.sum()) - n_dc
-            if n_dc < min_donors or n_dk < min_donors:
-                reason = f"{n_dc} case / {n_dk} control donors (< {min_donors} per arm)"
-                skipped_rows.append((ct, t, n_dc, n_dk, f"time point dropped: {reason}"))
-            else:
-                kept_levels.append(t)
+        kept_levels, dropped = _usable_time_points(prep, ct, keys["case"], min_donors)
+        skipped_rows += dropped
         if len(kept_levels) < 2:
             skipped_rows.append(
                 (ct, np.nan, 0, 0, f"cell type skipped: {len(kept_levels)} usable time point(s)")
             )
             continue
-        rows = np.flatnonzero(in_ct & obs["time"].isin(kept_levels).to_numpy())
-        time_index = np.searchsorted(np.asarray(kept_levels), obs["time"].to_numpy()[rows])
-        result = nb_timecourse(
-            counts[rows],
-            obs["library_size"].to_numpy()[rows],
-            obs["condition"].to_numpy()[rows] == case,
-            time_index,
-            prior_df=prior_df,
-        )
-        frames.append(
-            pd.DataFrame(
-                {
-                    "cell_type": ct,
-                    "gene": genes,
-                    "statistic": result["statistic"],
-                    "df": result["df"],
-                    "p_value": result["p_value"],
-                    "q_value": benjamini_hochberg(result["p_value"]),
-                }
-            )
-        )
+        frames.append(_timecourse_frame(prep, ct, kept_levels, keys["case"], prior_df))
     skipped = _skipped_frame(skipped_rows)
     _skip_warning(skipped, "timecourse_de")
     table = conform(
@@ -1092,3 +1133,88 @@ def timecourse_de(
     }
     store_result(data, key_added, table, params)
     return table
+
+
+def _usable_time_points(
+    prep: _Prepared, cell_type: str, case: str, min_donors: int
+) -> tuple[list[float], list[tuple]]:
+    """Time points of a cell type with ``min_donors`` pseudobulk samples in each arm.
+
+    Parameters
+    ----------
+    prep
+        The prepared cohort.
+    cell_type
+        The cell type.
+    case
+        Label of the case arm (every other sample is a control).
+    min_donors
+        Samples needed per arm.
+
+    Returns
+    -------
+    kept_levels : list of float
+        The usable time points, in order.
+    dropped : list of tuple
+        ``(cell_type, time, n_donors_case, n_donors_control, reason)`` per dropped time point.
+    """
+    obs = prep.pb.obs
+    in_ct = (obs["cell_type"].astype(str) == cell_type).to_numpy()
+    kept_levels, dropped = [], []
+    for t in prep.time_levels:
+        at = in_ct & (obs["time"].to_numpy() == t)
+        n_dc = int((obs["condition"].to_numpy()[at] == case).sum())
+        n_dk = int(at.sum()) - n_dc
+        if n_dc < min_donors or n_dk < min_donors:
+            reason = f"{n_dc} case / {n_dk} control donors (< {min_donors} per arm)"
+            dropped.append((cell_type, t, n_dc, n_dk, f"time point dropped: {reason}"))
+        else:
+            kept_levels.append(t)
+    return kept_levels, dropped
+
+
+def _timecourse_frame(
+    prep: _Prepared, cell_type: str, kept_levels: list[float], case: str, prior_df: float
+) -> pd.DataFrame:
+    """Fit the interaction NB GLM of one cell type over its usable time points.
+
+    Parameters
+    ----------
+    prep
+        The prepared cohort.
+    cell_type
+        The cell type.
+    kept_levels
+        Its usable time points (at least two), in order.
+    case
+        Label of the case arm.
+    prior_df
+        Empirical Bayes prior degrees of freedom of the dispersion.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One ``de_timecourse`` row per gene, BH within the cell type.
+    """
+    obs = prep.pb.obs
+    counts = np.asarray(prep.pb.X, dtype=np.float64)
+    in_ct = (obs["cell_type"].astype(str) == cell_type).to_numpy()
+    rows = np.flatnonzero(in_ct & obs["time"].isin(kept_levels).to_numpy())
+    time_index = np.searchsorted(np.asarray(kept_levels), obs["time"].to_numpy()[rows])
+    result = nb_timecourse(
+        counts[rows],
+        obs["library_size"].to_numpy()[rows],
+        obs["condition"].to_numpy()[rows] == case,
+        time_index,
+        prior_df=prior_df,
+    )
+    return pd.DataFrame(
+        {
+            "cell_type": cell_type,
+            "gene": prep.pb.var_names.to_numpy(),
+            "statistic": result["statistic"],
+            "df": result["df"],
+            "p_value": result["p_value"],
+            "q_value": benjamini_hochberg(result["p_value"]),
+        }
+    )

@@ -406,24 +406,62 @@ def prerank_contexts(
                 )
                 continue
             tested[collection] += len(result)
-            frames.append(
-                pd.DataFrame(
-                    {
-                        "analysis": "prerank",
-                        "collection": collection,
-                        "ranking": "de",
-                        "cell_type": str(cell_type),
-                        "time": float(time),
-                        "term": result["term"],
-                        "score": result["nes"],
-                        "p_value": result["p_value"],
-                        "q_value": benjamini_hochberg(result["p_value"].to_numpy()),
-                        "set_size": result["set_size"],
-                        "n_overlap": result["n_overlap"],
-                        "genes": result["genes"],
-                    }
-                )
-            )
+            frames.append(_prerank_frame(result, collection, cell_type, time))
+    _warn_untested(skipped, tested, min_genes=min_genes, min_size=min_size, max_size=max_size)
+    table = _finish(frames)
+    return _sorted(table)
+
+
+def _prerank_frame(result: pd.DataFrame, collection: str, cell_type, time) -> pd.DataFrame:
+    """Turn one context's :func:`gsea_prerank` result into ``enrichment`` rows.
+
+    Parameters
+    ----------
+    result
+        The prerank result (term, nes, p_value, set_size, n_overlap, genes).
+    collection
+        The gene set collection tested.
+    cell_type, time
+        The context.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``analysis="prerank"``, ``ranking="de"``, NES as ``score``; ``q_value`` is BH within
+        this collection x context.
+    """
+    return pd.DataFrame(
+        {
+            "analysis": "prerank",
+            "collection": collection,
+            "ranking": "de",
+            "cell_type": str(cell_type),
+            "time": float(time),
+            "term": result["term"],
+            "score": result["nes"],
+            "p_value": result["p_value"],
+            "q_value": benjamini_hochberg(result["p_value"].to_numpy()),
+            "set_size": result["set_size"],
+            "n_overlap": result["n_overlap"],
+            "genes": result["genes"],
+        }
+    )
+
+
+def _warn_untested(
+    skipped: list[str], tested: dict[str, int], *, min_genes: int, min_size: int, max_size: int
+) -> None:
+    """Log the contexts too small to rank and the collections no context could test.
+
+    Parameters
+    ----------
+    skipped
+        ``"cell type @ time (n genes)"`` per context below ``min_genes``.
+    tested
+        Sets tested per collection over all contexts.
+    min_genes, min_size, max_size
+        As for :func:`prerank_contexts`.
+    """
     if skipped:
         logger.warning(
             "prerank skipped %d context(s) with fewer than %d ranked genes: %s",
@@ -440,8 +478,6 @@ def prerank_contexts(
                 min_size,
                 max_size,
             )
-    table = _finish(frames)
-    return _sorted(table)
 
 
 def _sorted(table: pd.DataFrame) -> pd.DataFrame:

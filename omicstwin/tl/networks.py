@@ -15,6 +15,7 @@ table into a graph whose nodes are ``(cell_type, gene, time)``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -239,14 +240,7 @@ def intercellular_edges(
     pandas.DataFrame
         ``edges`` schema, layer ``intercellular``, condition ``all``, sorted by weight.
     """
-    for column in ("ligand", "receptor"):
-        if column not in lr_pairs.columns:
-            raise MissingKeyError(
-                f"lr_pairs lacks the column '{column}'; columns present: {list(lr_pairs.columns)}"
-                "; fix: pass a table with ligand and receptor columns"
-            )
-    if not 0 <= min_fraction < 1:
-        raise ParameterError(f"min_fraction must be in [0, 1), got {min_fraction}")
+    _check_lr_arguments(lr_pairs, min_fraction)
     cohort = as_cohort(data, locals())
     case, control = cohort.keys.case, cohort.keys.control
     obs = cohort.obs[cohort.in_arms]
@@ -255,83 +249,24 @@ def intercellular_edges(
         logger.warning("no ligand-receptor pair has all its genes measured")
         params = {"min_fraction": min_fraction, "autocrine": autocrine, "n_pairs": 0}
         return _store(data, key_added, _conform_edges([]), params)
-    summaries = cohort.log_summaries  # log-normalised means and fractions, shared with the twin
-    keys, mean, fraction = summaries.arms, summaries.arm_mean, summaries.arm_fraction
-    donor_keys, donor_mean = summaries.donors, summaries.donor_mean
-    lig_mean = _complex_values(mean, cohort.genes, pairs["ligand"])
-    lig_frac = _complex_values(fraction, cohort.genes, pairs["ligand"])
-    rec_frac = _complex_values(fraction, cohort.genes, pairs["receptor"])
-    rec_mean = _complex_values(mean, cohort.genes, pairs["receptor"])
-    donor_lig = _complex_values(donor_mean, cohort.genes, pairs["ligand"])
+    levels = _PairLevels.of(cohort, pairs)
     lfc_lookup = None
     if de is not None:
         lfc_lookup = de.set_index(["cell_type", "time", "gene"])["log_fc"]
-    index = {tuple(k): i for i, k in enumerate(keys.itertuples(index=False))}
     cell_types = sorted(obs["cell_type"].unique())
     rows = []
     for time in cohort.time_levels:
-        # receptor specificity (NATMI): the receiver's share of the receptor's expression over
-        # all cell types of the case arm at this time; without it an up-regulated ligand fans
-        # out to every cell type that expresses its receptor at all
-        case_rows = [index[(c, time, case)] for c in cell_types if (c, time, case) in index]
-        rec_total = rec_mean[case_rows].sum(axis=0)
-        for sender in cell_types:
-            i_case = index.get((sender, time, case))
-            i_ctrl = index.get((sender, time, control))
-            if i_case is None or i_ctrl is None:
-                continue
-            expressed = np.maximum(lig_frac[i_case], lig_frac[i_ctrl]) >= min_fraction
-            if lfc_lookup is not None:
-                lfc = _ligand_lfc(lfc_lookup, sender, time, pairs["ligand"])
-            else:  # mean log-normalised expression difference, in log2 units
-                lfc = (lig_mean[i_case] - lig_mean[i_ctrl]) / np.log(2)
-            in_sender = (
-                (donor_keys["cell_type"] == sender) & (donor_keys["time"] == time)
-            ).to_numpy()
-            case_donors = in_sender & (donor_keys["condition"] == case).to_numpy()
-            stability = (donor_lig[case_donors] > lig_mean[i_ctrl][None, :]).mean(axis=0)
-            for receiver in cell_types:
-                if receiver == sender and not autocrine:
-                    continue
-                j_case = index.get((receiver, time, case))
-                if j_case is None:
-                    continue
-                keep = expressed & (rec_frac[j_case] >= min_fraction) & np.isfinite(lfc)
-                if not keep.any():
-                    continue
-                specificity = np.divide(
-                    rec_mean[j_case], rec_total, out=np.zeros_like(rec_total), where=rec_total > 0
-                )
-                coupling = _donor_coupling(
-                    donor_keys,
-                    donor_mean,
-                    donor_lig,
-                    mean,
-                    index,
-                    sender,
-                    receiver,
-                    time,
-                    cohort.time_levels,
-                    case,
-                    control,
-                )
-                score = lfc * rec_frac[j_case] * specificity * np.maximum(coupling, 0.0)
-                rows.append(
-                    pd.DataFrame(
-                        {
-                            "layer": "intercellular",
-                            "condition": ALL_CONDITIONS,
-                            "source_cell_type": sender,
-                            "target_cell_type": receiver,
-                            "time_from": time,
-                            "time_to": time,
-                            "source": pairs["ligand"][keep].to_numpy(),
-                            "target": pairs["receptor"][keep].to_numpy(),
-                            "weight": score[keep],
-                            "stability": stability[keep],
-                        }
-                    )
-                )
+        rows += _time_point_edges(
+            levels,
+            time,
+            cell_types,
+            time_levels=cohort.time_levels,
+            case=case,
+            control=control,
+            lfc_lookup=lfc_lookup,
+            min_fraction=min_fraction,
+            autocrine=autocrine,
+        )
     edges = sort_by_score(
         _conform_edges(rows),
         "weight",
@@ -348,8 +283,215 @@ def intercellular_edges(
     return _store(data, key_added, edges.reset_index(drop=True), params)
 
 
+def _check_lr_arguments(lr_pairs: pd.DataFrame, min_fraction: float) -> None:
+    """Raise before any work when the pair table or the threshold cannot be used.
+
+    Parameters
+    ----------
+    lr_pairs
+        The ligand-receptor table given to :func:`intercellular_edges`.
+    min_fraction
+        The expression threshold given to it.
+
+    Raises
+    ------
+    MissingKeyError
+        ``lr_pairs`` lacks a ``ligand`` or ``receptor`` column.
+    ParameterError
+        ``min_fraction`` is outside [0, 1).
+    """
+    for column in ("ligand", "receptor"):
+        if column not in lr_pairs.columns:
+            raise MissingKeyError(
+                f"lr_pairs lacks the column '{column}'; columns present: {list(lr_pairs.columns)}"
+                "; fix: pass a table with ligand and receptor columns"
+            )
+    if not 0 <= min_fraction < 1:
+        raise ParameterError(f"min_fraction must be in [0, 1), got {min_fraction}")
+
+
+@dataclass(frozen=True)
+class _PairLevels:
+    """Ligand and receptor levels of every measured pair, per arm group and per donor group.
+
+    Rows of the arm tables (``mean``, ``lig_*``, ``rec_*``) are cell type x time x arm groups,
+    found through ``index``; rows of the donor tables follow ``donor_keys``. Complexes take the
+    minimum over their subunits (:func:`_complex_values`).
+    """
+
+    pairs: pd.DataFrame
+    index: dict[tuple, int]
+    mean: np.ndarray
+    lig_mean: np.ndarray
+    lig_frac: np.ndarray
+    rec_mean: np.ndarray
+    rec_frac: np.ndarray
+    donor_keys: pd.DataFrame
+    donor_mean: np.ndarray
+    donor_lig: np.ndarray
+
+    @classmethod
+    def of(cls, cohort, pairs: pd.DataFrame) -> _PairLevels:
+        """Read the pairs' levels from the cohort's log-normalised summaries.
+
+        Parameters
+        ----------
+        cohort
+            The :class:`~omicstwin.pp.Cohort` of the data.
+        pairs
+            Pairs whose every subunit is measured (:func:`_split_complexes`).
+
+        Returns
+        -------
+        _PairLevels
+        """
+        summaries = cohort.log_summaries  # log-normalised means and fractions, shared with twin
+        mean, fraction = summaries.arm_mean, summaries.arm_fraction
+        genes, donor_mean = cohort.genes, summaries.donor_mean
+        return cls(
+            pairs=pairs,
+            index={tuple(k): i for i, k in enumerate(summaries.arms.itertuples(index=False))},
+            mean=mean,
+            lig_mean=_complex_values(mean, genes, pairs["ligand"]),
+            lig_frac=_complex_values(fraction, genes, pairs["ligand"]),
+            rec_mean=_complex_values(mean, genes, pairs["receptor"]),
+            rec_frac=_complex_values(fraction, genes, pairs["receptor"]),
+            donor_keys=summaries.donors,
+            donor_mean=donor_mean,
+            donor_lig=_complex_values(donor_mean, genes, pairs["ligand"]),
+        )
+
+
+def _time_point_edges(
+    levels: _PairLevels,
+    time: float,
+    cell_types: list[str],
+    *,
+    time_levels: list[float],
+    case: str,
+    control: str,
+    lfc_lookup: pd.Series | None,
+    min_fraction: float,
+    autocrine: bool,
+) -> list[pd.DataFrame]:
+    """Score every sender -> receiver pair of cell types at one time point.
+
+    Parameters
+    ----------
+    levels
+        The pairs' levels (:class:`_PairLevels`).
+    time
+        The time point.
+    cell_types
+        Senders and receivers, sorted.
+    time_levels
+        Every time point of the cohort, in order (the coupling looks one ahead).
+    case, control
+        Labels of the arms.
+    lfc_lookup
+        Log fold changes by (cell type, time, gene) from a DE table, or None.
+    min_fraction, autocrine
+        As for :func:`intercellular_edges`.
+
+    Returns
+    -------
+    list of pandas.DataFrame
+        One ``edges`` frame per sender x receiver with a kept pair.
+    """
+    index, rec_mean, rec_frac = levels.index, levels.rec_mean, levels.rec_frac
+    # receptor specificity (NATMI): the receiver's share of the receptor's expression over
+    # all cell types of the case arm at this time; without it an up-regulated ligand fans
+    # out to every cell type that expresses its receptor at all
+    case_rows = [index[(c, time, case)] for c in cell_types if (c, time, case) in index]
+    rec_total = rec_mean[case_rows].sum(axis=0)
+    rows = []
+    for sender in cell_types:
+        ligand = _sender_ligands(levels, sender, time, case, control, lfc_lookup, min_fraction)
+        if ligand is None:
+            continue
+        expressed, lfc, stability = ligand
+        for receiver in cell_types:
+            if receiver == sender and not autocrine:
+                continue
+            j_case = index.get((receiver, time, case))
+            if j_case is None:
+                continue
+            keep = expressed & (rec_frac[j_case] >= min_fraction) & np.isfinite(lfc)
+            if not keep.any():
+                continue
+            specificity = np.divide(
+                rec_mean[j_case], rec_total, out=np.zeros_like(rec_total), where=rec_total > 0
+            )
+            coupling = _donor_coupling(levels, sender, receiver, time, time_levels, case, control)
+            score = lfc * rec_frac[j_case] * specificity * np.maximum(coupling, 0.0)
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "layer": "intercellular",
+                        "condition": ALL_CONDITIONS,
+                        "source_cell_type": sender,
+                        "target_cell_type": receiver,
+                        "time_from": time,
+                        "time_to": time,
+                        "source": levels.pairs["ligand"][keep].to_numpy(),
+                        "target": levels.pairs["receptor"][keep].to_numpy(),
+                        "weight": score[keep],
+                        "stability": stability[keep],
+                    }
+                )
+            )
+    return rows
+
+
+def _sender_ligands(
+    levels: _PairLevels,
+    sender: str,
+    time: float,
+    case: str,
+    control: str,
+    lfc_lookup: pd.Series | None,
+    min_fraction: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Compute the sender's side of every pair at one time point, shared by its receivers.
+
+    Parameters
+    ----------
+    levels
+        The pairs' levels (:class:`_PairLevels`).
+    sender, time
+        The sending cell type and the time point.
+    case, control
+        Labels of the arms.
+    lfc_lookup
+        Log fold changes by (cell type, time, gene) from a DE table, or None.
+    min_fraction
+        Expression threshold of the ligand in either arm.
+
+    Returns
+    -------
+    tuple of numpy.ndarray or None
+        ``(expressed, lfc, stability)`` per pair: whether the ligand passes ``min_fraction``,
+        its log2 fold change, and the fraction of case donors above the control mean. None
+        when the sender lacks an arm at this time point.
+    """
+    i_case = levels.index.get((sender, time, case))
+    i_ctrl = levels.index.get((sender, time, control))
+    if i_case is None or i_ctrl is None:
+        return None
+    lig_mean, donor_keys = levels.lig_mean, levels.donor_keys
+    expressed = np.maximum(levels.lig_frac[i_case], levels.lig_frac[i_ctrl]) >= min_fraction
+    if lfc_lookup is not None:
+        lfc = _ligand_lfc(lfc_lookup, sender, time, levels.pairs["ligand"])
+    else:  # mean log-normalised expression difference, in log2 units
+        lfc = (lig_mean[i_case] - lig_mean[i_ctrl]) / np.log(2)
+    in_sender = ((donor_keys["cell_type"] == sender) & (donor_keys["time"] == time)).to_numpy()
+    case_donors = in_sender & (donor_keys["condition"] == case).to_numpy()
+    stability = (levels.donor_lig[case_donors] > lig_mean[i_ctrl][None, :]).mean(axis=0)
+    return expressed, lfc, stability
+
+
 def _donor_coupling(
-    donor_keys, donor_mean, donor_lig, mean, index, sender, receiver, time, levels, case, control
+    pair_levels: _PairLevels, sender, receiver, time, levels, case, control
 ) -> np.ndarray:
     """Correlate, over case donors, the sender's ligand level with the receiver's later response.
 
@@ -358,6 +500,12 @@ def _donor_coupling(
     a ligand that really drives a receiver co-varies with that receiver's later response. Zero
     when it cannot be estimated (fewer than 3 donors, no variation, or no later time point).
     """
+    donor_keys, donor_mean, donor_lig = (
+        pair_levels.donor_keys,
+        pair_levels.donor_mean,
+        pair_levels.donor_lig,
+    )
+    mean, index = pair_levels.mean, pair_levels.index
     position = levels.index(time)
     later = levels[min(position + 1, len(levels) - 1)]
     i_case, i_ctrl = index.get((receiver, later, case)), index.get((receiver, later, control))
@@ -462,14 +610,71 @@ def temporal_edges(
         )
     cohort = as_cohort(data, locals())
     obs = cohort.obs[cohort.in_arms]
+    keys, log_cpm = _donor_log_cpm(cohort)
+    genes = cohort.genes
+    reg_idx = _regulator_index(genes, regulators)
+    # one stream for the whole call, drawn cell type by cell type in sorted order
+    rng = np.random.default_rng(seed)
+    fit = _LaggedFit(genes, reg_idx, cohort.time_levels, window, alpha, top_k, n_bootstrap)
+    rows = []
+    for cell_type in sorted(obs["cell_type"].unique()):
+        mask = (keys["cell_type"] == cell_type).to_numpy()
+        rows += fit.cell_type_edges(
+            cell_type, keys[mask].reset_index(drop=True), log_cpm[mask], rng
+        )
+    params = {
+        "window": window,
+        "alpha": alpha,
+        "top_k": top_k,
+        "n_bootstrap": n_bootstrap,
+        "seed": seed,
+    }
+    return _store(data, key_added, _conform_edges(rows), params)
+
+
+def _donor_log_cpm(cohort) -> tuple[pd.DataFrame, np.ndarray]:
+    """Log2 CPM of every donor x cell type x time pseudobulk sample of the two arms.
+
+    Parameters
+    ----------
+    cohort
+        The :class:`~omicstwin.pp.Cohort` of the data.
+
+    Returns
+    -------
+    keys : pandas.DataFrame
+        ``cell_type``, ``donor``, ``time`` per sample.
+    log_cpm : numpy.ndarray
+        Samples x genes.
+    """
     pb = cohort.pseudobulk  # summed counts per donor x cell type x time, shared with DE
     in_arms = pb.obs["condition"].isin([cohort.keys.case, cohort.keys.control]).to_numpy()
     keys = pb.obs.loc[in_arms, ["cell_type", "donor", "time"]].reset_index(drop=True)
     n_cells = pb.obs["n_cells"].to_numpy(np.float64)[in_arms, None]
     sums = pb.X[in_arms] / n_cells * n_cells  # mean count x cells, as before: identical edges
     totals = sums.sum(axis=1, keepdims=True)
-    log_cpm = np.log2(sums / np.maximum(totals, 1.0) * 1e6 + 1.0)
-    genes = cohort.genes
+    return keys, np.log2(sums / np.maximum(totals, 1.0) * 1e6 + 1.0)
+
+
+def _regulator_index(genes: pd.Index, regulators: Sequence[str] | None) -> np.ndarray:
+    """Positions of the candidate regulators among the genes (every gene when None).
+
+    Parameters
+    ----------
+    genes
+        The cohort's genes.
+    regulators
+        Candidate names; absent ones are dropped, repeats kept once.
+
+    Returns
+    -------
+    numpy.ndarray
+
+    Raises
+    ------
+    ParameterError
+        No candidate is among the genes.
+    """
     reg_idx = (
         np.arange(len(genes))
         if regulators is None
@@ -477,44 +682,54 @@ def temporal_edges(
     )
     if reg_idx.size == 0:
         raise ParameterError("none of the regulators is among the genes; fix: check the names")
-    rng = np.random.default_rng(seed)
-    levels = cohort.time_levels
-    rows = []
-    for cell_type in sorted(obs["cell_type"].unique()):
-        mask = (keys["cell_type"] == cell_type).to_numpy()
-        sub = keys[mask].reset_index(drop=True)
-        values = log_cpm[mask]
+    return reg_idx
+
+
+@dataclass(frozen=True)
+class _LaggedFit:
+    """The settings of :func:`temporal_edges`' per-transition ridge fits and their bootstrap."""
+
+    genes: pd.Index
+    reg_idx: np.ndarray
+    levels: list[float]
+    window: int
+    alpha: float
+    top_k: int
+    n_bootstrap: int
+
+    def cell_type_edges(
+        self, cell_type: str, sub: pd.DataFrame, values: np.ndarray, rng: np.random.Generator
+    ) -> list[pd.DataFrame]:
+        """Fit every transition of one cell type's donor trajectories.
+
+        Parameters
+        ----------
+        cell_type
+            The cell type.
+        sub
+            Its samples' ``donor`` and ``time``.
+        values
+            Its samples' log CPM (rows of ``sub``).
+        rng
+            The call's random stream (advanced by the bootstrap).
+
+        Returns
+        -------
+        list of pandas.DataFrame
+            One ``edges`` frame per transition with enough donor pairs (at least 4).
+        """
+        genes, reg_idx, levels = self.genes, self.reg_idx, self.levels
         position = {
             (d, t): i for i, (d, t) in enumerate(zip(sub["donor"], sub["time"], strict=True))
         }
+        rows = []
         for k in range(len(levels) - 1):
-            pooled = range(max(0, k - window), min(len(levels) - 1, k + window + 1))
-            x_rows, y_rows, donors = [], [], []
-            for j in pooled:
-                for donor in sorted(sub["donor"].unique()):
-                    a, b = position.get((donor, levels[j])), position.get((donor, levels[j + 1]))
-                    if a is not None and b is not None:
-                        x_rows.append(values[a, reg_idx])
-                        y_rows.append(values[b] - values[a])
-                        donors.append(donor)
-            if len(x_rows) < 4:
+            x, y, donors = self._transition_samples(sub, values, position, k)
+            if len(x) < 4:
                 continue
-            x, y, donors = np.array(x_rows), np.array(y_rows), np.array(donors)
-            weight = ridge(x, y, alpha)
-            keep = _top_mask(weight, reg_idx, genes[reg_idx], top_k)
-            # a bootstrap fit "keeps" an edge when it reaches the full fit's top-k strength of
-            # that target (one threshold per target: no sort per bootstrap); only the kept
-            # edges' bootstrap weights are needed, so they are computed alone (dual form)
-            threshold = np.where(keep, np.abs(weight), np.inf).min(axis=0)
-            r, g = np.nonzero(keep)
-            unique = np.unique(donors)
-            hits = np.zeros(len(r))
-            for _ in range(n_bootstrap):
-                chosen = rng.choice(unique, size=len(unique), replace=True)
-                sample = np.concatenate([np.flatnonzero(donors == d) for d in chosen])
-                xs, dual = ridge_dual(x[sample], y[sample], alpha)
-                boot = np.einsum("ij,ij->j", xs[:, r], dual[:, g])
-                hits += np.abs(boot) >= threshold[g]
+            weight = ridge(x, y, self.alpha)
+            keep = _top_mask(weight, reg_idx, genes[reg_idx], self.top_k)
+            r, g, hits = self._bootstrap_hits(x, y, donors, weight, keep, rng)
             rows.append(
                 pd.DataFrame(
                     {
@@ -527,18 +742,86 @@ def temporal_edges(
                         "source": genes[reg_idx[r]],
                         "target": genes[g],
                         "weight": weight[r, g],
-                        "stability": hits / n_bootstrap,
+                        "stability": hits / self.n_bootstrap,
                     }
                 )
             )
-    params = {
-        "window": window,
-        "alpha": alpha,
-        "top_k": top_k,
-        "n_bootstrap": n_bootstrap,
-        "seed": seed,
-    }
-    return _store(data, key_added, _conform_edges(rows), params)
+        return rows
+
+    def _transition_samples(
+        self, sub: pd.DataFrame, values: np.ndarray, position: dict, k: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Regulator levels at t and target changes to t+1, pooled around transition ``k``.
+
+        Parameters
+        ----------
+        sub, values
+            One cell type's samples and their log CPM.
+        position
+            ``(donor, time)`` -> row of ``values``.
+        k
+            The transition from ``levels[k]`` to ``levels[k + 1]``.
+
+        Returns
+        -------
+        x, y, donors : numpy.ndarray
+            One row per donor seen at both ends of a pooled transition (empty when none).
+        """
+        levels, reg_idx = self.levels, self.reg_idx
+        # with a dozen donors per transition a single one cannot support many regulators, and
+        # neighbouring transitions share most of their dynamics: pool those within the window
+        pooled = range(max(0, k - self.window), min(len(levels) - 1, k + self.window + 1))
+        x_rows, y_rows, donors = [], [], []
+        for j in pooled:
+            for donor in sorted(sub["donor"].unique()):
+                a, b = position.get((donor, levels[j])), position.get((donor, levels[j + 1]))
+                if a is not None and b is not None:
+                    x_rows.append(values[a, reg_idx])
+                    y_rows.append(values[b] - values[a])
+                    donors.append(donor)
+        return np.array(x_rows), np.array(y_rows), np.array(donors)
+
+    def _bootstrap_hits(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        donors: np.ndarray,
+        weight: np.ndarray,
+        keep: np.ndarray,
+        rng: np.random.Generator,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Count, per kept edge, the donor bootstrap fits that reach its target's cut.
+
+        Parameters
+        ----------
+        x, y, donors
+            The transition's samples (:meth:`_transition_samples`).
+        weight
+            The full fit, regulators x targets.
+        keep
+            Its kept edges (:func:`_top_mask`).
+        rng
+            The call's random stream.
+
+        Returns
+        -------
+        r, g, hits : numpy.ndarray
+            Regulator rows and target columns of the kept edges, and their bootstrap counts.
+        """
+        # a bootstrap fit "keeps" an edge when it reaches the full fit's top-k strength of
+        # that target (one threshold per target: no sort per bootstrap); only the kept
+        # edges' bootstrap weights are needed, so they are computed alone (dual form)
+        threshold = np.where(keep, np.abs(weight), np.inf).min(axis=0)
+        r, g = np.nonzero(keep)
+        unique = np.unique(donors)
+        hits = np.zeros(len(r))
+        for _ in range(self.n_bootstrap):
+            chosen = rng.choice(unique, size=len(unique), replace=True)
+            sample = np.concatenate([np.flatnonzero(donors == d) for d in chosen])
+            xs, dual = ridge_dual(x[sample], y[sample], self.alpha)
+            boot = np.einsum("ij,ij->j", xs[:, r], dual[:, g])
+            hits += np.abs(boot) >= threshold[g]
+        return r, g, hits
 
 
 def _top_mask(weight: np.ndarray, reg_idx: np.ndarray, names: Sequence[str], top_k: int):
