@@ -246,6 +246,10 @@ def summarise(results: pd.DataFrame, setting: str, tuning: pd.DataFrame) -> None
     m, lo, hi = interval(wide["twin"] - wide[best])
     verdict = "twin wins" if lo > 0 else ("twin loses" if hi < 0 else "no difference shown")
     print(f"paired twin - best baseline ({best}): {m:+.3f} [{lo:+.3f}, {hi:+.3f}] -> {verdict}")
+    best_rho = rho[list(BASELINES)].mean().idxmax()
+    m, lo, hi = interval(rho["twin"] - rho[best_rho])
+    verdict = "twin wins" if lo > 0 else ("twin loses" if hi < 0 else "no difference shown")
+    print(f"paired Spearman twin - {best_rho}: {m:+.3f} [{lo:+.3f}, {hi:+.3f}] -> {verdict}")
     tune = tuning[tuning["setting"] == setting]
     if tune.empty:
         return
