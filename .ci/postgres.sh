@@ -65,8 +65,10 @@ done
 "${RUN[@]}" "$BINDIR/pg_isready" -h 127.0.0.1 -p "$PORT" -q || { cat "$PGDIR/server.log"; exit 1; }
 
 # CREATEDB: the test fixtures create and drop a fresh database per session.
+# CREATEROLE: tests/store/test_pg_roles.py creates a service role and a writer role, applies
+# `omicstwin db roles` and checks what each may do (then drops them).
 "${RUN[@]}" "$BINDIR/psql" -h "$PGDIR" -p "$PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -q \
-  -c "CREATE ROLE $DBUSER LOGIN CREATEDB PASSWORD '$PASSWORD'" \
+  -c "CREATE ROLE $DBUSER LOGIN CREATEDB CREATEROLE PASSWORD '$PASSWORD'" \
   -c "CREATE DATABASE $DBNAME OWNER $DBUSER"
 
 PID="$(head -1 "$PGDIR/data/postmaster.pid")"

@@ -20,6 +20,7 @@ all        every extra above                            ``omicstwin run`` end to
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from types import ModuleType
 
 from omicstwin.errors import OptionalDependencyError
@@ -46,6 +47,14 @@ def install_hint(module: str) -> str:
     """Return the pip command that installs ``module`` with omicstwin."""
     extra = EXTRA_OF.get(module.split(".")[0])
     return f"pip install 'omicstwin[{extra}]'" if extra else f"pip install {module}"
+
+
+def available(module: str) -> bool:
+    """Whether ``module`` can be imported, without importing it."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def require(module: str, *, what: str) -> ModuleType:

@@ -112,3 +112,46 @@ def test_cli_names_the_extra_a_command_needs(tmp_path):
         "error: this command needs sqlalchemy, which is not installed; "
         "fix: pip install 'omicstwin[service]'"
     )
+
+
+def test_run_without_the_enrichment_and_dask_extras(tmp_path):
+    """The pipeline names a missing extra before its first stage, and runs without it when the
+    config does not need it (prerank off; screens in process, as chosen without dask)."""
+    blocked = ("gseapy", "distributed", "fastapi", "sqlalchemy", "alembic", "uvicorn")
+    script = textwrap.dedent(
+        f"""
+        import importlib.abc, sys
+        from pathlib import Path
+        BLOCKED = {blocked!r}
+
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in BLOCKED:
+                    raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+                return None
+
+        sys.meta_path.insert(0, Block())
+        from omicstwin.errors import OptionalDependencyError
+        from omicstwin.pipeline import load_config, run_pipeline
+
+        base = {{"data": {{"simulate": "small", "seed": 0}}, "seed": 1}}
+        stages = {{"n_null": 2, "null_size": 20, "screen_drugs": False}}
+        out = Path({str(tmp_path)!r})
+        try:
+            run_pipeline(load_config(None, {{**base, "stages": stages}}), out / "a")
+        except OptionalDependencyError as exc:
+            assert "omicstwin[enrichment]" in str(exc), exc
+        else:
+            raise SystemExit("ran without gseapy")
+        assert not (out / "a" / "de.parquet").exists()  # failed before the first stage
+        stages["enrichment_prerank"] = []
+        run_pipeline(load_config(None, {{**base, "stages": stages}}), out / "b")
+        assert (out / "b" / "report.html").is_file()
+        assert (out / "b" / "enrichment.parquet").is_file()
+        print("ok")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=600
+    )
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]

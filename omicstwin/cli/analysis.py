@@ -88,8 +88,18 @@ def simulate(
     out: Annotated[Path, typer.Option(help="Output .h5ad file.")],
     preset: Annotated[
         str,
-        typer.Option(help="small (tests), demo (30k cells) or sar_like (10 cell types x 7 times)"),
+        typer.Option(
+            help="small (tests), demo (30k cells) or sar_like (10 cell types x 7 times); "
+            "independent generator: small or medium"
+        ),
     ] = "small",
+    generator: Annotated[
+        str,
+        typer.Option(help="cohort (draws networks from the priors) or independent (does not)"),
+    ] = "cohort",
+    no_disease: Annotated[
+        bool, typer.Option("--no-disease", help="Same design, no disease (a calibration cohort).")
+    ] = False,
     seed: Annotated[int, typer.Option(help="Random seed; same seed, identical file.")] = 0,
     n_cells: Annotated[
         int | None, typer.Option(help="Override the preset's number of cells.")
@@ -99,7 +109,7 @@ def simulate(
     """Simulate a case/control time-course cohort with known truth (uns['truth'])."""
 
     def work() -> None:
-        from omicstwin.datasets import simulate_cohort
+        from omicstwin.datasets import generate
         from omicstwin.errors import ParameterError
 
         if out.suffix != ".h5ad":
@@ -109,7 +119,7 @@ def simulate(
         overrides = {"seed": seed} | ({"n_cells": n_cells} if n_cells is not None else {})
         started = time.perf_counter()
         with _status(f"simulating the '{preset}' cohort"):
-            adata = simulate_cohort(preset, **overrides)
+            adata = generate(preset, generator=generator, disease=not no_disease, **overrides)
         _write_h5ad(adata, out)
         typer.echo(
             f"wrote {out} ({adata.n_obs} cells x {adata.n_vars} genes, seed {seed}, "

@@ -14,6 +14,8 @@ _EXPORTS = {
     "SimulationPriors": "omicstwin.datasets.simulate",
     "simulate_cohort": "omicstwin.datasets.simulate",
     "simulate_independent": "omicstwin.datasets.independent",
+    "generate": "omicstwin.datasets.generators",
+    "GENERATORS": "omicstwin.datasets.generators",
 }
 
 __all__ = sorted(_EXPORTS)

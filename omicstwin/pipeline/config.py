@@ -34,6 +34,10 @@ class SimulatedData(BaseModel):
     simulate: str = Field(description="Simulator preset: small, demo or sar_like.")
     seed: int = 0
     n_cells: int | None = Field(None, ge=1)
+    generator: Literal["cohort", "independent"] = Field(
+        "cohort", description="cohort (networks from the priors) or independent (not)."
+    )
+    disease: bool = Field(True, description="False: the same design with no disease.")
 
 
 class Stages(BaseModel):

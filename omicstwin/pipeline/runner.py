@@ -58,6 +58,7 @@ def run_pipeline(
     # writes a run directory at a time, so any left now is stale
     for stale in out.rglob(".*.partial"):
         stale.unlink(missing_ok=True)
+    check_extras(config)  # a missing optional package fails now, not after the screens
     if config.disease is not None:  # an unknown id fails now, not after the screens
         from omicstwin.bench.known_biology import resolve_disease
 
@@ -70,6 +71,22 @@ def run_pipeline(
     run["top_targets"] = top["name"].str.removeprefix("KO:").tolist()
     run["report"] = str(out / "report.html")
     return run
+
+
+def check_extras(config: RunConfig) -> None:
+    """Fail before the first stage when the config needs an extra that is not installed.
+
+    The report needs ``[report]``, prerank GSEA ``[enrichment]`` (``stages.enrichment_prerank:
+    []`` skips it), and workers, a scheduler or a profile ``[dask]``.
+    """
+    from omicstwin._optional import require
+
+    require("jinja2", what="the report stage")
+    if config.stages.enrichment_prerank:
+        require("gseapy", what="prerank enrichment (stages.enrichment_prerank: [] skips it)")
+    compute = config.compute
+    if compute.workers or compute.scheduler or compute.profile:
+        require("distributed", what="screens on a dask cluster (compute.workers: 0 runs here)")
 
 
 class Runner:

@@ -24,9 +24,13 @@ _IN_PROCESS_WORK = 1e9
 
 
 def _default_workers(twin) -> int:
-    """0 (in process) for small screens, else one LocalCluster worker per core."""
+    """0 (in process) for small screens or without dask, else one LocalCluster worker per core."""
     import os
 
+    from omicstwin._optional import available
+
+    if not available("distributed"):  # the core install: no dask extra
+        return 0
     n_t, n_c, n_g = twin.shape
     work = len(twin.regulators()) * n_g * n_t * n_c
     return 0 if work < _IN_PROCESS_WORK else max(1, os.cpu_count() or 1)
@@ -40,12 +44,14 @@ def _read(ctx: RunContext, name: str):
 
 def simulate(ctx: RunContext) -> None:
     """Write the simulated cohort (``cohort.h5ad``) the config asks for."""
-    from omicstwin.datasets import simulate_cohort
+    from omicstwin.datasets import generate
     from omicstwin.store.rundir import atomic_path
 
     data = ctx.config.data
     extra = {"n_cells": data.n_cells} if data.n_cells is not None else {}
-    adata = simulate_cohort(data.simulate, seed=data.seed, **extra)
+    adata = generate(
+        data.simulate, generator=data.generator, disease=data.disease, seed=data.seed, **extra
+    )
     partial = atomic_path(ctx.data_path)
     adata.write_h5ad(partial, compression="lzf")
     partial.replace(ctx.data_path)
@@ -204,10 +210,11 @@ def enrichment(ctx: RunContext) -> None:
     from omicstwin.tl.enrich import enrichment as enrich
 
     stages = ctx.config.stages
+    ora = bool(stages.enrichment_ora)  # an empty list of collections skips that analysis
     table = enrich(
-        _read(ctx, "de"),
-        rank_targets=_read(ctx, "rank_targets"),
-        rank_disease_genes=_read(ctx, "rank_disease_genes"),
+        _read(ctx, "de") if stages.enrichment_prerank else None,
+        rank_targets=_read(ctx, "rank_targets") if ora else None,
+        rank_disease_genes=_read(ctx, "rank_disease_genes") if ora else None,
         prerank_collections=stages.enrichment_prerank,
         ora_collections=stages.enrichment_ora,
         k=stages.enrichment_top_k,

@@ -3,12 +3,17 @@
 Roles: ``admin`` reads everything including ``/audit``; ``analyst`` reads all study data and
 only the patients granted to its key; ``clinician`` reads only the patients granted to its key
 (no study-level endpoints; a granted patient's targets carry their study-level evidence).
-Every read of patient data, allowed or not, appends an audit row before the data is returned.
+Every request to a patient route, whatever its answer (401 with the name of a revoked or expired
+key, 403, 404, 422, 429, 500), appends an audit row before its response starts, and every patient
+response carries ``Cache-Control: no-store`` (``guard.PatientGuard``). Keys expire at their exact
+time; repeated failed authentication from one address is answered with 429 (``guard``).
 
 Hot paths: the unfiltered rankings, patient reads and key lookups run short indexed statements
 on one connection per worker on the event loop, and a fast lane answers their plain, valid,
 authorised requests before FastAPI's parameter solving (same answers; see ``_FastLane``);
-audit rows are group-committed by one writer thread, each read waiting for its row's commit.
+audit rows are group-committed by one writer thread, each read waiting for its row's commit
+(SQLite: or for its fsync in the audit journal while a publish holds the write lock; see
+``audit``).
 
 Logging: the service never logs request paths, keys or patient ids (paths carry patient ids,
 so ``omicstwin serve`` turns uvicorn's access log off), and SQL parameters are hidden from
@@ -17,14 +22,16 @@ SQLAlchemy's logging.
 
 from __future__ import annotations
 
-import asyncio
 import json
+import math
 import os
 import re
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
@@ -44,11 +51,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from omicstwin import __version__
 from omicstwin._logging import logger
 from omicstwin.service import queries as q
+from omicstwin.service.audit import AuditJournal, journal_path
+from omicstwin.service.audit import AuditWriter as _AuditWriter
+from omicstwin.service.guard import AUDITED, FailureLimiter, PatientGuard, client_address
 from omicstwin.service.models import (
     AuditRow,
     DiseaseGeneRow,
     DrugRow,
     GeneScore,
+    GrantRow,
     Health,
     Page,
     PatientRecord,
@@ -58,6 +69,7 @@ from omicstwin.service.models import (
     StudySummary,
     TargetRow,
 )
+from omicstwin.service.settings import Settings
 from omicstwin.store import access
 from omicstwin.store.access import Principal
 from omicstwin.store.db import ID_PATTERN, check_schema, head_revision, make_engine
@@ -70,12 +82,26 @@ except ImportError:  # pragma: no cover - exercised without the extra
 PREFIX = "/api/v1"
 PROBLEM = "application/problem+json"
 DB_ENV = "OMICSTWIN_DB_URL"
-KEY_CACHE_SECONDS = 10.0  # a revoked key stops working within this time
+KEY_CACHE_SECONDS = Settings().key_cache_seconds  # a revoked key stops working within this
 POOL_SIZE, POOL_OVERFLOW = 8, 8  # SQLAlchemy pool per worker process
 HOT_MAX_OFFSET = 10_000  # deeper pages walk too much of an index to run on the event loop
 TEXT_PATTERN = r"^[^\x00-\x1f\x7f]+$"  # printable: NUL bytes would break PostgreSQL queries
 SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
-OUTCOMES = ("allowed", "denied", "not_found", "unauthenticated")
+OUTCOMES = (
+    "allowed",
+    "denied",
+    "not_found",
+    "unauthenticated",
+    "denied_revoked_key",
+    "denied_expired_key",
+    "invalid_request",
+    "rate_limited",
+    "method_not_allowed",
+    "error",
+)
+"""Audit outcomes: the read was answered, denied by role or grant, the record does not exist,
+no valid key (none, unknown, malformed), a revoked or an expired key (with its name), invalid
+parameters (422), the address was rate limited (429), another method than GET, a server error."""
 
 
 # ----------------------------------------------------------------------------- errors
@@ -103,6 +129,7 @@ def _problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         403: "The key's role or grants do not allow this read.",
         404: "No such resource.",
         422: "A parameter is out of bounds or malformed.",
+        429: "Too many failed authentications from this address; see the Retry-After header.",
     }
     return {
         c: {"model": Problem, "description": described[c], "content": {PROBLEM: {}}} for c in codes
@@ -201,134 +228,134 @@ class _HotReader:
             self._discard(invalidate=False)
 
 
-class _AuditWriter:
-    """Appends audit rows with group commit: one transaction for all rows pending meanwhile.
+@dataclass(frozen=True, slots=True)
+class KeyResult:
+    """What a presented key turned out to be (``status``: ok, unknown, revoked, expired, none).
 
-    A request awaits its row's commit before it answers (so the audit row exists before any
-    data is returned); a failed commit fails every request of the batch. Under load this turns
-    one write transaction per patient read into one per batch, which keeps the SQLite write
-    lock (shared by all workers) short and rare, and never blocks the event loop.
+    ``principal`` only when ok; ``key_name`` also for revoked and expired keys (for the audit).
     """
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._pending: list[tuple[dict[str, Any], asyncio.Future, asyncio.AbstractEventLoop]] = []
-        self._wake = threading.Condition()
-        self._thread: threading.Thread | None = None
-        self._closed = False
-        self._conn: sa.Connection | None = None  # used by the writer thread only
-
-    async def write(self, row: dict[str, Any]) -> None:
-        loop = asyncio.get_running_loop()
-        done = loop.create_future()
-        with self._wake:
-            self._pending.append((row, done, loop))
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="omicstwin-audit", daemon=True
-                )
-                self._thread.start()
-            self._wake.notify()
-        await done
-
-    def _run(self) -> None:
-        table = q.AUDIT
-        while True:
-            with self._wake:
-                while not self._pending and not self._closed:
-                    self._wake.wait()
-                if not self._pending:
-                    self._thread = None  # under the lock: the next write starts a new thread
-                    self._drop(invalidate=False)
-                    return
-                batch, self._pending = self._pending, []
-            error: BaseException | None = None
-            for _attempt in (0, 1):
-                try:
-                    self._insert(table, [row for row, _, _ in batch])
-                    error = None
-                    break
-                except sa.exc.DBAPIError as exc:  # a dropped connection: retried once
-                    error = exc
-                    self._drop(invalidate=True)
-                    if not exc.connection_invalidated:
-                        break
-                except Exception as exc:  # handed to every waiting request
-                    error = exc
-                    self._drop(invalidate=True)
-                    break
-            for _, done, loop in batch:
-                try:
-                    loop.call_soon_threadsafe(_settle, done, error)
-                except RuntimeError:  # that event loop is closed: nobody waits any more
-                    pass
-
-    def _insert(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-        # The writer thread keeps one connection (no pool checkout and ping per batch).
-        if self._conn is None:
-            self._conn = self.engine.connect()
-        with self._conn.begin():
-            self._conn.execute(table.insert(), rows)
-
-    def _drop(self, *, invalidate: bool) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                if invalidate:
-                    conn.invalidate()
-                conn.close()
-            except sa.exc.SQLAlchemyError:
-                pass
-
-    def close(self) -> None:
-        """Write what is pending and stop the thread (a later write starts a new one)."""
-        with self._wake:
-            self._closed = True
-            self._wake.notify()
-            thread = self._thread
-        if thread is not None:
-            thread.join(timeout=30)
-        with self._wake:
-            self._closed = False
+    status: str
+    principal: Principal | None = None
+    key_name: str | None = None
+    expires: float | None = None  # POSIX time of the key's expiry (None: never)
 
 
-def _settle(done: asyncio.Future, error: BaseException | None) -> None:
-    if done.done():  # the request was cancelled (client gone); its row is written anyway
-        return
-    if error is None:
-        done.set_result(None)
-    else:
-        done.set_exception(error)
+_NO_KEY = KeyResult("none")  # no Authorization header
+_UNKNOWN = KeyResult("unknown")  # an unknown, malformed or oversized key
+_wallclock = time.time  # the clock expiries are compared with (tests move it)
+
+
+def _posix(value: Any) -> float | None:
+    """Return a timestamp column as POSIX time (SQLite's raw driver returns text, in UTC)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.timestamp()
 
 
 class _KeyCache:
-    """key hash -> principal for a few seconds: saves a query per request under load.
+    """key hash -> what the key is, for a few seconds: saves a query per request under load.
 
     A hit costs a hash and a dict lookup on the event loop (no database, no thread); a miss
-    is one indexed lookup on the worker's hot-path connection.
+    is one indexed lookup on the worker's hot-path connection. Valid, revoked and expired keys
+    are cached (a revocation takes effect within ``ttl``); an expiry is compared with the
+    clock on every request, so it is honoured at its exact time. Unknown keys are not cached.
+    A valid key's use is passed to ``touch`` at most every ``touch_every`` seconds.
     """
 
-    def __init__(self, reader: _HotReader, ttl: float) -> None:
+    def __init__(
+        self,
+        reader: _HotReader,
+        ttl: float,
+        touch: Callable[[int, datetime], None] | None = None,
+        touch_every: float = 60.0,
+    ) -> None:
         self.reader, self.ttl = reader, ttl
-        self._items: dict[str, tuple[Principal, float]] = {}
+        self.touch, self.touch_every = touch, touch_every
+        self._items: dict[str, tuple[KeyResult, float]] = {}
+        self._touched: dict[int, float] = {}
         self._lock = threading.Lock()
 
-    def lookup(self, key: str) -> Principal | None:
+    def check(self, key: str) -> KeyResult:
+        """Return what ``key`` is now."""
         digest = access.hash_key(key)
         now = time.monotonic()
         hit = self._items.get(digest)
         if hit is not None and hit[1] > now:
-            return hit[0]
-        rows = self.reader.run(lambda cur, sql: q.fetch(cur, sql["key"], key_hash=digest))
-        principal = Principal(*rows[0]) if rows else None
-        with self._lock:
-            if principal is None:
-                self._items.pop(digest, None)
+            result = hit[0]
+        else:
+            rows = self.reader.run(lambda cur, sql: q.fetch(cur, sql["key"], key_hash=digest))
+            result = _key_result(rows[0]) if rows else _UNKNOWN
+            with self._lock:
+                if result is _UNKNOWN:
+                    self._items.pop(digest, None)
+                else:
+                    if len(self._items) > 10_000:
+                        self._items.clear()
+                    self._items[digest] = (result, now + self.ttl)
+        if result.status != "ok":
+            return result
+        if result.expires is not None and _wallclock() >= result.expires:
+            return KeyResult("expired", None, result.key_name, result.expires)
+        if self.touch is not None:
+            key_id = result.principal.key_id
+            if now - self._touched.get(key_id, -math.inf) >= self.touch_every:
+                self._touched[key_id] = now
+                self.touch(key_id, datetime.now(UTC))
+        return result
+
+    def lookup(self, key: str) -> Principal | None:
+        """Return the principal of a valid key, else None."""
+        return self.check(key).principal
+
+
+def _key_result(row: tuple) -> KeyResult:
+    key_id, name, role, revoked_at, expires_at = row
+    if revoked_at is not None:
+        return KeyResult("revoked", None, name)
+    # "expired" is decided per request (the entry may outlive the expiry in the cache)
+    return KeyResult("ok", Principal(key_id, name, role), name, _posix(expires_at))
+
+
+_KEY_MEMO = "omicstwin.key"  # scope: this request's KeyResult
+
+
+class _Auth:
+    """The one place a request's key is checked (once per request) and failures are counted."""
+
+    def __init__(self, keys: _KeyCache, limiter: FailureLimiter) -> None:
+        self.keys, self.limiter = keys, limiter
+
+    def check(self, scope: Scope) -> KeyResult:
+        """Return the request's key, as HTTPBearer reads it (first Authorization header)."""
+        memo = scope.get(_KEY_MEMO)
+        if memo is not None:
+            return memo
+        header = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                header = value.decode("latin-1")
+                break
+        if header is None:
+            result = _NO_KEY
+        else:
+            scheme, credentials = get_authorization_scheme_param(header)
+            if scheme.lower() == "bearer" and credentials and len(credentials) <= 256:
+                result = self.keys.check(credentials)
             else:
-                if len(self._items) > 10_000:
-                    self._items.clear()
-                self._items[digest] = (principal, now + self.ttl)
-        return principal
+                result = _UNKNOWN
+            if result.status != "ok":
+                self.limiter.failure(client_address(scope), result.status)
+        scope[_KEY_MEMO] = result
+        return result
+
+    def principal(self, scope: Scope) -> Principal | None:
+        """Return the principal of the request's valid key, else None."""
+        return self.check(scope).principal
 
 
 def _unauthorized() -> ApiError:
@@ -340,16 +367,6 @@ def _unauthorized() -> ApiError:
     )
 
 
-def _principal(
-    request: Request, credentials: HTTPAuthorizationCredentials | None
-) -> Principal | None:
-    if credentials is None or not credentials.credentials:
-        return None
-    if len(credentials.credentials) > 256:
-        return None
-    return request.app.state.keys.lookup(credentials.credentials)
-
-
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
@@ -357,10 +374,11 @@ def require(*roles: str) -> Callable[..., Any]:
     """Dependency: a valid key whose role is one of ``roles`` (401 / 403 otherwise).
 
     ``async`` so that FastAPI runs it on the event loop: no thread-pool hop per request.
+    ``credentials`` documents the bearer scheme in OpenAPI; the key is read by ``_Auth``.
     """
 
     async def dependency(request: Request, credentials: Credentials) -> Principal:
-        principal = _principal(request, credentials)
+        principal = request.app.state.auth.principal(request.scope)
         if principal is None:
             raise _unauthorized()
         if principal.role not in roles:
@@ -449,17 +467,6 @@ def _lane_int(value: str | None, default: int, low: int, high: int) -> int | Non
     return number if low <= number <= high else None
 
 
-def _lane_key(scope: Scope) -> str | None:
-    """Return the bearer credentials as HTTPBearer reads them (first Authorization header)."""
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            scheme, credentials = get_authorization_scheme_param(value.decode("latin-1"))
-            if scheme.lower() == "bearer" and credentials and len(credentials) <= 256:
-                return credentials
-            return None
-    return None
-
-
 StudyReader = Annotated[Principal, Depends(require("admin", "analyst"))]
 Admin = Annotated[Principal, Depends(require("admin"))]
 
@@ -492,7 +499,11 @@ def _not_found(what: str) -> ApiError:
 
 
 def create_app(
-    db_url: str | Engine | None = None, *, check: bool = True, fast_lane: bool = True
+    db_url: str | Engine | None = None,
+    *,
+    check: bool = True,
+    fast_lane: bool = True,
+    settings: Settings | None = None,
 ) -> FastAPI:
     """Build the service for a database.
 
@@ -506,12 +517,18 @@ def create_app(
     fast_lane
         Answer the plain, valid requests of the hottest endpoints (study and patient target
         rankings) before FastAPI's routing (see ``_FastLane``); the answers are the same.
+    settings
+        Key cache, rate limit and audit journal knobs (default: from the ``OMICSTWIN_*``
+        environment variables, see :mod:`omicstwin.service.settings`).
 
     Raises
     ------
     omicstwin.store.db.SchemaVersionError
         The database is not at this package's schema revision.
+    omicstwin.service.settings.SettingsError
+        An environment variable of the service has an invalid value.
     """
+    settings = settings if settings is not None else Settings.from_env()
     if isinstance(db_url, Engine):
         engine = db_url
     else:
@@ -529,10 +546,16 @@ def create_app(
         check_schema(engine)
     revision = head_revision()
     reader = _HotReader(engine)
-    auditor = _AuditWriter(engine)
+    where = journal_path(engine) if settings.audit_journal else None
+    auditor = _AuditWriter(
+        engine,
+        journal=None if where is None else AuditJournal(where),
+        lock_wait=settings.audit_lock_wait_ms / 1000,
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        auditor.kick()  # rows a stopped service left in the journal go to the table
         yield
         auditor.close()
         reader.close()
@@ -543,13 +566,21 @@ def create_app(
         description=(
             "Target, disease gene and drug rankings of published omicstwin studies, and patient "
             "twin records. Every endpoint but /health needs `Authorization: Bearer <key>`. "
-            "Errors are application/problem+json."
+            "Errors are application/problem+json. Patient routes answer with "
+            "`Cache-Control: no-store` and audit every request."
         ),
-        responses=_problem_responses(401, 422),
+        responses=_problem_responses(401, 422, 429),
         lifespan=lifespan,
     )
     app.state.engine = engine
-    app.state.keys = _KeyCache(reader, KEY_CACHE_SECONDS)
+    app.state.settings = settings
+    app.state.auditor = auditor
+    app.state.keys = _KeyCache(
+        reader, settings.key_cache_seconds, auditor.touch, settings.key_touch_seconds
+    )
+    limiter = FailureLimiter(settings.auth_max_failures, settings.auth_window_seconds)
+    app.state.limiter = limiter
+    app.state.auth = auth = _Auth(app.state.keys, limiter)
     _install_error_handlers(app)
 
     @app.get(f"{PREFIX}/health", tags=["service"])
@@ -776,24 +807,38 @@ def create_app(
         read: Callable[[Any, dict[str, q.Compiled]], Any],
     ) -> Any:
         """Authorise, read and audit one access to patient data (audit row before the data)."""
-        principal = _principal(request, credentials)
-        outcome, data = "unauthenticated", None
-        if principal is not None:
-            outcome, data = reader.run(granted(principal, patient_id, read))
+        key = auth.check(request.scope)
+        outcome, data = _KEY_OUTCOMES.get(key.status, "unauthenticated"), None
+        if key.principal is not None:
+            outcome, data = reader.run(granted(key.principal, patient_id, read))
         # Committed (group commit, its own write-only transaction) before anything is returned.
-        await auditor.write(
-            access.audit_values(
-                principal=principal, action=action, patient_id=patient_id, outcome=outcome
-            )
-        )
-        if outcome == "unauthenticated":
-            raise _unauthorized()
+        await auditor.write(_audit_row(key, action, patient_id, outcome))
+        request.scope[AUDITED] = True
+        if key.principal is None:
+            raise _unauthorized()  # the same answer for a missing, unknown, revoked, expired key
         if outcome == "denied":
             # Same answer whether or not the patient exists: no existence oracle.
             raise ApiError(403, "this key holds no grant for that patient record")
         if outcome == "not_found":
             raise _not_found("no patient record with that id")
         return data
+
+    async def audit_other(scope: Scope, status: int) -> None:
+        """Audit a patient-route request that no route answered (422, 405, 429, 500, ...)."""
+        route = scope.get("route")
+        action = _PATIENT_ACTIONS.get(getattr(route, "path", None), "patient.other")
+        rest = scope["path"][len(PREFIX) + len("/patients/") :]
+        given = rest.split("/", 1)[0]
+        patient_id = given if _ID_FULL_RE.fullmatch(given) else None  # never an arbitrary text
+        if status == 429:
+            key = _NO_KEY  # locked out: the key is not even looked up
+        else:
+            key = auth.check(scope)
+        if status == 401:
+            outcome = _KEY_OUTCOMES.get(key.status, "unauthenticated")
+        else:
+            outcome = _STATUS_OUTCOMES.get(status, "error" if status >= 500 else "other")
+        await auditor.write(_audit_row(key, action, patient_id, outcome))
 
     @app.get(
         f"{PREFIX}/patients/{{patient_id}}",
@@ -861,17 +906,59 @@ def create_app(
             str | None, Query(pattern=ID_PATTERN, max_length=128, description="Filter.")
         ] = None,
     ) -> Page[AuditRow]:
-        """List the audit trail of patient data reads, newest first (admin only)."""
+        """List the audit trail of patient routes, newest first (admin only).
+
+        Rows still in the SQLite audit journal (written while a publish held the database's
+        write lock) come first, with ``id`` null until they are moved into the table.
+        """
+        filters = {"patient_id": patient_id, "outcome": outcome, "key_name": key_name}
+        journal = auditor.journal
+        # No drain commits while both are read: a row is listed once, from one of the two.
+        with journal.snapshot() if journal is not None else nullcontext([]) as waiting:
+            pending = [
+                dict(row, id=None)
+                for row in reversed(waiting)
+                if all(v is None or row[k] == v for k, v in filters.items())
+            ]
+            page = pending[offset : offset + limit]
+            with engine.connect() as conn:
+                data, count = q.list_audit(
+                    conn,
+                    limit=limit - len(page),
+                    offset=max(0, offset - len(pending)),
+                    **filters,
+                )
+        return Page[AuditRow](data=page + data, count=len(pending) + count)
+
+    @app.get(f"{PREFIX}/grants", tags=["admin"], responses=_problem_responses(403))
+    def grants(
+        _: Admin,
+        limit: Limit = 100,
+        offset: Offset = 0,
+        key_name: Annotated[
+            str | None,
+            Query(
+                pattern=ID_PATTERN,
+                max_length=128,
+                examples=["dr-smith"],
+                description="Only this key's grants.",
+            ),
+        ] = None,
+        patient_id: Annotated[
+            str | None,
+            Query(
+                pattern=ID_PATTERN,
+                max_length=128,
+                examples=["P01"],
+                description="Only grants on this patient record.",
+            ),
+        ] = None,
+    ) -> Page[GrantRow]:
+        """List the grants of patient records to keys (admin only), by key name and patient."""
         with engine.connect() as conn:
-            data, count = q.list_audit(
-                conn,
-                limit=limit,
-                offset=offset,
-                patient_id=patient_id,
-                outcome=outcome,
-                key_name=key_name,
-            )
-        return Page[AuditRow](data=data, count=count)
+            rows = access.list_grants(conn, key_name=key_name, patient_id=patient_id)
+        data = [dict(r, created_at=q.utc(r["created_at"])) for r in rows[offset : offset + limit]]
+        return Page[GrantRow](data=data, count=len(rows))
 
     study_params = frozenset({"limit", "offset", "cell_type", "time"})
     page_params = frozenset({"limit", "offset"})
@@ -896,8 +983,7 @@ def create_app(
             time_ = float(raw_time)
             if not -1e9 <= time_ <= 1e9:
                 return None
-        key = _lane_key(scope)
-        principal = None if key is None else app.state.keys.lookup(key)
+        principal = auth.principal(scope)
         if principal is None or principal.role not in ("admin", "analyst"):
             return None
         body = reader.run(ranking_reader(study_id, cell_type, time_, limit, offset))
@@ -909,22 +995,17 @@ def create_app(
             return None
         limit = _lane_int(params.get("limit"), 50, 1, 500)
         offset = _lane_int(params.get("offset"), 0, 0, 1_000_000)
-        key = _lane_key(scope)
-        principal = None if key is None else app.state.keys.lookup(key)
-        if limit is None or offset is None or principal is None:
+        if limit is None or offset is None:
+            return None
+        key = auth.check(scope)
+        if key.principal is None:
             return None
         read = patient_targets_reader(patient_id, limit, offset)
-        outcome, body = reader.run(granted(principal, patient_id, read))
+        outcome, body = reader.run(granted(key.principal, patient_id, read))
         if outcome != "allowed":
             return None  # the route answers (and audits) denied and not-found reads
-        await auditor.write(
-            access.audit_values(
-                principal=principal,
-                action="patient.targets",
-                patient_id=patient_id,
-                outcome=outcome,
-            )
-        )
+        await auditor.write(_audit_row(key, "patient.targets", patient_id, outcome))
+        scope[AUDITED] = True
         return _json(body, Page[PatientTargetRow])
 
     if fast_lane:
@@ -935,7 +1016,34 @@ def create_app(
                 (f"{PREFIX}/patients/", "/targets", patient_targets_lane),
             ],
         )
+    # Outermost: a locked-out address never reaches the lanes; patient routes all audited.
+    app.add_middleware(
+        PatientGuard, prefix=PREFIX, limiter=limiter, audit_other=audit_other, responder=problem
+    )
     return app
+
+
+_KEY_OUTCOMES = {"revoked": "denied_revoked_key", "expired": "denied_expired_key"}
+_STATUS_OUTCOMES = {
+    403: "denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    422: "invalid_request",
+    429: "rate_limited",
+}
+_PATIENT_ACTIONS = {
+    f"{PREFIX}/patients/{{patient_id}}": "patient.record",
+    f"{PREFIX}/patients/{{patient_id}}/targets": "patient.targets",
+}
+
+
+def _audit_row(key: KeyResult, action: str, patient_id: str | None, outcome: str) -> dict:
+    """Return an audit row: the key's name also for a revoked or expired key, never the key."""
+    row = access.audit_values(
+        principal=key.principal, action=action, patient_id=patient_id, outcome=outcome
+    )
+    row["key_name"] = key.key_name
+    return row
 
 
 def _no_study(study_id: str) -> ApiError:

@@ -313,10 +313,38 @@ class AuditRow(BaseModel):
             "outcome": "allowed",
         }
     )
-    id: int
+    id: int | None = Field(
+        description="Row id; null while the row waits in the SQLite audit journal (a publish "
+        "held the write lock), until it is moved into the audit table."
+    )
     at: datetime
-    key_name: str | None
+    key_name: str | None = Field(
+        description="The key's name (also for a revoked or expired key); null: no known key."
+    )
     role: str | None
-    action: str
-    patient_id: str | None
-    outcome: str = Field(description="allowed, denied, not_found or unauthenticated.")
+    action: str = Field(description="patient.record, patient.targets, or patient.other.")
+    patient_id: str | None = Field(description="The patient id asked for; null if not a valid id.")
+    outcome: str = Field(
+        description="allowed, denied, not_found, unauthenticated (no or an unknown key), "
+        "denied_revoked_key, denied_expired_key, invalid_request (422), rate_limited (429), "
+        "method_not_allowed or error."
+    )
+
+
+class GrantRow(BaseModel):
+    """One grant of a patient record to a key."""
+
+    model_config = _example(
+        {
+            "key_name": "dr-smith",
+            "role": "clinician",
+            "patient_id": "P01",
+            "study_id": "sar_2022",
+            "created_at": "2026-01-31T12:00:00Z",
+        }
+    )
+    key_name: str
+    role: str
+    patient_id: str
+    study_id: str | None = Field(description="The study of the patient record.")
+    created_at: datetime

@@ -27,9 +27,12 @@ AUDIT = TABLES["audit"]
 MAX_GENE_ROWS = 10_000
 
 
-def _utc(value: datetime) -> datetime:
-    # SQLite returns naive datetimes; the store writes UTC only.
+def utc(value: datetime) -> datetime:
+    """Return a stored time as aware UTC (SQLite returns naive times; the store writes UTC)."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+_utc = utc
 
 
 def _summary(row: Any) -> dict[str, Any]:
@@ -314,9 +317,9 @@ def hot_statements(dialect: sa.Dialect) -> dict[str, Compiled]:
     grants = TABLES["grants"]
     t, c, p = TARGETS, CONTEXT, PATIENT_TARGETS
     stmts: dict[str, sa.ClauseElement] = {
-        "key": sa.select(keys.c.id, keys.c.name, keys.c.role).where(
-            keys.c.key_hash == _b("key_hash"), keys.c.revoked_at.is_(None)
-        ),
+        "key": sa.select(
+            keys.c.id, keys.c.name, keys.c.role, keys.c.revoked_at, keys.c.expires_at
+        ).where(keys.c.key_hash == _b("key_hash")),
         "grant": sa.select(grants.c.key_id).where(
             grants.c.key_id == _b("key_id"), grants.c.patient_id == _b("patient_id")
         ),

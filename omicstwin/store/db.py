@@ -12,8 +12,14 @@ a database at another revision with :class:`SchemaVersionError`, whose message n
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
+import stat
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +29,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from omicstwin.errors import OmicstwinError
+from omicstwin.errors import OmicstwinError, OmicstwinWarning
 
 SQLITE_DEFAULT = "sqlite:///omicstwin.db"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -38,6 +44,10 @@ class DatabaseError(OmicstwinError, ValueError):
 
 class SchemaVersionError(DatabaseError):
     """The database schema is at another revision than this omicstwin expects."""
+
+
+class InsecureFileWarning(OmicstwinWarning):
+    """The SQLite database file (or its -wal/-shm companion) is readable by other users."""
 
 
 class Base(DeclarativeBase):
@@ -227,17 +237,46 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    expires_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))  # None: never
+    last_used_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
 
 
 class Grant(Base):
-    """Permission of one key to read one patient's record (by patient id, survives republish)."""
+    """Permission of one key to read one patient's record.
+
+    The grant is bound to the record: deleting the record (a re-publish without the donor, a
+    deleted study) deletes its grants, and renaming the record's pseudonym moves them.
+    """
 
     __tablename__ = "grants"
     key_id: Mapped[int] = mapped_column(
         sa.Integer, sa.ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True
     )
-    patient_id: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    patient_id: Mapped[str] = mapped_column(
+        sa.String(128),
+        sa.ForeignKey(
+            "patients.patient_id",
+            ondelete="CASCADE",
+            onupdate="CASCADE",
+            name="fk_grants_patient_id_patients",
+        ),
+        primary_key=True,
+    )
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+
+
+class RetiredPseudonym(Base):
+    """A patient id whose record was deleted: never reused for another person by accident.
+
+    Publish refuses to create a record under a retired pseudonym unless a donor mapping
+    (``omicstwin patients import``) names it explicitly.
+    """
+
+    __tablename__ = "retired_pseudonyms"
+    patient_id: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    study_id: Mapped[str | None] = mapped_column(sa.String(128))  # None: unknown (migration)
+    retired_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    reason: Mapped[str] = mapped_column(sa.String(256))
 
 
 class AuditEntry(Base):
@@ -262,11 +301,15 @@ def utcnow() -> datetime:
 
 
 def check_id(value: str, what: str) -> str:
-    """Return ``value`` if it is a valid study/patient id, else raise :class:`DatabaseError`."""
-    if not isinstance(value, str) or not _ID_RE.match(value):
+    """Return ``value`` if it is a valid study/patient id/key name, else raise DatabaseError.
+
+    The whole value must match :data:`ID_PATTERN`: no surrounding whitespace, no trailing
+    newline (``re.match`` with ``$`` would let one through).
+    """
+    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
         raise DatabaseError(
-            f"{what} '{value}' is not a valid id; fix: use 1-128 characters from letters, "
-            "digits and . _ : - (starting with a letter or digit)"
+            f"{what} {value!r} is not a valid id; fix: use 1-128 characters from letters, "
+            "digits and . _ : - (starting with a letter or digit; no spaces or line breaks)"
         )
     return value
 
@@ -319,7 +362,7 @@ def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
     if backend == "sqlite":
         database = parsed.database or ""
         if database and database != ":memory:" and not database.startswith("file:"):
-            Path(database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+            _private_file(Path(database).expanduser().resolve())
         kwargs.setdefault("connect_args", {"check_same_thread": False})
     else:
         kwargs.setdefault("pool_pre_ping", True)
@@ -333,6 +376,82 @@ def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
     if backend == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def _private_file(path: Path) -> None:
+    """Create the SQLite file readable by its owner only, or warn if it is readable by others.
+
+    SQLite creates the ``-wal`` and ``-shm`` files with the mode of the database file, so a
+    0600 database file keeps its companions private too.
+    """
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        pass
+    except OSError:  # unwritable directory etc.: let SQLite report it when it connects
+        return
+    else:
+        os.fchmod(fd, 0o600)  # whatever the umask
+        os.close(fd)
+        return
+    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            mode = stat.S_IMODE(file.stat().st_mode)
+        except OSError:
+            continue
+        if mode & 0o077:
+            warnings.warn(
+                f"the database file {file} is readable or writable by other users (mode "
+                f"{mode:04o}); fix: chmod 600 {file}",
+                InsecureFileWarning,
+                stacklevel=3,
+            )
+
+
+WRITER_LOCK_NAME = "omicstwin.store.writer"
+_WRITER_LOCK_ID = int.from_bytes(
+    hashlib.sha256(WRITER_LOCK_NAME.encode()).digest()[:8], "big", signed=True
+)
+
+
+@contextmanager
+def writer_transaction(engine: Engine) -> Iterator[sa.Connection]:
+    """Open a transaction that holds the writer lock from its first statement to its commit.
+
+    Writers (publish, patients import, study deletion, schema upgrades) check what the database
+    holds and then write; holding the lock over both serialises concurrent writers, so the
+    second one sees the first one's result. SQLite: ``BEGIN IMMEDIATE`` (waits up to the busy
+    timeout, 30 s); PostgreSQL: ``pg_advisory_xact_lock`` on a fixed key (readers never wait).
+
+    Raises
+    ------
+    DatabaseError
+        SQLite: another writer held the lock longer than the busy timeout.
+    """
+    with engine.connect() as conn:
+        try:
+            if conn.dialect.name == "sqlite":
+                # pysqlite opens its own transaction lazily (before the first write), so an
+                # explicit BEGIN IMMEDIATE here becomes the transaction SQLAlchemy commits.
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_WRITER_LOCK_ID)))
+        except sa.exc.OperationalError as exc:
+            if "locked" not in str(exc.orig):
+                raise
+            raise DatabaseError(
+                f"the database {describe_url(engine)} stayed locked by another writer (a "
+                "publish, import or upgrade) for 30 s; fix: wait for it to finish and run the "
+                "command again"
+            ) from None
+        try:
+            yield conn
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
 
 
 def describe_url(engine: Engine) -> str:
@@ -377,8 +496,11 @@ def current_revision(engine: Engine) -> str | None:
         ) from None
 
 
-def upgrade_db(url_or_engine: str | Engine) -> str:
+def upgrade_db(url_or_engine: str | Engine, revision: str = "head") -> str:
     """Create or migrate the schema to this package's head revision; return the revision.
+
+    ``revision`` names an older revision instead (tests build databases of earlier releases).
+    On SQLite the migration runs with foreign keys enforced, so that cascades hold.
 
     Raises
     ------
@@ -394,10 +516,24 @@ def upgrade_db(url_or_engine: str | Engine) -> str:
     current = current_revision(engine)
     if current is not None and _unknown(script, current):
         raise _newer_error(engine, current)
-    with engine.begin() as conn:
+    if current == (head_revision() if revision == "head" else revision):
+        return current  # nothing to do: no writer lock needed (the service may be running)
+    if engine.dialect.name == "sqlite":
+        _require_foreign_keys(engine)
+    with writer_transaction(engine) as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
-    return head_revision()
+        command.upgrade(cfg, revision)  # re-reads the revision under the lock
+    return head_revision() if revision == "head" else revision
+
+
+def _require_foreign_keys(engine: Engine) -> None:
+    """Raise unless SQLite enforces foreign keys on the engine's connections (cascades)."""
+    with engine.connect() as conn:
+        if conn.exec_driver_sql("PRAGMA foreign_keys").scalar() != 1:
+            raise DatabaseError(
+                "SQLite foreign keys are off on this engine's connections; fix: create the "
+                "engine with omicstwin.store.db.make_engine"
+            )
 
 
 def _unknown(script: Any, revision: str) -> bool:
@@ -445,3 +581,145 @@ def check_schema(engine: Engine) -> None:
 def loads(text: str | None, default: Any = None) -> Any:
     """Decode a JSON text column (None -> ``default``)."""
     return default if text is None else json.loads(text)
+
+
+# ----------------------------------------------------------------------------- PostgreSQL roles
+
+SERVICE_READS = (
+    "alembic_version",
+    "studies",
+    "targets",
+    "context_targets",
+    "disease_genes",
+    "drugs",
+    "patients",
+    "patient_targets",
+    "api_keys",
+    "grants",
+    "audit",
+)
+"""Tables the service reads (never ``patient_mappings`` nor ``retired_pseudonyms``)."""
+
+_ROLE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+def _table_statements(quote: Any, schema: str, service_role: str, publish_role: str) -> list[str]:
+    """Return the table GRANT/REVOKE statements of :func:`grant_roles`."""
+    s, svc, pub = quote(schema), quote(service_role), quote(publish_role)
+    tables = ["alembic_version", *TABLES]
+    out = []
+    for name in tables:
+        table = f"{s}.{quote(name)}"
+        out.append(f"REVOKE ALL ON {table} FROM {svc}")
+        out.append(f"GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO {pub}")
+        if name in SERVICE_READS:
+            out.append(f"GRANT SELECT ON {table} TO {svc}")
+    out.append(f"GRANT INSERT ON {s}.{quote('audit')} TO {svc}")
+    out.append(f"GRANT UPDATE (last_used_at) ON {s}.{quote('api_keys')} TO {svc}")
+    return out
+
+
+def grant_roles(engine: Engine, *, service_role: str, publish_role: str) -> list[str]:
+    """Give a PostgreSQL service role and writer role exactly the privileges they need.
+
+    - ``publish_role`` (publish, patients import, keys, grants, ``db upgrade``) becomes the
+      owner of the omicstwin tables (migrations alter them) and gets ``USAGE, CREATE`` on the
+      schema;
+    - ``service_role`` (``omicstwin serve``) gets ``USAGE`` on the schema, ``SELECT`` on the
+      tables it reads, ``INSERT`` on ``audit`` (and ``USAGE`` on its id sequence) and
+      ``UPDATE (last_used_at)`` on ``api_keys``; nothing else (no writes to the data tables,
+      no access to ``patient_mappings``).
+
+    Both roles must exist (``CREATE ROLE name LOGIN PASSWORD '...'``, by a database
+    administrator). Run it as a superuser or as the owner of the tables and the schema (or a
+    member of ``publish_role`` who owns the schema). The schema must be at this package's
+    revision; run it again after every ``omicstwin db upgrade``.
+
+    Returns
+    -------
+    list[str]
+        The statements applied, in order (one transaction).
+
+    Raises
+    ------
+    DatabaseError
+        Not PostgreSQL, an invalid or missing role, the schema not at head, or missing
+        privileges to grant (the message names the fix).
+    """
+    if engine.dialect.name != "postgresql":
+        raise DatabaseError(
+            "database roles apply to PostgreSQL only; fix: for SQLite keep the database file "
+            "private to the service's user (chmod 600 FILE) and run publish as that user"
+        )
+    for what, role in (("--service-role", service_role), ("--publish-role", publish_role)):
+        if not isinstance(role, str) or not _ROLE_RE.fullmatch(role):
+            raise DatabaseError(
+                f"{what} {role!r} is not a plain role name; fix: use letters, digits and _ "
+                "(at most 63, not starting with a digit)"
+            )
+    if service_role == publish_role:
+        raise DatabaseError(
+            "the service role and the publish role are the same; fix: use two roles, so that "
+            "the service cannot write the data tables"
+        )
+    check_schema(engine)
+    quote = engine.dialect.identifier_preparer.quote
+    applied: list[str] = []
+    with engine.begin() as conn:
+        known = set(
+            conn.execute(
+                sa.text("SELECT rolname FROM pg_roles WHERE rolname IN (:a, :b)"),
+                {"a": service_role, "b": publish_role},
+            ).scalars()
+        )
+        for role in (service_role, publish_role):
+            if role not in known:
+                raise DatabaseError(
+                    f"role '{role}' does not exist; fix: create it as a database administrator "
+                    f"(CREATE ROLE {role} LOGIN PASSWORD '...'), then run this again"
+                )
+        schema = conn.execute(sa.text("SELECT current_schema()")).scalar()
+        statements = []  # schema privileges first: a new owner needs CREATE on the schema
+        for role, privileges in ((publish_role, ("USAGE", "CREATE")), (service_role, ("USAGE",))):
+            for privilege in privileges:
+                held = conn.execute(
+                    sa.text("SELECT has_schema_privilege(:r, :s, :p)"),
+                    {"r": role, "s": schema, "p": privilege},
+                ).scalar()
+                if not held:
+                    statements.append(
+                        f"GRANT {privilege} ON SCHEMA {quote(schema)} TO {quote(role)}"
+                    )
+        owners = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT tablename, tableowner FROM pg_tables WHERE schemaname = :s "
+                    "AND tablename = ANY(:t)"
+                ),
+                {"s": schema, "t": ["alembic_version", *TABLES]},
+            ).all()
+        )
+        for name, owner in sorted(owners.items()):
+            if owner != publish_role:
+                statements.append(
+                    f"ALTER TABLE {quote(schema)}.{quote(name)} OWNER TO {quote(publish_role)}"
+                )
+        statements += _table_statements(quote, schema, service_role, publish_role)
+        sequence = conn.execute(
+            sa.text("SELECT pg_get_serial_sequence(:t, 'id')"), {"t": f"{quote(schema)}.audit"}
+        ).scalar()
+        if sequence:
+            statements.append(f"GRANT USAGE ON SEQUENCE {sequence} TO {quote(service_role)}")
+        for statement in statements:
+            try:
+                with conn.begin_nested():
+                    conn.exec_driver_sql(statement)
+            except sa.exc.ProgrammingError as exc:
+                raise DatabaseError(
+                    f"cannot apply '{statement}' as {describe_url(engine)} "
+                    f"({str(exc.orig).strip().splitlines()[0]}); fix: run omicstwin db roles as "
+                    "a superuser, or as the owner of the schema and tables who is a member of "
+                    f"the publish role (GRANT {publish_role} TO CURRENT_USER)"
+                ) from None
+            applied.append(statement)
+    return applied

@@ -16,6 +16,18 @@ across the whole database: the donor id of the data unless ``omicstwin patients 
 that donor to another pseudonym. A donor id that already names a patient of another study is
 refused with a message that says how to map it (mappings may be imported before the study is
 published).
+
+Records and grants. A grant is bound to its patient record (foreign key, cascade): a re-publish
+that drops a donor, or deleting the study, deletes the record and its grants, and *retires* its
+pseudonym (table ``retired_pseudonyms``). A later publish of any study that would create a
+record under a retired pseudonym is refused, unless a mapping row of ``patients import`` names
+that pseudonym explicitly (deliberate reuse; the old grants are gone either way). Records that
+stay (same donor, same pseudonym) keep their grants across a re-publish.
+
+Checks and locking. Every table is checked against its declared schema (types, required values,
+donor ids) before the database is touched; the checks against the database and the writes run
+under the writer lock (:func:`omicstwin.store.db.writer_transaction`), so two concurrent
+publishes are serialised: the second one waits and then finds the first one's result.
 """
 
 from __future__ import annotations
@@ -26,6 +38,7 @@ import json
 import math
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,15 +50,17 @@ from sqlalchemy.engine import Connection, Engine
 
 from omicstwin._logging import logger
 from omicstwin.errors import OmicstwinError
+from omicstwin.schemas import SCHEMAS
 from omicstwin.scores import sort_by_score
-from omicstwin.store.access import hash_external_ref
+from omicstwin.store.access import as_utc, hash_external_ref
 from omicstwin.store.db import (
-    ID_PATTERN,
     TABLES,
+    DatabaseError,
     check_id,
     make_engine,
     upgrade_db,
     utcnow,
+    writer_transaction,
 )
 
 SUPPORTED_RUN_SCHEMAS = (1,)
@@ -63,6 +78,14 @@ _CHUNK = 50_000  # rows per SQLite executemany call
 
 class PublishError(OmicstwinError, ValueError):
     """A run directory cannot be published (missing or malformed files, id clashes)."""
+
+
+class TableContentError(PublishError):
+    """A run table holds values of the wrong type, missing required values, or bad donor ids."""
+
+
+class RetiredPseudonymError(PublishError):
+    """A publish would give a retired pseudonym (a deleted record's id) to a new record."""
 
 
 class PatientImportError(OmicstwinError, ValueError):
@@ -176,6 +199,8 @@ def _read_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     )
     _require(tables, "patients", ["patient_id", "target", "rank"])
     _require(tables, "patient_states", ["patient_id", "cell_type", "time"])
+    for name, frame in tables.items():
+        _check_table(name, frame)
     return run_json, tables
 
 
@@ -187,6 +212,134 @@ def _require(tables: dict[str, pd.DataFrame], name: str, columns: list[str]) -> 
         raise PublishError(
             f"table '{name}' lacks columns {missing}; fix: rerun the study with this omicstwin "
             "version (omicstwin run)"
+        )
+
+
+# ----------------------------------------------------------------------------- checking
+
+_EXTRA = {"kind": "string", "genes": "string", "dose": "float64"}
+COLUMN_TYPES: dict[str, dict[str, str]] = {
+    "design": {
+        "condition": "string",
+        "donor": "string",
+        "time": "float64",
+        "cell_type": "string",
+        "n_cells": "int64",
+    },
+    "perturbations": SCHEMAS["perturbations"],
+    "rank_targets": SCHEMAS["rank"] | _EXTRA,
+    "rank_disease_genes": SCHEMAS["rank"],
+    "rank_drugs": SCHEMAS["rank"] | _EXTRA | {"drug_name": "string"},
+    "patients": SCHEMAS["patients"],
+    "patient_states": SCHEMAS["patient_states"],
+}
+"""The dtype of every column publish reads (the declared schemas of ``omicstwin.schemas``)."""
+
+REQUIRED_VALUES: dict[str, tuple[str, ...]] = {
+    "design": ("donor", "cell_type"),
+    "perturbations": ("perturbation_id", "cell_type", "time"),
+    "rank_targets": ("name", "rank"),
+    "rank_disease_genes": ("name", "rank"),
+    "rank_drugs": ("name", "rank"),
+    "patients": ("patient_id", "target", "rank"),
+    "patient_states": ("patient_id", "cell_type", "time"),
+}
+"""Columns that must not hold missing values (they become NOT NULL database columns)."""
+
+DONOR_COLUMNS = {"design": "donor", "patients": "patient_id", "patient_states": "patient_id"}
+_INT32 = 2**31  # integer result columns are 32-bit INTEGER in the database
+
+
+def _bad_value(table: str, column: str, row: int, value: Any, problem: str) -> TableContentError:
+    return TableContentError(
+        f"table '{table}' column '{column}' {problem} (row {row}: {value!r}); fix: rerun the "
+        f"study with this omicstwin (omicstwin run) or correct {table}.parquet; nothing was "
+        "published"
+    )
+
+
+def _first(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask)[0])
+
+
+def _check_numeric(table: str, column: str, col: pd.Series, dtype: str) -> None:
+    """Raise unless ``col`` holds numbers of ``dtype`` (int64: whole numbers in 32 bits)."""
+    kind = col.dtype.kind
+    if kind == "b" or pd.api.types.is_bool_dtype(col):
+        raise _bad_value(table, column, 0, col.iloc[0] if len(col) else None, "holds true/false")
+    if kind not in "iuf":
+        values = col.astype(object).to_numpy()
+        is_number = np.array(
+            [
+                v is None
+                or v is pd.NA
+                or (
+                    isinstance(v, int | float | np.integer | np.floating)
+                    and not isinstance(v, bool)
+                )
+                for v in values
+            ],
+            dtype=bool,
+        )
+        if not is_number.all():
+            # show a value that is not even a number in text form, when there is one
+            parsed = pd.to_numeric(pd.Series(values[~is_number]), errors="coerce").isna()
+            bad = np.flatnonzero(~is_number)
+            i = int(bad[int(np.argmax(parsed.to_numpy()))] if parsed.any() else bad[0])
+            what = "text" if isinstance(values[i], str) else type(values[i]).__name__
+            raise _bad_value(table, column, i, values[i], f"must hold {dtype} numbers, not {what}")
+    if dtype != "int64":
+        return
+    numbers = pd.to_numeric(col, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    present = ~np.isnan(numbers)
+    bad = present & ((numbers != np.round(numbers)) | (np.abs(numbers) >= _INT32))
+    if bad.any():
+        i = _first(bad)
+        raise _bad_value(
+            table, column, i, col.iloc[i], "must hold whole numbers below 2^31 (int64 column)"
+        )
+
+
+def _check_table(name: str, frame: pd.DataFrame) -> None:
+    """Check a run table's values against its declared schema before anything is written.
+
+    Raises
+    ------
+    TableContentError
+        Text (or booleans) in a numeric column, fractions in an integer column, a missing
+        value in a required column, or a donor id that is empty, padded with whitespace or
+        holds a line break.
+    """
+    types = COLUMN_TYPES.get(name, {})
+    for column, dtype in types.items():
+        if column in frame.columns and dtype in ("int64", "float64"):
+            _check_numeric(name, column, frame[column], dtype)
+    for column in REQUIRED_VALUES.get(name, ()):
+        if column in frame.columns:
+            missing = frame[column].isna().to_numpy(dtype=bool)
+            if missing.any():
+                i = _first(missing)
+                what = "donor id" if DONOR_COLUMNS.get(name) == column else "value"
+                raise _bad_value(name, column, i, None, f"has a missing {what}")
+    column = DONOR_COLUMNS.get(name)
+    if column in frame.columns:
+        _check_donors(name, column, frame[column])
+
+
+def _check_donors(table: str, column: str, col: pd.Series) -> None:
+    """Donor ids: no surrounding whitespace, no line breaks or control characters, not empty."""
+    values = col.astype(object).to_numpy()
+    for value in pd.unique(values):  # donors repeat over many rows: check each id once
+        text = str(value)
+        if text and text == text.strip() and text.isprintable():
+            continue
+        i = next(k for k, v in enumerate(values) if v is value or v == value)
+        raise _bad_value(
+            table,
+            column,
+            i,
+            value,
+            "has a donor id that is empty, padded with whitespace or holds a line break",
         )
 
 
@@ -383,7 +536,15 @@ def _patient_rows(
     times_of = {d: g.dropna() for d, g in design.groupby("donor", sort=False)["time"]}
     for donor in donors:
         patient_id, ref_hash = mapping.get(donor, (donor, None))
-        check_id(patient_id, f"patient id of donor '{donor}'")
+        try:
+            check_id(patient_id, "patient id")
+        except DatabaseError as exc:
+            raise PublishError(
+                f"donor {donor!r} of study '{study_id}' would become the patient id "
+                f"{patient_id!r}, which is not a valid id ({str(exc).split('; fix')[0]}); fix: "
+                "map the donor to a pseudonym with omicstwin patients import --db URL FILE.csv "
+                "(columns study_id,donor,patient_id), then publish again"
+            ) from None
         own_states = states_of.get(donor, states.iloc[:0][state_cols])
         summary = _state_summary(own_states)
         times = sorted({float(t) for t in times_of.get(donor, ())} | set(summary["time_points"]))
@@ -475,7 +636,9 @@ def publish_run(
     ------
     PublishError
         Missing or malformed run files, an invalid study id, or patient ids that already belong
-        to another study. The database is left as it was.
+        to another study. Subclasses: :class:`TableContentError` (a value of the wrong type, a
+        missing required value, a bad donor id) and :class:`RetiredPseudonymError` (a record
+        would take a retired pseudonym). The database is left as it was.
     """
     started = time.perf_counter()
     run_dir = Path(run_dir)
@@ -484,138 +647,296 @@ def publish_run(
     digest = content_hash(run_dir)
     engine = db if isinstance(db, Engine) else make_engine(db)
     upgrade_db(engine)
-    studies = TABLES["studies"]
-
-    design = tables["design"]
     contexts = _context_targets(tables["perturbations"]) if "perturbations" in tables else None
-    with engine.begin() as conn:
-        old = conn.execute(
-            sa.select(studies.c.content_hash).where(studies.c.study_id == sid)
-        ).scalar()
-        if old == digest:
-            logger.info("study %s unchanged (content hash %s)", sid, digest[:12])
-            return PublishResult(sid, "unchanged", digest, {}, time.perf_counter() - started)
-        mapping = _mapping(conn, sid)
-        patients, personal = _patient_rows(sid, run_json, tables, mapping)
-        _check_patient_clash(conn, sid, [p["patient_id"] for p in patients])
-        _delete_study(conn, sid)
+    try:
+        with writer_transaction(engine) as conn:
+            return _publish_locked(conn, sid, run_json, tables, digest, contexts, started)
+    except sa.exc.IntegrityError as exc:
+        # Not expected (the checks run under the writer lock); say what happened plainly.
+        raise PublishError(
+            f"the database refused the rows of study '{sid}' ({_first_line(exc)}); nothing was "
+            "published; fix: publish again, and if it recurs check that no other program writes "
+            "into the omicstwin tables"
+        ) from None
 
-        counts = {
-            "targets": len(tables["rank_targets"]),
-            "context_targets": 0 if contexts is None else len(contexts),
-            "disease_genes": len(tables.get("rank_disease_genes", ())),
-            "drugs": len(tables.get("rank_drugs", ())),
-            "patients": len(patients),
-            "cases": sum(p["arm"] == "case" for p in patients),
-            "controls": sum(p["arm"] == "control" for p in patients),
-            "patient_targets": len(personal),
-        }
-        config = run_json.get("config") or {}
-        seed = run_json.get("seed")
-        conn.execute(
-            studies.insert().values(
-                study_id=sid,
-                content_hash=digest,
-                published_at=utcnow(),
-                run_schema_version=int(run_json["schema_version"]),
-                seed=int(seed) if isinstance(seed, int | float) else None,
-                cohort=str(run_json.get("cohort")) if run_json.get("cohort") else None,
-                case_label=config.get("case"),
-                control_label=config.get("control"),
-                cell_types=json.dumps(sorted(design["cell_type"].astype(str).unique().tolist())),
-                time_points=json.dumps(sorted(float(t) for t in design["time"].dropna().unique())),
-                counts=json.dumps(counts),
-                run_json=json.dumps(run_json, sort_keys=True, default=str),
-            )
+
+def _first_line(exc: sa.exc.DBAPIError) -> str:
+    text = str(exc.orig if exc.orig is not None else exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _publish_locked(
+    conn: Connection,
+    sid: str,
+    run_json: dict[str, Any],
+    tables: dict[str, pd.DataFrame],
+    digest: str,
+    contexts: pd.DataFrame | None,
+    started: float,
+) -> PublishResult:
+    """Publish inside the writer transaction: compare, check, then replace the study."""
+    studies = TABLES["studies"]
+    design = tables["design"]
+    old = conn.execute(sa.select(studies.c.content_hash).where(studies.c.study_id == sid)).scalar()
+    if old == digest:
+        logger.info("study %s unchanged (content hash %s)", sid, digest[:12])
+        return PublishResult(sid, "unchanged", digest, {}, time.perf_counter() - started)
+    mapping = _mapping(conn, sid)
+    patients, personal = _patient_rows(sid, run_json, tables, mapping)
+    _check_patient_clash(conn, sid, [p["patient_id"] for p in patients])
+    kept_grants = _transition_records(conn, sid, patients, mapping)
+    _delete_study(conn, sid)
+
+    counts = {
+        "targets": len(tables["rank_targets"]),
+        "context_targets": 0 if contexts is None else len(contexts),
+        "disease_genes": len(tables.get("rank_disease_genes", ())),
+        "drugs": len(tables.get("rank_drugs", ())),
+        "patients": len(patients),
+        "cases": sum(p["arm"] == "case" for p in patients),
+        "controls": sum(p["arm"] == "control" for p in patients),
+        "patient_targets": len(personal),
+    }
+    config = run_json.get("config") or {}
+    seed = run_json.get("seed")
+    conn.execute(
+        studies.insert().values(
+            study_id=sid,
+            content_hash=digest,
+            published_at=utcnow(),
+            run_schema_version=int(run_json["schema_version"]),
+            seed=int(seed) if isinstance(seed, int | float) else None,
+            cohort=str(run_json.get("cohort")) if run_json.get("cohort") else None,
+            case_label=config.get("case"),
+            control_label=config.get("control"),
+            cell_types=json.dumps(sorted(design["cell_type"].astype(str).unique().tolist())),
+            time_points=json.dumps(sorted(float(t) for t in design["time"].dropna().unique())),
+            counts=json.dumps(counts),
+            run_json=json.dumps(run_json, sort_keys=True, default=str),
         )
-        rank_cols = {
-            "name": "name",
-            "rank": "rank",
-            "score": "score",
-            "off_target": "off_target",
-            "p_value": "p_value",
-            "q_value": "q_value",
-            "cell_type": "best_cell_type",
-            "time": "best_time",
-        }
+    )
+    rank_cols = {
+        "name": "name",
+        "rank": "rank",
+        "score": "score",
+        "off_target": "off_target",
+        "p_value": "p_value",
+        "q_value": "q_value",
+        "cell_type": "best_cell_type",
+        "time": "best_time",
+    }
+    _insert(
+        conn,
+        "targets",
+        _records(
+            tables["rank_targets"],
+            rank_cols | {"kind": "kind", "genes": "genes", "dose": "dose"},
+            study_id=sid,
+        ),
+    )
+    if "rank_disease_genes" in tables:
         _insert(
             conn,
-            "targets",
+            "disease_genes",
+            _records(tables["rank_disease_genes"], rank_cols, study_id=sid),
+        )
+    if "rank_drugs" in tables:
+        _insert(
+            conn,
+            "drugs",
             _records(
-                tables["rank_targets"],
-                rank_cols | {"kind": "kind", "genes": "genes", "dose": "dose"},
+                tables["rank_drugs"],
+                rank_cols | {"drug_name": "drug_name", "genes": "genes", "dose": "dose"},
                 study_id=sid,
             ),
         )
-        if "rank_disease_genes" in tables:
-            _insert(
-                conn,
-                "disease_genes",
-                _records(tables["rank_disease_genes"], rank_cols, study_id=sid),
-            )
-        if "rank_drugs" in tables:
-            _insert(
-                conn,
-                "drugs",
-                _records(
-                    tables["rank_drugs"],
-                    rank_cols | {"drug_name": "drug_name", "genes": "genes", "dose": "dose"},
-                    study_id=sid,
-                ),
-            )
-        if contexts is not None:
-            _insert(
-                conn,
-                "context_targets",
-                _records(
-                    contexts,
-                    {
-                        "name": "perturbation_id",
-                        "rank": "context_rank",
-                        "score": "reversal_score",
-                        "off_target": "off_target",
-                        "p_value": "p_value",
-                        "q_value": "q_value",
-                        "cell_type": "cell_type",
-                        "time": "time",
-                        "kind": "kind",
-                        "genes": "genes",
-                        "dose": "dose",
-                    },
-                    study_id=sid,
-                ),
-            )
-        _insert(conn, "patients", patients)
-        if len(personal):
-            linked = _evidence(personal, tables["rank_targets"], contexts)
-            by_donor = {p["donor"]: p["patient_id"] for p in patients}
-            linked["patient_id"] = linked["donor"].map(by_donor)
-            _insert(
-                conn,
-                "patient_targets",
-                _records(
-                    linked,
-                    {
-                        "patient_id": "patient_id",
-                        "rank": "rank",
-                        "target": "target",
-                        "cell_type": "cell_type",
-                        "time": "time",
-                        "reversal_score": "reversal_score",
-                        "study_name": "study_name",
-                        "study_rank": "study_rank",
-                        "study_score": "study_score",
-                        "study_q_value": "study_q_value",
-                        "context_rank": "context_rank",
-                        "context_q_value": "context_q_value",
-                    },
-                    study_id=sid,
-                ),
-            )
-        status = "replaced" if old is not None else "published"
+    if contexts is not None:
+        _insert(
+            conn,
+            "context_targets",
+            _records(
+                contexts,
+                {
+                    "name": "perturbation_id",
+                    "rank": "context_rank",
+                    "score": "reversal_score",
+                    "off_target": "off_target",
+                    "p_value": "p_value",
+                    "q_value": "q_value",
+                    "cell_type": "cell_type",
+                    "time": "time",
+                    "kind": "kind",
+                    "genes": "genes",
+                    "dose": "dose",
+                },
+                study_id=sid,
+            ),
+        )
+    _insert(conn, "patients", patients)
+    if len(personal):
+        linked = _evidence(personal, tables["rank_targets"], contexts)
+        by_donor = {p["donor"]: p["patient_id"] for p in patients}
+        linked["patient_id"] = linked["donor"].map(by_donor)
+        _insert(
+            conn,
+            "patient_targets",
+            _records(
+                linked,
+                {
+                    "patient_id": "patient_id",
+                    "rank": "rank",
+                    "target": "target",
+                    "cell_type": "cell_type",
+                    "time": "time",
+                    "reversal_score": "reversal_score",
+                    "study_name": "study_name",
+                    "study_rank": "study_rank",
+                    "study_score": "study_score",
+                    "study_q_value": "study_q_value",
+                    "context_rank": "context_rank",
+                    "context_q_value": "context_q_value",
+                },
+                study_id=sid,
+            ),
+        )
+    if kept_grants:
+        conn.execute(TABLES["grants"].insert(), kept_grants)
+    status = "replaced" if old is not None else "published"
     seconds = time.perf_counter() - started
     logger.info("study %s %s in %.2f s", sid, status, seconds)
     return PublishResult(sid, status, digest, counts, seconds)
+
+
+def _chunks(values: list[str], size: int = 500) -> Iterator[list[str]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _transition_records(
+    conn: Connection,
+    study_id: str,
+    records: list[dict],
+    mapping: dict[str, tuple[str, str | None]],
+) -> list[dict]:
+    """Retire the pseudonyms of records a re-publish drops; return the grants of those it keeps.
+
+    A record stays when the same donor keeps the same pseudonym; its grants are re-inserted
+    after the study's rows are replaced. Every other old record goes with its grants (foreign
+    key cascade) and its pseudonym is retired. Writes nothing when it raises.
+
+    Raises
+    ------
+    RetiredPseudonymError
+        A new record would take a retired pseudonym (or one this publish retires) without a
+        mapping row naming it.
+    """
+    patients, grants, retired = (
+        TABLES["patients"],
+        TABLES["grants"],
+        TABLES["retired_pseudonyms"],
+    )
+    old = {
+        r.patient_id: r.donor
+        for r in conn.execute(
+            sa.select(patients.c.patient_id, patients.c.donor).where(
+                patients.c.study_id == study_id
+            )
+        )
+    }
+    new = {r["patient_id"]: r["donor"] for r in records}
+    staying = sorted(pid for pid, donor in old.items() if new.get(pid) == donor)
+    leaving = sorted(set(old) - set(staying))
+    explicit = {pid for pid, _ in mapping.values()}
+    candidates = sorted(pid for pid in new if pid not in explicit and pid not in staying)
+    blocked = {}
+    for chunk in _chunks(candidates):
+        for r in conn.execute(sa.select(retired).where(retired.c.patient_id.in_(chunk))):
+            blocked[r.patient_id] = (r.study_id, as_utc(r.retired_at))
+    blocked |= {pid: (study_id, utcnow()) for pid in set(candidates) & set(leaving)}
+    if blocked:
+        pid = min(blocked)
+        where, when = blocked[pid]
+        of = f"of study '{where}' " if where else ""
+        more = f" (and {len(blocked) - 1} more)" if len(blocked) > 1 else ""
+        raise RetiredPseudonymError(
+            f"donor '{new[pid]}' of study '{study_id}' would get the patient id '{pid}'{more}, "
+            f"retired when its record {of}was deleted on {when:%Y-%m-%d}: reusing it could "
+            "pass that person's identity to someone else; fix: map the donor to a new "
+            "pseudonym with omicstwin patients import --db URL FILE.csv (columns "
+            f"study_id,donor,patient_id; a row naming '{pid}' itself reuses it deliberately), "
+            "then publish again"
+        )
+    kept: list[dict] = []
+    for chunk in _chunks(staying):
+        kept += [
+            dict(r._mapping)
+            for r in conn.execute(
+                sa.select(grants.c.key_id, grants.c.patient_id, grants.c.created_at).where(
+                    grants.c.patient_id.in_(chunk)
+                )
+            )
+        ]
+    _retire(conn, study_id, leaving, f"record dropped by a re-publish of study '{study_id}'")
+    reused = sorted(set(new) & explicit)
+    for chunk in _chunks(reused):  # deliberately reused: the pseudonym is live again
+        conn.execute(retired.delete().where(retired.c.patient_id.in_(chunk)))
+    return kept
+
+
+def _retire(conn: Connection, study_id: str, patient_ids: list[str], reason: str) -> None:
+    """Record ``patient_ids`` (records about to be deleted) as retired pseudonyms."""
+    if not patient_ids:
+        return
+    retired = TABLES["retired_pseudonyms"]
+    for chunk in _chunks(patient_ids):
+        conn.execute(retired.delete().where(retired.c.patient_id.in_(chunk)))
+    now = utcnow()
+    conn.execute(
+        retired.insert(),
+        [
+            {"patient_id": pid, "study_id": study_id, "retired_at": now, "reason": reason}
+            for pid in patient_ids
+        ],
+    )
+    logger.info("retired %d pseudonym(s) of study %s", len(patient_ids), study_id)
+
+
+def delete_study(study_id: str, db: str | Engine | None = None) -> int:
+    """Delete a published study with its patient records and their grants; retire its pseudonyms.
+
+    Returns
+    -------
+    int
+        The number of patient records deleted (their pseudonyms are retired).
+
+    Raises
+    ------
+    PublishError
+        No study with that id.
+    """
+    engine = db if isinstance(db, Engine) else make_engine(db)
+    upgrade_db(engine)
+    studies, patients = TABLES["studies"], TABLES["patients"]
+    with writer_transaction(engine) as conn:
+        if (
+            conn.execute(
+                sa.select(studies.c.study_id).where(studies.c.study_id == study_id)
+            ).first()
+            is None
+        ):
+            raise PublishError(
+                f"no study {study_id!r} in the database; fix: check the id (GET /api/v1/studies "
+                "lists them)"
+            )
+        pids = sorted(
+            conn.execute(
+                sa.select(patients.c.patient_id).where(patients.c.study_id == study_id)
+            ).scalars()
+        )
+        _retire(conn, study_id, pids, f"study '{study_id}' deleted")
+        _delete_study(conn, study_id)
+    logger.info("study %s deleted (%d records)", study_id, len(pids))
+    return len(pids)
 
 
 def _mapping(conn: Connection, study_id: str) -> dict[str, tuple[str, str | None]]:
@@ -676,9 +997,7 @@ def _read_mapping_csv(path: Path) -> list[dict[str, str]]:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             header = [h.strip() for h in (reader.fieldnames or [])]
-            rows = [
-                {(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader
-            ]
+            rows = [{(k or "").strip(): v or "" for k, v in row.items()} for row in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise PatientImportError(
             f"cannot read '{path}' ({exc}); fix: pass a UTF-8 CSV file"
@@ -715,17 +1034,25 @@ def import_patients(path: str | Path, db: str | Engine | None = None) -> ImportR
     rows = _read_mapping_csv(path)
     engine = db if isinstance(db, Engine) else make_engine(db)
     upgrade_db(engine)
-    mappings, patients, grants = (
+    mappings, patients, retired = (
         TABLES["patient_mappings"],
         TABLES["patients"],
-        TABLES["grants"],
+        TABLES["retired_pseudonyms"],
     )
     seen_pairs: set[tuple[str, str]] = set()
     for line, row in enumerate(rows, start=2):
+        row["external_ref"] = (row.get("external_ref") or "").strip()
         if not row.get("study_id") or not row.get("donor"):
             raise PatientImportError(
                 f"{path.name} line {line}: study_id and donor must not be empty; fix: fill them"
             )
+        for column in ("study_id", "donor", "patient_id"):
+            value = row.get(column) or ""
+            if value != value.strip() or not value.isprintable():
+                raise PatientImportError(
+                    f"{path.name} line {line}: {column} {value!r} has surrounding whitespace or "
+                    "a line break; fix: remove it (ids are compared exactly)"
+                )
         pair = (row["study_id"], row["donor"])
         if pair in seen_pairs:
             raise PatientImportError(
@@ -733,13 +1060,17 @@ def import_patients(path: str | Path, db: str | Engine | None = None) -> ImportR
                 "appears twice; fix: keep one row per donor"
             )
         seen_pairs.add(pair)
-        if row.get("patient_id") and not re.match(ID_PATTERN, row["patient_id"]):
-            raise PatientImportError(
-                f"{path.name} line {line}: invalid patient_id; fix: use 1-128 characters from "
-                "letters, digits and . _ : - (starting with a letter or digit)"
-            )
+        if row.get("patient_id"):
+            try:
+                check_id(row["patient_id"], "patient_id")
+            except DatabaseError:
+                raise PatientImportError(
+                    f"{path.name} line {line}: invalid patient_id {row['patient_id']!r}; fix: use "
+                    "1-128 characters from letters, digits and . _ : - (starting with a letter "
+                    "or digit; no spaces or line breaks)"
+                ) from None
     updated = pending = 0
-    with engine.begin() as conn:
+    with writer_transaction(engine) as conn:
         existing = {
             (r.study_id, r.donor): (r.patient_id, r.external_ref_hash)
             for r in conn.execute(sa.select(mappings))
@@ -786,10 +1117,13 @@ def import_patients(path: str | Path, db: str | Engine | None = None) -> ImportR
             for key, (pid, _) in final.items()
             if key in published and published[key] != pid
         ]
-        for i, (key, old, _) in enumerate(renames):
-            _rename(conn, patients, grants, key, old, f"~import~{i}")
-        for i, (key, _, new) in enumerate(renames):
-            _rename(conn, patients, grants, key, f"~import~{i}", new)
+        for i, (key, _, _) in enumerate(renames):
+            _rename(conn, patients, key, f"~import~{i}")
+        for key, _, new in renames:
+            _rename(conn, patients, key, new)
+        renamed_to = sorted(new for _, _, new in renames)
+        for chunk in _chunks(renamed_to):  # deliberate reuse of a retired pseudonym
+            conn.execute(retired.delete().where(retired.c.patient_id.in_(chunk)))
         for key in final:
             conn.execute(
                 mappings.delete().where(mappings.c.study_id == key[0], mappings.c.donor == key[1])
@@ -813,18 +1147,10 @@ def import_patients(path: str | Path, db: str | Engine | None = None) -> ImportR
     return ImportResult(len(rows), updated, pending)
 
 
-def _rename(
-    conn: Connection,
-    patients: sa.Table,
-    grants: sa.Table,
-    key: tuple[str, str],
-    old: str,
-    new: str,
-) -> None:
+def _rename(conn: Connection, patients: sa.Table, key: tuple[str, str], new: str) -> None:
+    # ON UPDATE CASCADE carries the new id to patient_targets and grants (SQLite and PostgreSQL).
     conn.execute(
         patients.update()
         .where(patients.c.study_id == key[0], patients.c.donor == key[1])
         .values(patient_id=new)
     )
-    # SQLite and PostgreSQL both cascade the new id to patient_targets (ON UPDATE CASCADE).
-    conn.execute(grants.update().where(grants.c.patient_id == old).values(patient_id=new))

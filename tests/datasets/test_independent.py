@@ -221,3 +221,20 @@ def test_bad_parameters_are_refused():
         simulate_independent("small", hub_cap=10)
     with pytest.raises(errors.ParameterError, match="unknown preset"):
         simulate_independent("huge")
+
+
+def test_generate_dispatches_to_either_generator_with_or_without_disease():
+    import pandas as pd
+    import pytest
+
+    from omicstwin.datasets import generate
+    from omicstwin.errors import ParameterError
+
+    null = generate("small", generator="cohort", disease=False, seed=2)
+    assert pd.DataFrame(null.uns["truth"]["degs"]).empty
+    assert null.uns["generator"] == "cohort"
+    other = generate("small", generator="independent", disease=False, seed=2)
+    assert other.uns["generator"] == "independent"
+    assert pd.DataFrame(other.uns["truth"]["degs"]).empty
+    with pytest.raises(ParameterError, match="unknown generator"):
+        generate("small", generator="nope")
