@@ -25,8 +25,11 @@ Cohort: the design of ``benchmarks/twin_accuracy.py`` (6 cell types x 5 time poi
 4 control donors, 300 genes, 6,000 cells), DE by the pipeline's own stages (QC, donor
 pseudobulk NB GLM).
 
+``--size demo`` repeats it on the demo design (2,000 genes, 30,000 cells, 7 time points, 10 + 6
+donors; independent generator: its ``medium`` preset).
+
 Run: ``python benchmarks/deg_rule.py [--seeds 10] [--generator cohort|independent|all]
-[--jobs 2]``.
+[--jobs 2] [--size benchmark|demo] [--report CSV]``.
 """
 
 from __future__ import annotations
@@ -62,16 +65,19 @@ RULES: dict[str, dict] = {
 }
 
 
-def simulate(generator: str, seed: int, disease: bool):
-    """One cohort of :data:`COHORT_SIZE`, with or without disease."""
+def simulate(generator: str, seed: int, disease: bool, size: str = "benchmark"):
+    """One cohort of :data:`COHORT_SIZE` (``size="demo"``: the demo / medium preset)."""
+    shape = COHORT_SIZE if size == "benchmark" else {}
     if generator == "cohort":
         from omicstwin.datasets import simulate_cohort
 
         extra = {} if disease else {"driver_input": 0.0}
-        return simulate_cohort("small", seed=seed, **COHORT_SIZE, **extra)
+        preset = "small" if size == "benchmark" else "demo"
+        return simulate_cohort(preset, seed=seed, **shape, **extra)
     from omicstwin.datasets.independent import simulate_independent
 
-    return simulate_independent("small", seed=seed, disease=disease, **COHORT_SIZE)
+    preset = "small" if size == "benchmark" else "medium"
+    return simulate_independent(preset, seed=seed, disease=disease, **shape)
 
 
 def de_table(adata) -> pd.DataFrame:
@@ -117,14 +123,14 @@ def planted_regulators(truth: dict, prior: pd.DataFrame) -> set[str]:
     return genes & set(prior["source"])
 
 
-def one_cohort(generator: str, seed: int, disease: bool) -> list[dict]:
+def one_cohort(generator: str, seed: int, disease: bool, size: str = "benchmark") -> list[dict]:
     """Every rule's figures on one cohort."""
     from omicstwin.io.manifests import load_table
 
     warnings.filterwarnings("ignore")
     started = time.perf_counter()
     prior = load_table("collectri")
-    adata = simulate(generator, seed, disease)
+    adata = simulate(generator, seed, disease, size)
     planted = planted_regulators(adata.uns["truth"], prior) if disease else set()
     de = de_table(adata)
     n_contexts = de.groupby(["cell_type", "time"], observed=True).ngroups
@@ -224,6 +230,9 @@ def main() -> None:
     parser.add_argument("--generator", default="all", choices=["cohort", "independent", "all"])
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", default="deg_rule_output.csv")
+    parser.add_argument(
+        "--size", default="benchmark", choices=["benchmark", "demo"], help="demo: 2,000 genes"
+    )
     parser.add_argument("--report", help="only print the tables of a CSV of an earlier run")
     args = parser.parse_args()
     if args.report:
@@ -231,7 +240,7 @@ def main() -> None:
         return
     generators = ["cohort", "independent"] if args.generator == "all" else [args.generator]
     jobs = [
-        (g, seed, disease)
+        (g, seed, disease, args.size)
         for disease in (False, True)
         for g in generators
         for seed in range(args.seeds)
