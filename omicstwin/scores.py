@@ -223,6 +223,16 @@ SCORES: dict[str, dict[str, Score]] = {
             "uses absolute values)",
         ),
     },
+    "baseline": {  # a baseline gene ranking of omicstwin.bench.baselines
+        "score": Score(
+            "higher",
+            "rank_only",
+            "",
+            "the baseline's evidence for the gene as a target (|log2 FC|, DE contexts, |TF "
+            "activity|, predicted contexts, out-degree, minus mean rank); higher ranks first",
+        ),
+        "rank": RANK,
+    },
     "prerank": {  # one context's DE genes, ranked for GSEA (omicstwin.tl.enrich)
         "statistic": Score(
             "higher",

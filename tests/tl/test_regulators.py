@@ -144,3 +144,33 @@ def test_truth_drivers_lead_the_ranking_with_oracle_de():
     start = adata.uns["truth"]["endotypes"]["cascade_cell_types"].iloc[0].split(";")[0]
     best = ranking.set_index("regulator").loc[sorted(drivers & top), "best_cell_type"]
     assert (best == start).all()
+
+
+def test_default_deg_rule_is_the_calibrated_one():
+    from omicstwin.tl import regulators
+
+    # chosen by benchmarks/deg_rule.py (no-disease calibration, then power): see DEG_COLUMN
+    assert (regulators.DEG_COLUMN, regulators.DEG_ALPHA, regulators.DEG_LFC) == (
+        "p_value",
+        0.05,
+        0.25,
+    )
+
+
+def test_default_deg_rule_calls_no_regulators_on_a_no_disease_cohort():
+    import warnings
+
+    from omicstwin.datasets import simulate_cohort
+    from omicstwin.tl.de import differential_expression
+    from omicstwin.tl.regulators import degs_of
+
+    adata = simulate_cohort("small", seed=0, driver_input=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        de = differential_expression(adata, key_added=None)
+    is_deg = degs_of(de)
+    assert 0.02 < is_deg.mean() < 0.1  # the DE test's ~5% false positives, no more
+    table = upstream_regulators(de, SimulationPriors.from_manifests().collectri)
+    called = table[table["overlap_q"] < 0.05].groupby(["cell_type", "time"]).ngroups
+    contexts = de.groupby(["cell_type", "time"]).ngroups
+    assert called / contexts <= 0.05  # the second-level test keeps false calls at <= 5%
