@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--disease", action="store_true", help="planted disease (power)")
     parser.add_argument("--n-case", type=int, default=None)
     parser.add_argument("--n-control", type=int, default=None)
-    parser.add_argument("--n-permutations", type=int, default=199)
+    parser.add_argument("--n-permutations", type=int, default=1999)
     args = parser.parse_args(argv)
     overrides = {}
     if args.n_case is not None:

@@ -51,7 +51,7 @@ class Stages(BaseModel):
     )
     n_intercellular: int = Field(50, ge=1)
     n_permutations: int = Field(
-        199,
+        1999,
         ge=0,
         description="Donor-label relabellings of the screens' permutation null (all distinct "
         "ones when there are fewer; smallest p = 1 / (n + 1)).",

@@ -20,8 +20,8 @@ label-free reference state (:mod:`omicstwin.tl.nulls`); patient ``k``'s disease 
 ``x_k - mean(controls)`` (the patient is not in the control mean). Its null is the control
 donors' own vectors, each against the mean of the *other* controls: under no disease a
 patient is exchangeable with a control, and both kinds of vector leave the scored donor out of
-the reference. ``p = (1 + #{controls l: T_l >= T_k}) / (1 + n_controls)`` per target (``T``:
-the change along the vector's direction, :mod:`omicstwin.tl.nulls`), BH q
+the reference. ``p = (1 + #{controls l: T_l >= T_k}) / (1 + n_controls)`` per target (``U``:
+the change along the vector, :mod:`omicstwin.tl.nulls`), BH q
 within the patient. With few controls the p-value is coarse (its smallest value is ``1 /
 (n_controls + 1)``: 1/7 for the demo's 6 controls), so per-patient q-values cannot reach small
 levels there; the score's order is the ranking. The twin's networks are fitted on all donors'
@@ -124,15 +124,13 @@ def patient_screen(
         client=client,
         batch_size=batch_size,
         progress=None,
-        contexts=range(n_pat),
+        n_tested=n_pat,
     )
-    from omicstwin.tl.nulls import permutation_p
-
-    null = scores["statistic"][:, n_pat:] if donors.is_control.sum() >= 2 else np.zeros((0, 0))
+    enough = donors.is_control.sum() >= 2
     ids = [q.perturbation_id for q in perturbations]
     rows = []
     for j, k in enumerate(patients):
-        p_value = permutation_p(scores["statistic"][:, j], null) if null.size else np.nan
+        p_value = scores["p_value"][:, j] if enough else np.full(len(ids), np.nan)
         summary = pd.DataFrame(
             {
                 "perturbation_id": ids,
@@ -142,7 +140,7 @@ def patient_screen(
                 "score": scores["score"][:, j],
                 "off_target": scores["off_target"][:, j],
                 "p_value": p_value,
-                "q_value": benjamini_hochberg(np.broadcast_to(p_value, len(ids)).copy()),
+                "q_value": benjamini_hochberg(p_value),
             }
         )
         context = per_context[per_context["contrast"] == j].drop(columns="contrast")

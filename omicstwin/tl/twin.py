@@ -636,7 +636,7 @@ def target_screen(
     perturbations: Sequence[Perturbation] | None = None,
     *,
     state: str = "case",
-    n_permutations: int = 199,
+    n_permutations: int = 1999,
     seed: int = 0,
     n_steps: int | None = DEFAULT_STEPS,
     client: Any = None,
@@ -653,8 +653,8 @@ def target_screen(
     states - mean of the control donors' (each donor weighted equally). Its p-value is a
     **donor-label permutation test**: the arm labels are permuted among the donors, ``d``
     recomputed and the perturbation rescored, ``p = (1 + #{b: s_b >= s_obs}) / (1 + B)`` per
-    perturbation (test statistic: the change along the disease direction, ``-<delta, d> /
-    |d|``); BH q over perturbations. Because the networks and the reference state are
+    perturbation (test statistic: the change along the disease vector, ``-<delta, d>``); BH q
+    over perturbations. Because the networks and the reference state are
     fitted without the labels, this is the whole procedure's null, exact under no disease (see
     :mod:`omicstwin.tl.nulls` for the design and its one conditioned ingredient).
 
@@ -671,7 +671,8 @@ def target_screen(
         mean of the other controls); see :func:`omicstwin.tl.patients.patient_screen`.
     n_permutations
         Relabellings B of the null: all distinct ones when there are at most this many (an
-        exact test; the small preset's 4 + 3 donors have 34), else B seeded random ones.
+        exact test; the small preset's 4 + 3 donors have 34), else B seeded random ones
+        (p >= 1 / (B + 1): with hundreds of targets BH needs B in the thousands).
     seed
         Seed of the random relabellings.
     n_steps
@@ -725,8 +726,7 @@ def target_screen(
             "off_target": scores["off_target"][:, 0],
         }
     )
-    statistic = scores["statistic"]
-    summary["p_value"] = nulls.permutation_p(statistic[:, 0], statistic[:, 1:])
+    summary["p_value"] = scores["p_value"][:, 0]
     summary["q_value"] = benjamini_hochberg(summary["p_value"].to_numpy())
     ranking = _ranking(summary, per_context)
     ranking.attrs["failures"] = n_failed  # counted in run.json
@@ -763,9 +763,14 @@ def _screen_contrasts(twin, donors, state, n_permutations, seed):
 
 
 def _project_screen(
-    twin, perturbations, weights, *, donors, n_steps, client, batch_size, progress, contexts=(0,)
+    twin, perturbations, weights, *, donors, n_steps, client, batch_size, progress, n_tested=1
 ):
-    """Run :func:`omicstwin.tl.nulls.project_perturbations` in batches (dask when given)."""
+    """Score perturbations against contrasts in batches (dask when given a client).
+
+    Contrasts ``0 .. n_tested - 1`` are scored (overall and per context) and tested against
+    the remaining ones, the null (:func:`omicstwin.tl.nulls.permutation_p` on the statistic
+    ``-<delta, d>``, counted inside the tasks so only small tables travel).
+    """
     from omicstwin.parallel import WorkUnit, batched, run_units
     from omicstwin.tl.nulls import reference_state
 
@@ -778,7 +783,7 @@ def _project_screen(
         "donors": donors,
         "reference": reference_state(twin, donors),
         "n_steps": n_steps,
-        "contexts": list(contexts),
+        "n_tested": n_tested,
     }
     results, failures = run_units(
         _screen_unit, units, shared=shared, client=client, progress=progress
@@ -790,15 +795,12 @@ def _project_screen(
             len(units),
             failures["message"].iloc[0],
         )
-    m = weights.shape[0]
     p = len(perturbations)
-    score, off = np.full((p, m), np.nan), np.full((p, m), np.nan)
+    out = {key: np.full((p, n_tested), np.nan) for key in ("score", "off_target", "p_value")}
     summary = results[results["part"] == "summary"]
     index = summary["index"].to_numpy(int)
-    score[index] = summary[[f"s{j}" for j in range(m)]].to_numpy(float)
-    statistic = np.full((p, m), np.nan)
-    statistic[index] = summary[[f"t{j}" for j in range(m)]].to_numpy(float)
-    off[index] = summary[[f"o{j}" for j in range(m)]].to_numpy(float)
+    for key, prefix in (("score", "s"), ("off_target", "o"), ("p_value", "p")):
+        out[key][index] = summary[[f"{prefix}{j}" for j in range(n_tested)]].to_numpy(float)
     ids = np.array([q.perturbation_id for q in perturbations], dtype=object)
     context = results[results["part"] == "context"]
     per_context = pd.DataFrame(
@@ -811,9 +813,9 @@ def _project_screen(
             "off_target": context["off_target"].to_numpy(float),
         }
     )
-    if list(contexts) == [0]:
+    if n_tested == 1:
         per_context = per_context.drop(columns="contrast")
-    return {"score": score, "statistic": statistic, "off_target": off}, per_context, len(failures)
+    return out, per_context, len(failures)
 
 
 def _aligned(twin: Twin) -> Twin:
@@ -857,10 +859,10 @@ def _screen_unit(
     donors,
     reference: np.ndarray,
     n_steps: int | None,
-    contexts: list[int],
+    n_tested: int,
 ) -> pd.DataFrame:
     """One dask task: a batch of perturbations scored against every contrast."""
-    from omicstwin.tl.nulls import project_perturbations
+    from omicstwin.tl.nulls import permutation_p, project_perturbations
 
     twin = _aligned(twin)
     index = np.asarray(payload["indices"], int)
@@ -872,27 +874,27 @@ def _screen_unit(
         donors=donors,
         reference=reference,
         n_steps=n_steps,
-        context_contrasts=contexts,
+        context_contrasts=range(n_tested),
     )
-    m = weights.shape[0]
+    statistic, null = out["statistic"], out["statistic"][:, n_tested:]
     summary = pd.DataFrame(
         {
             "part": "summary",
             "index": index,
-            **{f"s{j}": out["score"][:, j] for j in range(m)},
-            **{f"t{j}": out["statistic"][:, j] for j in range(m)},
-            **{f"o{j}": out["off_target"][:, j] for j in range(m)},
+            **{f"s{j}": out["score"][:, j] for j in range(n_tested)},
+            **{f"o{j}": out["off_target"][:, j] for j in range(n_tested)},
+            **{f"p{j}": permutation_p(statistic[:, j], null) for j in range(n_tested)},
         }
     )
     n_t, n_c, _ = twin.shape
-    p, k = len(index), len(contexts)
+    p, k = len(index), n_tested
     # contrast, time, cell type, perturbation order (as run_perturbations' per-context table)
     grid = np.indices((k, n_t, n_c, p)).reshape(4, -1)
     context = pd.DataFrame(
         {
             "part": "context",
             "index": index[grid[3]],
-            "contrast": np.asarray(contexts, int)[grid[0]],
+            "contrast": grid[0],
             "cell_type": np.array(twin.cell_types, dtype=object)[grid[2]],
             "time": np.asarray(twin.times, float)[grid[1]],
             "score": out["context_score"][grid[3], grid[0], grid[1], grid[2]],

@@ -57,7 +57,7 @@ def test_no_disease_cohorts_come_out_null():
 
 
 def _slow_screen(twin, case_donors):
-    """Score every regulator's knockout with run_perturbations: reversal and statistic T."""
+    """Score every regulator's knockout with run_perturbations: reversal and statistic U."""
     from omicstwin.tl.perturb import single_gene_perturbations
     from omicstwin.tl.twin import Twin, run_perturbations
 
@@ -72,7 +72,7 @@ def _slow_screen(twin, case_donors):
     summary, _, _ = run_perturbations(probe, perturbations)
     own = np.array([np.sum(d[..., twin.genes.index(q.genes[0])] ** 2) for q in perturbations])
     score = summary.set_index("perturbation_id")["score"]
-    return score, score * np.sqrt(np.sum(d**2) - own)
+    return score, score * (np.sum(d**2) - own)
 
 
 def test_permutation_p_equals_refitting_every_relabelling():
