@@ -1,9 +1,9 @@
 """The stages of ``omicstwin run``, declared in order (:data:`STAGES`).
 
 (simulate) -> validate -> preprocess (QC) -> DE -> networks (per-context GRNs, intercellular,
-temporal) -> upstream regulators -> twin -> screens (targets with null twins, disease genes,
-drugs, patients) -> enrichment (gseapy) -> validation against known biology (when the config
-names a disease) -> report. Each run function reads the run's one cohort
+temporal) -> upstream regulators -> twin -> screens (targets with a label permutation null,
+disease genes, drugs, patients) -> enrichment (gseapy) -> validation against known biology
+(when the config names a disease) -> report. Each run function reads the run's one cohort
 (:attr:`RunContext.cohort`) or earlier stages' tables and writes its tables of DESIGN.md; adding
 a stage is adding a run function and its :class:`Stage` declaration to :data:`STAGES`.
 """
@@ -166,7 +166,7 @@ def screens(ctx: RunContext) -> dict[str, Any]:
     with resolve_client(
         scheduler=compute.scheduler, profile=compute.profile, **client_options
     ) as client:
-        # targets and drugs share the null twins' settings, the client and the progress bar
+        # targets and drugs share the permutation null's settings, the client and progress bar
         screen = functools.partial(
             target_screen,
             fitted,
