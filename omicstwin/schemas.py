@@ -66,7 +66,7 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "time": "float64",
         "reversal_score": "float64",  # higher is better (directions: omicstwin.scores)
         "off_target": "float64",  # lower is better
-        "p_value": "float64",  # study-level empirical p of the perturbation
+        "p_value": "float64",  # study-level donor-label permutation p of the perturbation
         "q_value": "float64",
     },
     "rank": {  # rank_disease_genes / rank_targets / rank_drugs
@@ -84,8 +84,10 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "cell_type": "string",  # the target's best context for this patient
         "time": "float64",
         "target": "string",
-        "reversal_score": "float64",
+        "reversal_score": "float64",  # a rank score (omicstwin.scores)
         "rank": "int64",
+        "p_value": "float64",  # vs the control donors' own vectors (omicstwin.tl.patients)
+        "q_value": "float64",  # BH within the patient
     },
     "qc": {
         "condition": "string",
@@ -102,8 +104,22 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "cell_type": "string",
         "time": "float64",
         "n_cells": "int64",
-        # projection on the disease axis: 0 control mean, 1 case mean at the cell type's peak
+        # projection on the disease axis fitted without the donor (leave-one-donor-out):
+        # 0 control mean, 1 case mean at the cell type's peak
         "disease_score": "float64",
+        "disease_score_low": "float64",  # bootstrap interval over the donor's cells (90%)
+        "disease_score_high": "float64",
+    },
+    "null_calibration": {  # the screens' p-value histograms (omicstwin.tl.nulls)
+        "screen": "string",  # targets / drugs / patients
+        "method": "string",  # label_permutation / control_donors / none
+        "bin_low": "float64",
+        "bin_high": "float64",
+        "n_tests": "int64",  # p-values in the histogram
+        "n_observed": "int64",  # p-values in the bin
+        "n_expected": "float64",  # under a uniform null
+        "n_permutations": "int64",  # relabellings (smallest p = 1 / (n + 1))
+        "share_below_005": "float64",  # share of p < 0.05 (about 0.05 with no disease)
     },
     "enrichment": {
         "analysis": "string",  # prerank (GSEA of a context's ranked genes) / ora (top targets)

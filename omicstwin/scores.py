@@ -88,6 +88,18 @@ REVERSAL = Score(
     "share of the case - control difference the perturbation undoes (1 = undone, 0 = no "
     "change along the disease axis, < 0 = worse)",
 )
+# The twin's reversal has the truth's form (-<delta, d> / <d, d>) but not its units: the
+# elasticities are shrunken ridge fits of donor variation and propagation stops after n_steps,
+# so a planted driver's knockout scores several-fold below its true reversal (0.11 vs 0.47 on
+# the demo). Its order is what the twin estimates; read it as a rank.
+TWIN_REVERSAL = Score(
+    "higher",
+    "rank_only",
+    "",
+    "twin-simulated reversal -<delta, d>/<d, d> of the disease vector (rank score: larger = "
+    "undoes more of the case - control difference; > 0 towards control, < 0 away; the size "
+    "is not a calibrated share of the disease, the twin's shrunken elasticities understate it)",
+)
 OFF_TARGET = Score(
     "lower",
     "calibrated",
@@ -143,7 +155,7 @@ SCORES: dict[str, dict[str, Score]] = {
         "n_targets": Score("higher", "calibrated", "genes", "prior targets among the DEGs"),
     },
     "perturbations": {
-        "reversal_score": REVERSAL,
+        "reversal_score": TWIN_REVERSAL,
         "off_target": OFF_TARGET,
         "p_value": P_VALUE,
         "q_value": Q_VALUE,
@@ -152,23 +164,41 @@ SCORES: dict[str, dict[str, Score]] = {
         "rank": RANK,
         "score": Score(
             "higher",
-            "calibrated",
-            "fraction of the disease vector",
-            "reversal (targets, drugs): share of the disease vector undone; induction (disease "
-            "genes): share of it the gene's change alone recreates in control cells",
+            "rank_only",
+            "",
+            "rank score: reversal (targets, drugs), how much of the disease vector the "
+            "perturbation undoes in the twin; induction (disease genes), how much of it the "
+            "gene's change alone recreates in control cells. Sizes are not calibrated shares",
         ),
         "off_target": OFF_TARGET,
         "p_value": P_VALUE,
         "q_value": Q_VALUE,
     },
-    "patients": {"reversal_score": REVERSAL, "rank": RANK},
+    "patients": {
+        "reversal_score": TWIN_REVERSAL,
+        "rank": RANK,
+        "p_value": P_VALUE,
+        "q_value": Q_VALUE,
+    },
     "patient_states": {
         "disease_score": Score(
             "higher",
             "calibrated",
             "fraction of the peak disease shift",
-            "position on the disease axis: 0 = control mean, 1 = case mean at the cell type's "
-            "peak (higher = more diseased)",
+            "position on the disease axis fitted without the donor: 0 = control mean, 1 = case "
+            "mean at the cell type's peak (higher = more diseased)",
+        ),
+        "disease_score_low": Score(
+            "higher", "calibrated", "fraction of the peak disease shift", "interval's lower end"
+        ),
+        "disease_score_high": Score(
+            "higher", "calibrated", "fraction of the peak disease shift", "interval's upper end"
+        ),
+    },
+    "null_calibration": {
+        "n_observed": Score("higher", "calibrated", "tests", "p-values in the bin"),
+        "share_below_005": Score(
+            "lower", "calibrated", "fraction", "share of p < 0.05 (about 0.05 under no disease)"
         ),
     },
     "enrichment": {
@@ -255,6 +285,7 @@ DESCRIPTIVE: dict[str, set[str]] = {
     "patients": {"time"},
     "qc": {"time", "n_cells", "n_cells_kept", "median_genes"},
     "patient_states": {"time", "n_cells"},
+    "null_calibration": {"bin_low", "bin_high", "n_tests", "n_expected", "n_permutations"},
     "enrichment": {"time", "set_size", "n_overlap"},
     "validation": {"k", "n_ranked", "n_known", "hits"},
 }

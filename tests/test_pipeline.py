@@ -79,10 +79,10 @@ def _assert_same(a, b):
         pd.testing.assert_frame_equal(a[name], b[name], check_exact=True, obj=name)
 
 
-def _config(tmp_path, path, n_null=2):
-    config = tmp_path / f"study{n_null}.yaml"
+def _config(tmp_path, path, n_permutations=199):
+    config = tmp_path / f"study{n_permutations}.yaml"
     config.write_text(
-        f"data: {path}\nseed: 2\nstages:\n  n_null: {n_null}\n  null_size: 20\n"
+        f"data: {path}\nseed: 2\nstages:\n  n_permutations: {n_permutations}\n"
         "  screen_drugs: false\n"
     )
     return config
@@ -100,7 +100,9 @@ def test_unchanged_rerun_reuses_every_stage(small_cohort_path, tmp_path):
     assert again["cached_stages"] == [*upstream, "screens", "enrichment", "report"]
     _assert_same(tables, _tables(out))
     # a changed screen parameter re-runs the screens and what reads them only
-    changed = run_pipeline(load_config(_config(tmp_path, small_cohort_path, n_null=3), {}), out)
+    changed = run_pipeline(
+        load_config(_config(tmp_path, small_cohort_path, n_permutations=99), {}), out
+    )
     assert changed["cached_stages"] == upstream
 
 

@@ -54,8 +54,19 @@ class Stages(BaseModel):
         "donors", description="Twin networks fitted on donor variation or on cells."
     )
     n_intercellular: int = Field(50, ge=1)
-    n_null: int = Field(20, ge=0, description="Null twins of the target screen.")
-    null_size: int = Field(100, ge=1)
+    n_permutations: int = Field(
+        1999,
+        ge=0,
+        description="Donor-label relabellings of the screens' permutation null (all distinct "
+        "ones when there are fewer; smallest p = 1 / (n + 1)).",
+    )
+    n_null: int = Field(
+        0, ge=0, description="Ignored (the former randomised-network null; kept for old configs)."
+    )
+    null_size: int = Field(100, ge=1, description="Ignored (see n_null).")
+    n_bootstrap: int = Field(
+        200, ge=0, description="Bootstrap resamples of a donor's cells for patient intervals."
+    )
     n_steps: int = Field(3, ge=1, description="Propagation steps (CellOracle uses 3).")
     drug_dose: float = Field(0.8, ge=0, le=1)
     screen_drugs: bool = True

@@ -1,9 +1,9 @@
 """The stages of ``omicstwin run``, declared in order (:data:`STAGES`).
 
 (simulate) -> validate -> preprocess (QC) -> DE -> networks (per-context GRNs, intercellular,
-temporal) -> upstream regulators -> twin -> screens (targets with null twins, disease genes,
-drugs, patients) -> enrichment (gseapy) -> validation against known biology (when the config
-names a disease) -> report. Each run function reads the run's one cohort
+temporal) -> upstream regulators -> twin -> screens (targets with a label permutation null,
+disease genes, drugs, patients) -> enrichment (gseapy) -> validation against known biology
+(when the config names a disease) -> report. Each run function reads the run's one cohort
 (:attr:`RunContext.cohort`) or earlier stages' tables and writes its tables of DESIGN.md; adding
 a stage is adding a run function and its :class:`Stage` declaration to :data:`STAGES`.
 """
@@ -146,7 +146,14 @@ def twin(ctx: RunContext) -> None:
         network = conform(fitted.network, "edges")  # what the twin uses
     write_table_extending(ctx.out, "edges", ctx.out / "network_layers.parquet", network)
     kept = _read(ctx, "qc").rename(columns={"n_cells": "n_cells_before", "n_cells_kept": "n_cells"})
-    write_table(ctx.out, "patient_states", patient_states(fitted, kept))
+    states = patient_states(
+        fitted,
+        kept,
+        data=ctx.cohort,
+        n_bootstrap=stages.n_bootstrap,
+        seed=ctx.config.seed,
+    )
+    write_table(ctx.out, "patient_states", states)
     ctx.twin = fitted
 
 
@@ -165,12 +172,11 @@ def screens(ctx: RunContext) -> dict[str, Any]:
     with resolve_client(
         scheduler=compute.scheduler, profile=compute.profile, **client_options
     ) as client:
-        # targets and drugs share the null twins' settings, the client and the progress bar
+        # targets and drugs share the permutation null's settings, the client and progress bar
         screen = functools.partial(
             target_screen,
             fitted,
-            n_null=stages.n_null,
-            null_size=stages.null_size,
+            n_permutations=stages.n_permutations,
             seed=ctx.config.seed,
             n_steps=stages.n_steps,
             client=client,
@@ -180,15 +186,49 @@ def screens(ctx: RunContext) -> dict[str, Any]:
         failures = {"target_screen": int(ranking.attrs.get("failures", 0))}
         write_table(ctx.out, "perturbations", per_context)
         write_table(ctx.out, "rank_targets", ranking)
+        calibration = [_calibration("targets", ranking)]
         genes = disease_gene_screen(fitted, n_steps=stages.n_steps)
         write_table(ctx.out, "rank_disease_genes", genes)
         if stages.screen_drugs:
-            _drug_screen(ctx, fitted, screen)
-        write_table(ctx.out, "patients", patient_screen(fitted, n_steps=stages.n_steps))
-    return {"failures": failures}
+            drug_rank = _drug_screen(ctx, fitted, screen)
+            if drug_rank is not None:
+                calibration.append(_calibration("drugs", drug_rank))
+        patients = patient_screen(fitted, n_steps=stages.n_steps, client=client)
+        write_table(ctx.out, "patients", patients)
+        calibration.append(_patient_calibration(fitted, patients))
+    import pandas as pd
+
+    write_table(ctx.out, "null_calibration", pd.concat(calibration, ignore_index=True))
+    return {"failures": failures, "null": ranking.attrs.get("null", {})}
 
 
-def _drug_screen(ctx: RunContext, fitted, screen) -> None:
+def _calibration(screen: str, ranking):
+    """Return the p-value histogram of one study-level screen (``null_calibration`` rows)."""
+    from omicstwin.tl.nulls import calibration_table
+
+    null = ranking.attrs.get("null", {})
+    return calibration_table(
+        screen,
+        ranking["p_value"].to_numpy(float),
+        n_permutations=int(null.get("n_permutations", 0)),
+        method=str(null.get("method", "none")),
+    )
+
+
+def _patient_calibration(fitted, patients):
+    """Return the per-patient target p-values' histogram (null: the control donors)."""
+    from omicstwin.tl.nulls import calibration_table
+
+    n_controls = sum(arm == fitted.params.get("control") for arm in fitted.donors.values())
+    return calibration_table(
+        "patients",
+        patients["p_value"].to_numpy(float),
+        n_permutations=int(n_controls),
+        method="control_donors",
+    )
+
+
+def _drug_screen(ctx: RunContext, fitted, screen):
     """Rank the drugs whose targets are among the twin's genes (``rank_drugs``), if any."""
     from omicstwin.io.resources import drug_target_table
     from omicstwin.tl.perturb import drugs_from_table
@@ -197,12 +237,13 @@ def _drug_screen(ctx: RunContext, fitted, screen) -> None:
     table = table[table["gene"].isin(set(fitted.genes))]
     drugs = drugs_from_table(table, dose=ctx.config.stages.drug_dose)
     if not drugs:
-        return
+        return None
     drug_rank, _ = screen(drugs)
     names_by_id = table.drop_duplicates("drug_id").set_index("drug_id")["drug_name"]
     ids = drug_rank["name"].str.removeprefix("drug:")
     drug_rank.insert(1, "drug_name", ids.map(names_by_id).fillna(ids).to_numpy())
     write_table(ctx.out, "rank_drugs", drug_rank)
+    return drug_rank
 
 
 def enrichment(ctx: RunContext) -> None:
@@ -297,7 +338,10 @@ STAGES: tuple[Stage, ...] = (
         "twin",
         twin,
         upstream=("networks",),
-        params=("stages.n_intercellular", "stages.network_level", "stages.grn_top_k"),
+        params=(
+            *("stages.n_intercellular", "stages.network_level", "stages.grn_top_k"),
+            *("stages.n_bootstrap", "seed"),
+        ),
         outputs=("edges.parquet", "patient_states.parquet", "twin/"),
     ),
     Stage(
@@ -305,12 +349,12 @@ STAGES: tuple[Stage, ...] = (
         screens,
         upstream=("twin",),
         params=(
-            *("seed", "stages.n_null", "stages.null_size", "stages.n_steps"),
+            *("seed", "stages.n_permutations", "stages.n_steps"),
             *("stages.screen_drugs", "stages.drug_dose"),
         ),
         outputs=(
             *("perturbations.parquet", "rank_targets.parquet", "rank_disease_genes.parquet"),
-            *("patients.parquet", "rank_drugs.parquet"),
+            *("patients.parquet", "rank_drugs.parquet", "null_calibration.parquet"),
         ),
     ),
     Stage(

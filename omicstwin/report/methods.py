@@ -181,7 +181,7 @@ def _twin_paragraph(ctx: _RunContext) -> str:
 
 
 def _screens_paragraph(ctx: _RunContext) -> str:
-    """In-silico knockouts, reversal score, null twins, disease genes, patients and drugs."""
+    """In-silico knockouts, reversal rank score, label null, disease genes, patients, drugs."""
     st = ctx.stages
     # drugs are described only when the drug screen was asked for and left its table
     drugs = (
@@ -191,19 +191,25 @@ def _screens_paragraph(ctx: _RunContext) -> str:
         else ""
     )
     return (
-        "Every gene with an outgoing network edge was knocked out in silico in the case "
-        "state; the "
-        f"change was propagated {_get(st, 'n_steps', '?')} steps through each context's "
-        "network (as in CellOracle), passed between cell types along the intercellular "
-        "edges and carried forward in time along the temporal edges. The reversal score "
-        "is the fraction of the disease vector (case minus control) undone (1 = fully "
-        "reversed); off-target is the change orthogonal to it. Empirical p-values "
-        f"compare each score with {_get(st, 'n_null', '?')} null twins whose edges have "
-        f"degree-preserving permuted targets ({_get(st, 'null_size', '?')} perturbations "
-        "each, scores pooled), with "
-        "Benjamini-Hochberg q-values. Disease genes were ranked by induction: how far "
-        "moving the gene to its case level in the control state recreates the disease "
-        "vector. Each case donor's own state was screened to rank that patient's "
+        "Every gene with an outgoing network edge was knocked out in silico in a "
+        "label-free reference state (per cell type and time the mean of all donors' states); "
+        f"the change was propagated {_get(st, 'n_steps', '?')} steps through each context's "
+        "network (fitted on donor variation without the arm labels, as in CellOracle), passed "
+        "between cell types along the intercellular edges and carried forward in time along "
+        "the temporal edges. The reversal score -<delta, d>/<d, d> measures how much of the "
+        "disease vector d (case donors' mean minus control donors' mean) the knockout undoes; "
+        "it is a rank score (its order is the estimate, its size is not a calibrated share of "
+        "the disease); off-target is the change orthogonal to it. p-values are donor-label "
+        "permutation tests per target: the arm labels were permuted among the donors "
+        f"({_get(st, 'n_permutations', '?')} relabellings, or all distinct ones when fewer), "
+        "the disease vector recomputed and each target rescored, with Benjamini-Hochberg "
+        "q-values (their histogram is in null_calibration.parquet). Disease genes were ranked "
+        "by induction: how far moving the gene to its case level in the control state "
+        "recreates the disease vector. Each case donor's own disease vector (against the "
+        "control mean) was scored to rank that patient's targets, with p-values against the "
+        "control donors' own vectors; each donor's disease position is held out (axis, gene "
+        "filter and means fitted without the donor), with a bootstrap interval over its "
+        "cells. "
         "targets." + drugs
     )
 

@@ -404,6 +404,68 @@ def _scores(dot, dd, xx, sign: float) -> tuple[np.ndarray, np.ndarray]:
     return score, off
 
 
+def simulate_contexts(
+    twin: Twin,
+    perturbations: Sequence[Perturbation],
+    z: np.ndarray,
+    *,
+    acting: set[int] | None = None,
+    n_steps: int | None = DEFAULT_STEPS,
+    shifts: Callable[[int, int, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
+):
+    """Simulate perturbations of the state ``z`` (T, C, G); yield ``(t, c, delta, mask)``.
+
+    The simulation of the module docstring, one cell type x time context at a time in time
+    order: ``delta`` (perturbations x genes) is the context's final shift, ``mask`` its clamped
+    coordinates. ``acting``: indices of the cell types the perturbations act in (default all).
+    """
+    n_t, n_c, n_g = twin.shape
+    acting = set(range(n_c)) if acting is None else acting
+    p = len(perturbations)
+    previous = None
+    for t in range(n_t):
+        first, masks, shifts_t = [], [], []
+        for c in range(n_c):
+            z0 = z[t, c]
+            if shifts is not None:
+                mask, shift = shifts(t, c, z0)
+            elif c in acting:
+                mask, shift = clamp_matrix(perturbations, twin.genes, z0)
+            else:
+                mask, shift = np.zeros((p, n_g), bool), np.zeros((p, n_g))
+            carry = None
+            if previous is not None and twin.temporal[t - 1][c] is not None:
+                carry = (twin.temporal[t - 1][c].T.tocsr() @ previous[c].T).T
+            w = twin.intracellular[t][c]
+            if w is None:
+                delta = np.where(mask, shift, 0.0 if carry is None else carry)
+            else:
+                delta = propagate(z0, w, mask, shift, extra=carry, n_steps=n_steps)
+            first.append((delta, carry))
+            masks.append(mask)
+            shifts_t.append(shift)
+        current = []
+        signals = twin.intercellular[twin.intercellular["time_index"] == t]
+        for c in range(n_c):
+            delta, carry = first[c]
+            incoming = signals[signals["receiver"] == c]
+            if len(incoming) and twin.intracellular[t][c] is not None:
+                extra = np.zeros((p, n_g)) if carry is None else carry.copy()
+                for row in incoming.itertuples():
+                    extra[:, row.receptor] += row.kappa * first[row.sender][0][:, row.ligand]
+                delta = propagate(
+                    z[t, c],
+                    twin.intracellular[t][c],
+                    masks[c],
+                    shifts_t[c],
+                    extra=extra,
+                    n_steps=n_steps,
+                )
+            current.append(delta)
+            yield t, c, delta, masks[c]
+        previous = current
+
+
 def run_perturbations(
     twin: Twin,
     perturbations: Sequence[Perturbation],
@@ -463,50 +525,12 @@ def run_perturbations(
     p = len(perturbations)
     acc = _Accumulator(p)
     full = np.zeros((p, n_t, n_c, n_g)) if keep_delta else None
-    previous = None
-    for t in range(n_t):
-        first, masks, shifts_t = [], [], []
-        for c in range(n_c):
-            z0 = z[t, c]
-            if shifts is not None:
-                mask, shift = shifts(t, c, z0)
-            elif c in acting:
-                mask, shift = clamp_matrix(perturbations, twin.genes, z0)
-            else:
-                mask, shift = np.zeros((p, n_g), bool), np.zeros((p, n_g))
-            carry = None
-            if previous is not None and twin.temporal[t - 1][c] is not None:
-                carry = (twin.temporal[t - 1][c].T.tocsr() @ previous[c].T).T
-            w = twin.intracellular[t][c]
-            if w is None:
-                delta = np.where(mask, shift, 0.0 if carry is None else carry)
-            else:
-                delta = propagate(z0, w, mask, shift, extra=carry, n_steps=n_steps)
-            first.append((delta, carry))
-            masks.append(mask)
-            shifts_t.append(shift)
-        current = []
-        signals = twin.intercellular[twin.intercellular["time_index"] == t]
-        for c in range(n_c):
-            delta, carry = first[c]
-            incoming = signals[signals["receiver"] == c]
-            if len(incoming) and twin.intracellular[t][c] is not None:
-                extra = np.zeros((p, n_g)) if carry is None else carry.copy()
-                for row in incoming.itertuples():
-                    extra[:, row.receptor] += row.kappa * first[row.sender][0][:, row.ligand]
-                delta = propagate(
-                    z[t, c],
-                    twin.intracellular[t][c],
-                    masks[c],
-                    shifts_t[c],
-                    extra=extra,
-                    n_steps=n_steps,
-                )
-            current.append(delta)
-            acc.add(delta, d_all[t, c], masks[c], (twin.cell_types[c], twin.times[t]))
-            if full is not None:
-                full[:, t, c] = delta
-        previous = current
+    for t, c, delta, mask in simulate_contexts(
+        twin, perturbations, z, acting=acting, n_steps=n_steps, shifts=shifts
+    ):
+        acc.add(delta, d_all[t, c], mask, (twin.cell_types[c], twin.times[t]))
+        if full is not None:
+            full[:, t, c] = delta
     score, off = _scores(acc.dot, acc.dd, acc.xx, sign)
     summary = pd.DataFrame(
         {
@@ -612,69 +636,154 @@ def target_screen(
     perturbations: Sequence[Perturbation] | None = None,
     *,
     state: str = "case",
-    n_null: int = 10,
-    null_size: int = 100,
+    n_permutations: int = 1999,
     seed: int = 0,
     n_steps: int | None = DEFAULT_STEPS,
     client: Any = None,
     batch_size: int = 500,
     progress: Callable[[int, int], None] | None = None,
+    n_null: int | None = None,
+    null_size: int | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Rank perturbations by how far they move ``state`` back towards the control state.
+    """Rank perturbations by how far they move the disease state back towards the controls.
+
+    Each perturbation is simulated once, on the label-free reference state (per context the
+    mean of all donors' states, :func:`omicstwin.tl.nulls.reference_state`); its score is the
+    reversal ``-<delta, d> / <d, d>`` of the disease vector ``d`` = mean of the case donors'
+    states - mean of the control donors' (each donor weighted equally). Its p-value is a
+    **donor-label permutation test**: the arm labels are permuted among the donors, ``d``
+    recomputed and the perturbation rescored, ``p = (1 + #{b: s_b >= s_obs}) / (1 + B)`` per
+    perturbation (test statistic: the change along the disease vector, ``-<delta, d>``); BH q
+    over perturbations. Because the networks and the reference state are
+    fitted without the labels, this is the whole procedure's null, exact under no disease (see
+    :mod:`omicstwin.tl.nulls` for the design and its one conditioned ingredient).
 
     Parameters
     ----------
     twin
-        A fitted twin.
+        A fitted twin (with donor states; without >= 2 donors per arm p and q are NaN).
     perturbations
         Default: a knockout of every gene that has an outgoing edge (other genes only change
         themselves, which the score excludes, so their reversal is exactly 0).
     state
-        ``case`` (study level) or a donor id (that patient's twin).
-    n_null
-        Degree-preserving randomised twins (:func:`randomised`). Each screens ``null_size``
-        perturbations drawn at random (seeded); all their scores pooled form the null of the
-        empirical p-value (BH q over perturbations). Pooling keeps 100 null twins affordable.
-    null_size
-        Perturbations screened per null twin (all of them when there are fewer).
+        ``case`` (study level) or a case donor id: that patient's disease vector (the patient's
+        state - the control mean), tested against the control donors' own (each control - the
+        mean of the other controls); see :func:`omicstwin.tl.patients.patient_screen`.
+    n_permutations
+        Relabellings B of the null: all distinct ones when there are at most this many (an
+        exact test; the small preset's 4 + 3 donors have 34), else B seeded random ones
+        (p >= 1 / (B + 1): with hundreds of targets BH needs B in the thousands).
     seed
-        Seed of the randomisations.
+        Seed of the random relabellings.
     n_steps
         Propagation steps.
     client
         A ``distributed.Client`` (see :func:`omicstwin.parallel.resolve_client`): batches of
-        perturbations and null twins run as dask tasks, the twin scattered once; ``None`` runs
-        in process. Seeds derive from the task names, so results are identical either way.
+        perturbations run as dask tasks, the twin scattered once; ``None`` runs in process.
+        Results are identical either way (no random numbers in the tasks).
     batch_size
         Perturbations per task (perturbations never interact, so batching is exact).
     progress
         Called as ``progress(done, total)`` after each finished task (the CLI's progress bar).
+    n_null, null_size
+        Ignored (the former pooled null of randomised networks, which was not calibrated: it
+        kept the fitted twin fixed; :func:`randomised` still builds such twins).
 
     Returns
     -------
     ranking, per_context
-        ``ranking``: name, rank, score (reversal), off_target, p_value, q_value,
-        best_cell_type, best_time, kind, genes, dose. ``per_context``: the
-        ``perturbations.parquet`` rows (perturbation_id, kind, genes, dose, cell_type, time,
-        reversal_score, off_target, p_value, q_value), p and q from the study-level test.
+        ``ranking``: name, rank, score (reversal, a rank score: see :mod:`omicstwin.scores`),
+        off_target, p_value, q_value, best_cell_type, best_time, kind, genes, dose.
+        ``per_context``: the ``perturbations.parquet`` rows (perturbation_id, kind, genes,
+        dose, cell_type, time, reversal_score, off_target, p_value, q_value), p and q from the
+        study-level test. ``ranking.attrs["null"]``: method, n_permutations, exhaustive.
     """
+    from omicstwin.tl import nulls
     from omicstwin.tl.perturb import single_gene_perturbations
 
     if perturbations is None:
         perturbations = single_gene_perturbations(twin.regulators())
-    from omicstwin.parallel import WorkUnit, batched, derive_seed, run_units
+    perturbations = list(perturbations)
+    donors = nulls.donor_states(twin)
+    weights, exhaustive, method = _screen_contrasts(twin, donors, state, n_permutations, seed)
+    scores, per_context, n_failed = _project_screen(
+        twin,
+        perturbations,
+        weights,
+        donors=donors,
+        n_steps=n_steps,
+        client=client,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    summary = pd.DataFrame(
+        {
+            "perturbation_id": [q.perturbation_id for q in perturbations],
+            "kind": [q.kind for q in perturbations],
+            "genes": [";".join(q.genes) for q in perturbations],
+            "dose": [q.dose for q in perturbations],
+            "score": scores["score"][:, 0],
+            "off_target": scores["off_target"][:, 0],
+        }
+    )
+    summary["p_value"] = scores["p_value"][:, 0]
+    summary["q_value"] = benjamini_hochberg(summary["p_value"].to_numpy())
+    ranking = _ranking(summary, per_context)
+    ranking.attrs["failures"] = n_failed  # counted in run.json
+    ranking.attrs["null"] = {
+        "method": method,
+        "n_permutations": int(weights.shape[0] - 1),
+        "exhaustive": bool(exhaustive),
+    }
+    return ranking, _per_context_table(summary, per_context)
+
+
+def _screen_contrasts(twin, donors, state, n_permutations, seed):
+    """Contrast weights (observed first, then the null's) for a study or a patient screen."""
+    from omicstwin.tl import nulls
+
+    is_case, is_control = donors.is_case, donors.is_control
+    if state == "case":
+        if is_case.sum() < 2 or is_control.sum() < 2:
+            labels = is_case[None]
+            return nulls.study_weights(labels, donors.present, is_control[None]), True, "none"
+        arms = is_case | is_control
+        labels, exhaustive = nulls.study_labellings(is_case[arms], n_permutations, seed)
+        full = np.zeros((labels.shape[0], len(donors.ids)), bool)
+        full[:, arms] = labels
+        control = np.broadcast_to(arms, full.shape) & ~full
+        return nulls.study_weights(full, donors.present, control), exhaustive, "label_permutation"
+    if state not in donors.ids:
+        twin.state(state)  # raises the unknown-state error
+        raise ParameterError(f"state '{state}' is not a donor; fix: use 'case' or a donor id")
+    from omicstwin.tl.patients import patient_contrasts
+
+    weights = patient_contrasts(donors, [donors.ids.index(state)])
+    return weights, True, "control_donors"
+
+
+def _project_screen(
+    twin, perturbations, weights, *, donors, n_steps, client, batch_size, progress, n_tested=1
+):
+    """Score perturbations against contrasts in batches (dask when given a client).
+
+    Contrasts ``0 .. n_tested - 1`` are scored (overall and per context) and tested against
+    the remaining ones, the null (:func:`omicstwin.tl.nulls.permutation_p` on the statistic
+    ``-<delta, d>``, counted inside the tasks so only small tables travel).
+    """
+    from omicstwin.parallel import WorkUnit, batched, run_units
+    from omicstwin.tl.nulls import reference_state
 
     batches = batched(list(range(len(perturbations))), batch_size)
     units = [WorkUnit(f"screen-{k}", {"indices": b}, 0) for k, b in enumerate(batches)]
-    units += [
-        WorkUnit(f"null-{i}", {"null_size": null_size}, derive_seed(seed, f"null-{i}"))
-        for i in range(n_null)
-    ]
     shared = {
         "twin": twin,
-        "perturbations": list(perturbations),
-        "state": state,
+        "perturbations": perturbations,
+        "weights": weights,
+        "donors": donors,
+        "reference": reference_state(twin, donors),
         "n_steps": n_steps,
+        "n_tested": n_tested,
     }
     results, failures = run_units(
         _screen_unit, units, shared=shared, client=client, progress=progress
@@ -686,19 +795,27 @@ def target_screen(
             len(units),
             failures["message"].iloc[0],
         )
-    observed = results[results["unit"].str.startswith("screen-")]
-    summary = observed[observed["part"] == "summary"].drop(columns=["unit", "part"])
-    summary = summary[["perturbation_id", "kind", "genes", "dose", "score", "off_target"]]
-    per_context = observed[observed["part"] == "context"][
-        ["perturbation_id", "cell_type", "time", "score", "off_target"]
-    ]
-    null = results.loc[results["unit"].str.startswith("null-"), "score"].to_numpy()
-    summary = summary.reset_index(drop=True)
-    summary["p_value"] = empirical_p(summary["score"].to_numpy(), null) if len(null) else np.nan
-    summary["q_value"] = benjamini_hochberg(summary["p_value"].to_numpy())
-    ranking = _ranking(summary, per_context)
-    ranking.attrs["failures"] = len(failures)  # counted in run.json
-    return ranking, _per_context_table(summary, per_context)
+    p = len(perturbations)
+    out = {key: np.full((p, n_tested), np.nan) for key in ("score", "off_target", "p_value")}
+    summary = results[results["part"] == "summary"]
+    index = summary["index"].to_numpy(int)
+    for key, prefix in (("score", "s"), ("off_target", "o"), ("p_value", "p")):
+        out[key][index] = summary[[f"{prefix}{j}" for j in range(n_tested)]].to_numpy(float)
+    ids = np.array([q.perturbation_id for q in perturbations], dtype=object)
+    context = results[results["part"] == "context"]
+    per_context = pd.DataFrame(
+        {
+            "perturbation_id": ids[context["index"].to_numpy(int)],
+            "contrast": context["contrast"].to_numpy(int),
+            "cell_type": context["cell_type"].to_numpy(object),
+            "time": context["time"].to_numpy(float),
+            "score": context["score"].to_numpy(float),
+            "off_target": context["off_target"].to_numpy(float),
+        }
+    )
+    if n_tested == 1:
+        per_context = per_context.drop(columns="contrast")
+    return out, per_context, len(failures)
 
 
 def _aligned(twin: Twin) -> Twin:
@@ -733,21 +850,58 @@ def _aligned(twin: Twin) -> Twin:
 
 
 def _screen_unit(
-    payload: dict, *, seed: int, twin: Twin, perturbations: list, state: str, n_steps: int | None
+    payload: dict,
+    *,
+    seed: int,
+    twin: Twin,
+    perturbations: list,
+    weights: np.ndarray,
+    donors,
+    reference: np.ndarray,
+    n_steps: int | None,
+    n_tested: int,
 ) -> pd.DataFrame:
-    """One dask task: a batch of the screen, or one null twin scoring a random subset."""
+    """One dask task: a batch of perturbations scored against every contrast."""
+    from omicstwin.tl.nulls import permutation_p, project_perturbations
+
     twin = _aligned(twin)
-    if "indices" in payload:
-        chosen = [perturbations[i] for i in payload["indices"]]
-        summary, per_context, _ = run_perturbations(twin, chosen, state=state, n_steps=n_steps)
-        return pd.concat(
-            [summary.assign(part="summary"), per_context.assign(part="context")], ignore_index=True
-        )
-    rng = np.random.default_rng(seed)
-    size = min(payload["null_size"], len(perturbations))
-    chosen = [perturbations[j] for j in sorted(rng.choice(len(perturbations), size, replace=False))]
-    summary, _, _ = run_perturbations(randomised(twin, seed), chosen, state=state, n_steps=n_steps)
-    return pd.DataFrame({"part": "null", "score": summary["score"].to_numpy()})
+    index = np.asarray(payload["indices"], int)
+    chosen = [perturbations[i] for i in index]
+    out = project_perturbations(
+        twin,
+        chosen,
+        weights,
+        donors=donors,
+        reference=reference,
+        n_steps=n_steps,
+        context_contrasts=range(n_tested),
+    )
+    statistic, null = out["statistic"], out["statistic"][:, n_tested:]
+    summary = pd.DataFrame(
+        {
+            "part": "summary",
+            "index": index,
+            **{f"s{j}": out["score"][:, j] for j in range(n_tested)},
+            **{f"o{j}": out["off_target"][:, j] for j in range(n_tested)},
+            **{f"p{j}": permutation_p(statistic[:, j], null) for j in range(n_tested)},
+        }
+    )
+    n_t, n_c, _ = twin.shape
+    p, k = len(index), n_tested
+    # contrast, time, cell type, perturbation order (as run_perturbations' per-context table)
+    grid = np.indices((k, n_t, n_c, p)).reshape(4, -1)
+    context = pd.DataFrame(
+        {
+            "part": "context",
+            "index": index[grid[3]],
+            "contrast": grid[0],
+            "cell_type": np.array(twin.cell_types, dtype=object)[grid[2]],
+            "time": np.asarray(twin.times, float)[grid[1]],
+            "score": out["context_score"][grid[3], grid[0], grid[1], grid[2]],
+            "off_target": out["context_off"][grid[3], grid[0], grid[1], grid[2]],
+        }
+    )
+    return pd.concat([summary, context], ignore_index=True)
 
 
 def _ranking(summary: pd.DataFrame, per_context: pd.DataFrame) -> pd.DataFrame:
@@ -855,120 +1009,24 @@ def patient_screen(
     perturbations: Sequence[Perturbation] | None = None,
     *,
     n_steps: int | None = DEFAULT_STEPS,
+    client: Any = None,
 ) -> pd.DataFrame:
-    """Each case donor's own target ranking, from that patient's state (the patient's twin).
+    """Each case donor's own target ranking with p / q (see :mod:`omicstwin.tl.patients`)."""
+    from omicstwin.tl.patients import patient_screen as screen
 
-    Parameters
-    ----------
-    twin
-        A fitted twin (its ``states`` hold one entry per donor).
-    perturbations
-        Perturbations screened (default: a knockout of every regulator of the twin).
-    n_steps
-        Propagation steps (None: to the steady state).
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``patients.parquet`` rows: patient_id, cell_type, time (the target's best context for
-        that patient), target, reversal_score, rank.
-    """
-    from omicstwin.tl.perturb import single_gene_perturbations
-
-    if perturbations is None:
-        perturbations = single_gene_perturbations(twin.regulators())
-    case_label = twin.params.get("case", "case")
-    rows = []
-    for patient in sorted(d for d, arm in twin.donors.items() if arm == case_label):
-        summary, per_context, _ = run_perturbations(
-            twin, perturbations, state=patient, n_steps=n_steps
-        )
-        ranking = _ranking(summary.assign(p_value=np.nan, q_value=np.nan), per_context)
-        rows.append(
-            pd.DataFrame(
-                {
-                    "patient_id": patient,
-                    "cell_type": ranking["best_cell_type"],
-                    "time": ranking["best_time"],
-                    "target": genes_from_ids(ranking["name"]),
-                    "reversal_score": ranking["score"],
-                    "rank": ranking["rank"],
-                }
-            )
-        )
-    table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["patient_id"])
-    return conform(table.reindex(columns=list(SCHEMAS["patients"])), "patients")
+    return screen(twin, perturbations, n_steps=n_steps, client=client)
 
 
 # ----------------------------------------------------------------------------- interactive use
 
 
 def patient_states(
-    twin: Twin, design: pd.DataFrame | None = None, *, z: float = 3.0
+    twin: Twin, design: pd.DataFrame | None = None, *, z: float = 3.0, **options
 ) -> pd.DataFrame:
-    """Each donor's position on the disease axis per cell type x time (the twin's state summary).
+    """Each donor's held-out disease position (:func:`omicstwin.tl.patients.patient_states`)."""
+    from omicstwin.tl.patients import patient_states as states
 
-    ``disease_score = <x - control, s> / max_t <s_t, s_t>``: ``s`` is the disease vector
-    ``d = case - control`` of that context restricted to the genes whose difference exceeds
-    ``z`` standard errors of the arm means (from the donors' spread), and the maximum is over
-    the cell type's time points. 0 is the control mean, 1 the case mean at the cell type's peak
-    of disease. Without the gene selection, donor noise summed over thousands of unchanged
-    genes reads as disease before onset. Donors are not left out of their arm's mean (with 10
-    patients one donor is a tenth of it). NaN where the donor was not sampled or the cell type
-    has no changed gene.
-
-    Parameters
-    ----------
-    twin
-        A fitted twin (its ``states`` hold one entry per donor).
-    design
-        ``design.parquet`` (condition, donor, time, cell_type, n_cells) for the cell counts;
-        without it ``n_cells`` is 0.
-    z
-        Standard errors a gene's case - control difference needs to count (with fewer than 2
-        donors in an arm the spread is unknown and every gene counts).
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``patient_states.parquet`` rows: patient_id, arm, cell_type, time, n_cells,
-        disease_score.
-    """
-    case, control = twin.state("case"), twin.state("control")
-    d = case - control
-    noise = np.zeros_like(d)
-    for label in (twin.params.get("case", "case"), twin.params.get("control", "control")):
-        arm = [twin.states[k] for k, a in sorted(twin.donors.items()) if a == label]
-        if len(arm) >= 2:  # variance of the arm's mean, from the donors' spread
-            noise += np.var(np.stack(arm), axis=0, ddof=1) / len(arm)
-    axis = np.where(d**2 > z * z * noise, d, 0.0)
-    peak = np.einsum("tcg,tcg->tc", axis, axis).max(axis=0)  # per cell type
-    counts: dict[tuple[str, str, float], int] = {}
-    if design is not None:
-        grouped = design.groupby(["donor", "cell_type", "time"], observed=True)["n_cells"].sum()
-        counts = {(str(k[0]), str(k[1]), float(k[2])): int(v) for k, v in grouped.items()}
-    rows = []
-    for donor in sorted(twin.donors):
-        x = twin.states.get(donor)
-        if x is None:
-            continue
-        with np.errstate(invalid="ignore", divide="ignore"):
-            score = np.einsum("tcg,tcg->tc", x - control, axis) / peak[None, :]
-        score[:, peak <= 1e-12] = np.nan
-        for ti, time in enumerate(twin.times):
-            for ci, cell_type in enumerate(twin.cell_types):
-                rows.append(
-                    (
-                        donor,
-                        twin.donors[donor],
-                        cell_type,
-                        float(time),
-                        counts.get((donor, cell_type, float(time)), 0),
-                        float(score[ti, ci]),
-                    )
-                )
-    table = pd.DataFrame(rows, columns=list(SCHEMAS["patient_states"]))
-    return conform(table, "patient_states")
+    return states(twin, design, z=z, **options)
 
 
 def what_if(

@@ -35,7 +35,7 @@ def _keys(config: RunConfig, tmp_path: Path) -> dict[str, str]:
 
 def test_a_param_changes_its_stage_and_the_stages_downstream_only(tmp_path):
     before = _keys(_config(), tmp_path)
-    after = _keys(_config(n_null=3), tmp_path)
+    after = _keys(_config(n_permutations=99), tmp_path)
     changed = sorted(name for name in before if before[name] != after[name])
     assert changed == ["enrichment", "report", "screens"]  # the report's key has the config
     seed = _keys(RunConfig(data="cohort.h5ad", seed=5), tmp_path)

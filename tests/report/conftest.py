@@ -86,6 +86,8 @@ def _fabricate_optional(run_dir: Path) -> None:
     states["disease_score"] = np.where(states["arm"] == "case", 1.0, 0.0) + rng.normal(
         0, 0.3, len(states)
     )
+    states["disease_score_low"] = states["disease_score"] - 0.2  # bootstrap interval
+    states["disease_score_high"] = states["disease_score"] + 0.2
     conform(states, "patient_states").to_parquet(run_dir / "patient_states.parquet")
 
     # an intercellular edge without a time: it applies at every time point

@@ -79,6 +79,8 @@ def fabricate_run(
         states["disease_score"] = np.where(states["arm"] == "case", 0.8, 0.1) + rng.normal(
             0, 0.1, len(states)
         )
+        states["disease_score_low"] = states["disease_score"] - 0.1  # bootstrap interval
+        states["disease_score_high"] = states["disease_score"] + 0.1
         _conform(states, "patient_states").to_parquet(out / "patient_states.parquet", index=False)
 
     ctx = pd.MultiIndex.from_product(
@@ -162,6 +164,8 @@ def fabricate_run(
                     "target": own["genes"].to_numpy(),
                     "reversal_score": own["reversal_score"].to_numpy(),
                     "rank": np.arange(1, len(own) + 1),
+                    "p_value": np.linspace(0.01, 1.0, len(own)),
+                    "q_value": np.linspace(0.05, 1.0, len(own)),
                 }
             )
         )

@@ -160,6 +160,18 @@ def toy_twin():
     )
 
 
+def toy_twin_with_donors(n_case: int = 4, n_control: int = 3, seed: int = 0):
+    """The toy twin with donors: case and control states plus donor noise."""
+    twin = toy_twin()
+    rng = np.random.default_rng(seed)
+    twin.donors = {f"P{i}": "case" for i in range(n_case)}
+    twin.donors.update({f"C{i}": "control" for i in range(n_control)})
+    for donor, arm in twin.donors.items():
+        base = twin.states[arm]
+        twin.states[donor] = np.maximum(base + rng.normal(0, 0.2, base.shape), 0.01)
+    return twin
+
+
 def test_twin_propagates_across_cell_types_and_scores():
     twin = toy_twin()
     summary, per_context, delta = run_perturbations(
@@ -182,9 +194,14 @@ def test_screens_on_the_toy_twin():
     from omicstwin.tl.twin import disease_gene_screen, empirical_p, target_screen
 
     twin = toy_twin()
-    ranking, per_context = target_screen(twin, n_null=3, seed=0)
+    ranking, per_context = target_screen(twin, seed=0)
     assert ranking.iloc[0]["name"] == "KO:TF" and list(ranking["rank"]) == [1, 2, 3]
+    assert ranking["p_value"].isna().all()  # no donors: no permutation null
+    ranking, _ = target_screen(toy_twin_with_donors(), seed=0)
+    assert ranking.iloc[0]["name"] == "KO:TF" and ranking.attrs["null"]["exhaustive"]
+    assert ranking.attrs["null"]["n_permutations"] == 34  # C(7, 4) - 1 relabellings
     assert ranking["p_value"].between(0, 1).all() and ranking["q_value"].notna().all()
+    assert ranking["p_value"].iloc[0] == pytest.approx(1 / 35)  # the planted driver
     assert set(per_context.columns) >= {"perturbation_id", "cell_type", "time", "reversal_score"}
     induction = disease_gene_screen(twin)
     assert induction.iloc[0]["name"] in {"TF", "L"} and induction.iloc[0]["score"] > 0
@@ -209,14 +226,12 @@ def test_screen_identical_in_process_and_on_dask_workers():
 
     from omicstwin.tl.twin import target_screen
 
-    twin = toy_twin()
-    local = target_screen(twin, n_null=4, null_size=2, batch_size=1, seed=3)
+    twin = toy_twin_with_donors(6, 6)
+    local = target_screen(twin, n_permutations=50, batch_size=1, seed=3)
     for workers in (1, 2):
         with LocalCluster(n_workers=workers, processes=False, dashboard_address=None) as cluster:
             with Client(cluster) as client:
-                remote = target_screen(
-                    twin, n_null=4, null_size=2, batch_size=1, seed=3, client=client
-                )
+                remote = target_screen(twin, n_permutations=50, batch_size=1, seed=3, client=client)
         pd.testing.assert_frame_equal(local[0], remote[0])
         pd.testing.assert_frame_equal(
             local[1].reset_index(drop=True), remote[1].reset_index(drop=True)
@@ -271,86 +286,8 @@ def test_screen_identical_on_worker_processes():
     from omicstwin.parallel import resolve_client
     from omicstwin.tl.twin import target_screen
 
-    twin = toy_twin()
-    local = target_screen(twin, n_null=3, null_size=2, batch_size=1, seed=5)
+    twin = toy_twin_with_donors(6, 6)
+    local = target_screen(twin, n_permutations=50, batch_size=1, seed=5)
     with resolve_client(n_workers=2) as client:  # real processes: pickled, single-threaded BLAS
-        remote = target_screen(twin, n_null=3, null_size=2, batch_size=1, seed=5, client=client)
+        remote = target_screen(twin, n_permutations=50, batch_size=1, seed=5, client=client)
     pd.testing.assert_frame_equal(local[0], remote[0], check_exact=True)
-
-
-def test_patient_states_against_a_per_context_loop():
-    from omicstwin.tl.twin import patient_states
-
-    twin = toy_twin()
-    rng = np.random.default_rng(0)
-    twin.states["P1"] = twin.states["case"] + rng.normal(0, 0.1, twin.states["case"].shape)
-    twin.states["C1"] = twin.states["control"].copy()
-    twin.donors = {"P1": "case", "C1": "control"}
-    design = pd.DataFrame(
-        {"donor": ["P1"], "cell_type": ["S"], "time": [1.0], "n_cells": [7], "condition": "case"}
-    )
-    case, control = twin.states["case"], twin.states["control"]
-    case[1, 0, 0] = 3.0  # the sender's disease peaks at the second time point
-    table = patient_states(twin, design).set_index(["patient_id", "cell_type", "time"])
-    for donor in ("P1", "C1"):
-        for ti, time in enumerate(twin.times):
-            for ci, cell_type in enumerate(twin.cell_types):
-                d = case[ti, ci] - control[ti, ci]
-                peak = max(
-                    float((case[t, ci] - control[t, ci]) @ (case[t, ci] - control[t, ci]))
-                    for t in range(len(twin.times))
-                )
-                expected = float(np.dot(twin.states[donor][ti, ci] - control[ti, ci], d) / peak)
-                got = table.loc[(donor, cell_type, time), "disease_score"]
-                assert got == pytest.approx(expected, rel=1e-12)
-    assert table.loc[("C1", "S", 0.0), "disease_score"] == 0.0  # the control mean itself
-    assert table.loc[("P1", "S", 1.0), "n_cells"] == 7
-    assert table.loc[("P1", "R", 1.0), "n_cells"] == 0  # not in the design
-    assert set(table["arm"]) == {"case", "control"}
-    case_mean = patient_states(
-        Twin(
-            **{
-                **twin.__dict__,
-                "states": {**twin.states, "P2": case.copy()},
-                "donors": {"P2": "case"},
-            }
-        )
-    ).set_index(["cell_type", "time"])["disease_score"]
-    assert case_mean[("S", 1.0)] == pytest.approx(1.0) and case_mean[("S", 0.0)] < 1.0
-
-
-def test_patient_states_count_only_genes_changed_beyond_donor_noise():
-    from omicstwin.tl.twin import patient_states
-
-    twin = toy_twin()
-    rng = np.random.default_rng(1)
-    control = twin.states["control"]
-    shape = control.shape
-    donors = {f"P{i}": "case" for i in range(6)} | {f"C{i}": "control" for i in range(6)}
-    for name, arm in donors.items():
-        shift = np.zeros(shape)
-        if arm == "case":
-            shift[1, 0, 0] = 1.0  # one truly changed gene: TF in S at the second time point
-        twin.states[name] = control + shift + rng.normal(0, 0.05, shape)
-    twin.donors = donors
-    stack = {
-        a: np.stack([twin.states[k] for k, v in donors.items() if v == a])
-        for a in ("case", "control")
-    }
-    twin.states["case"], twin.states["control"] = stack["case"].mean(0), stack["control"].mean(0)
-    table = patient_states(twin).set_index(["patient_id", "cell_type", "time"])["disease_score"]
-    d = twin.states["case"] - twin.states["control"]
-    se2 = sum(np.var(v, axis=0, ddof=1) / len(v) for v in stack.values())
-    for name in donors:  # slow reference, one context and gene at a time
-        for ti, time in enumerate(twin.times):
-            kept = [g for g in range(shape[2]) if d[ti, 0, g] ** 2 > 9 * se2[ti, 0, g]]
-            peak = max(
-                sum(d[t, 0, g] ** 2 for g in range(shape[2]) if d[t, 0, g] ** 2 > 9 * se2[t, 0, g])
-                for t in range(shape[0])
-            )
-            x = twin.states[name][ti, 0] - twin.states["control"][ti, 0]
-            expected = sum(x[g] * d[ti, 0, g] for g in kept) / peak
-            assert table[(name, "S", time)] == pytest.approx(expected, abs=1e-12)
-    case_scores = table[[k.startswith("P") for k, _, _ in table.index]]
-    assert case_scores.xs(1.0, level="time").xs("S", level="cell_type").mean() == pytest.approx(1)
-    assert case_scores.xs(0.0, level="time").xs("S", level="cell_type").abs().max() < 0.2
