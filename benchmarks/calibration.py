@@ -104,6 +104,7 @@ def auc(cases: np.ndarray, controls: np.ndarray) -> float:
 
 def measure(adata, seed: int, n_permutations: int) -> dict[str, float]:
     """One cohort's figures (see the module docstring)."""
+    from omicstwin.tl import patients as patients_module
     from omicstwin.tl import twin as twin_module
 
     cohort, fitted = fit_like_pipeline(adata, seed)
@@ -112,7 +113,7 @@ def measure(adata, seed: int, n_permutations: int) -> dict[str, float]:
     options = {"n_permutations": n_permutations} if new_api else {"n_null": 10, "null_size": 100}
     ranking, _ = screen(fitted, seed=seed, **options)
     states_options = {"data": cohort} if new_api else {}
-    states = twin_module.patient_states(fitted, **states_options)
+    states = patients_module.patient_states(fitted, **states_options)
     per_donor = states.groupby("patient_id")["disease_score"].mean()
     arm = states.groupby("patient_id")["arm"].first()
     truth = adata.uns.get("truth", {}).get("reversal")
@@ -136,7 +137,7 @@ def measure(adata, seed: int, n_permutations: int) -> dict[str, float]:
         "auc": auc(per_donor[arm == "case"].to_numpy(), per_donor[arm == "control"].to_numpy()),
     }
     if new_api:
-        patients = twin_module.patient_screen(fitted)
+        patients = patients_module.patient_screen(fitted)
         out["patient p<0.05"] = float((patients["p_value"] < 0.05).mean())
     return out
 

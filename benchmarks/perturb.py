@@ -157,7 +157,8 @@ def accuracy(cohort: str | None) -> None:
         multicellular_network,
         temporal_edges,
     )
-    from omicstwin.tl.twin import fit_twin, genes_from_ids, patient_screen, target_screen
+    from omicstwin.tl.patients import patient_screen
+    from omicstwin.tl.twin import fit_twin, genes_from_ids, target_screen
 
     adata = ad.read_h5ad(cohort) if cohort else simulate_cohort("demo")
     truth = adata.uns["truth"]

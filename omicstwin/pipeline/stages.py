@@ -127,7 +127,8 @@ def twin(ctx: RunContext) -> None:
     """Fit the twin; write it, the edges it propagates through and the patients' states."""
     from omicstwin.schemas import conform
     from omicstwin.store.rundir import write_table_extending
-    from omicstwin.tl.twin import fit_twin, patient_states, save_twin
+    from omicstwin.tl.patients import patient_states
+    from omicstwin.tl.twin import fit_twin, save_twin
 
     stages = ctx.config.stages
     layers = _read(ctx, "network_layers")
@@ -160,7 +161,8 @@ def twin(ctx: RunContext) -> None:
 def screens(ctx: RunContext) -> dict[str, Any]:
     """Target, disease-gene, drug and patient screens on the twin (dask when large)."""
     from omicstwin.parallel import resolve_client
-    from omicstwin.tl.twin import disease_gene_screen, load_twin, patient_screen, target_screen
+    from omicstwin.tl.patients import patient_screen
+    from omicstwin.tl.twin import disease_gene_screen, load_twin, target_screen
 
     stages, compute = ctx.config.stages, ctx.config.compute
     fitted = ctx.twin or load_twin(ctx.out / "twin")

@@ -31,6 +31,7 @@ variation, the patient's included, but without labels and equally for the contro
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -81,7 +82,7 @@ def patient_screen(
     perturbations: Sequence[Perturbation] | None = None,
     *,
     n_steps: int | None = DEFAULT_STEPS,
-    client=None,
+    client: Any = None,
     batch_size: int = 500,
 ) -> pd.DataFrame:
     """Each case donor's own target ranking, with a p / q per target (see the module docstring).
@@ -167,7 +168,7 @@ def patient_states(
     design: pd.DataFrame | None = None,
     *,
     z: float = 3.0,
-    data=None,
+    data: Any = None,
     n_bootstrap: int = 200,
     level: float = 0.9,
     seed: int = 0,

@@ -1004,31 +1004,6 @@ def genes_from_ids(ids: pd.Series) -> pd.Series:
     return ids.str.split(":", n=1).str[-1]
 
 
-def patient_screen(
-    twin: Twin,
-    perturbations: Sequence[Perturbation] | None = None,
-    *,
-    n_steps: int | None = DEFAULT_STEPS,
-    client: Any = None,
-) -> pd.DataFrame:
-    """Each case donor's own target ranking with p / q (see :mod:`omicstwin.tl.patients`)."""
-    from omicstwin.tl.patients import patient_screen as screen
-
-    return screen(twin, perturbations, n_steps=n_steps, client=client)
-
-
-# ----------------------------------------------------------------------------- interactive use
-
-
-def patient_states(
-    twin: Twin, design: pd.DataFrame | None = None, *, z: float = 3.0, **options
-) -> pd.DataFrame:
-    """Each donor's held-out disease position (:func:`omicstwin.tl.patients.patient_states`)."""
-    from omicstwin.tl.patients import patient_states as states
-
-    return states(twin, design, z=z, **options)
-
-
 def what_if(
     twin: Twin,
     perturbations: Perturbation | Sequence[Perturbation],

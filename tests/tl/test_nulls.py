@@ -36,7 +36,8 @@ def test_no_disease_cohorts_come_out_null():
     Fails on the pre-issue-11 twin (pooled randomised-network null: ~40% at p < 0.05 and ~20
     calls per cohort; in-sample patient scores: AUC 1).
     """
-    from omicstwin.tl.twin import fit_twin, patient_states, target_screen
+    from omicstwin.tl.patients import patient_states
+    from omicstwin.tl.twin import fit_twin, target_screen
 
     shares, calls, aucs = [], [], []
     for seed in range(3):
@@ -115,8 +116,8 @@ def test_permutation_p_equals_refitting_every_relabelling():
 def test_patient_axis_ignores_the_scored_donor():
     """Changing a donor's counts moves its state, never the axis it is projected on."""
     from omicstwin.tl.nulls import donor_states
-    from omicstwin.tl.patients import _held_out_projection
-    from omicstwin.tl.twin import fit_twin, patient_states
+    from omicstwin.tl.patients import _held_out_projection, patient_states
+    from omicstwin.tl.twin import fit_twin
 
     adata = simulate_cohort("small", seed=2, n_genes=80, n_cells=1500)
     edges = _edges(adata, intercellular=False)
@@ -143,7 +144,7 @@ def test_patient_axis_ignores_the_scored_donor():
 
 def test_held_out_score_against_a_slow_reference():
     """Balanced leave-out: drop the donor and, in turn, each donor of the other arm."""
-    from omicstwin.tl.twin import patient_states
+    from omicstwin.tl.patients import patient_states
 
     rng = np.random.default_rng(3)
     shape = (2, 1, 6)
