@@ -25,7 +25,6 @@ from omicstwin.service.params import (
     TARGETS,
     TIME,
 )
-from omicstwin.service.routes.patients import TARGETS as PATIENT_TARGETS_ACTION
 
 Lane = Callable[[Scope, str], Awaitable[Response | None]]
 _STUDY_PARAMS = frozenset({"limit", "offset", "cell_type", "time"})
@@ -107,7 +106,7 @@ class FastLane:
         outcome, body = self.svc.reader.run(granted(key.principal, patient_id, read))
         if outcome != "allowed":
             return None  # the route answers (and audits) denied and not-found reads
-        await self.svc.audit(scope, key, PATIENT_TARGETS_ACTION, patient_id, outcome)
+        await self.svc.audit(scope, key, PATIENT_TARGETS.action, patient_id, outcome)
         return json_response(body, Page[PatientTargetRow])
 
 

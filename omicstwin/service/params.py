@@ -111,10 +111,11 @@ GRANT_EXEMPT = ("admin",)  # roles that read every patient record without a gran
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """An endpoint's allowed roles and default page size."""
+    """An endpoint's allowed roles, default page size and audit action (patient routes)."""
 
     roles: tuple[str, ...]
     limit: int = 50
+    action: str | None = None
 
 
 STUDIES = Endpoint(STUDY_ROLES)
@@ -123,8 +124,8 @@ TARGETS = Endpoint(STUDY_ROLES)
 DISEASE_GENES = Endpoint(STUDY_ROLES)
 DRUGS = Endpoint(STUDY_ROLES)
 GENE = Endpoint(STUDY_ROLES, limit=100)
-PATIENT = Endpoint(ALL_ROLES)  # and a grant on the record, unless GRANT_EXEMPT
-PATIENT_TARGETS = Endpoint(ALL_ROLES)
+PATIENT = Endpoint(ALL_ROLES, action="patient.record")  # + a grant, unless GRANT_EXEMPT
+PATIENT_TARGETS = Endpoint(ALL_ROLES, action="patient.targets")
 AUDIT = Endpoint(ADMIN_ROLES, limit=100)
 GRANTS = Endpoint(ADMIN_ROLES, limit=100)
 

@@ -29,12 +29,20 @@ from omicstwin.service.hotpath import (
     patient_targets_reader,
 )
 from omicstwin.service.models import Page, PatientRecord, PatientTargetRow
-from omicstwin.service.params import ID, OFFSET, PATIENT_TARGETS, PREFIX, Limit, Offset, PatientId
+from omicstwin.service.params import (
+    ID,
+    OFFSET,
+    PATIENT,
+    PATIENT_TARGETS,
+    PREFIX,
+    Limit,
+    Offset,
+    PatientId,
+)
 
-RECORD, TARGETS = "patient.record", "patient.targets"  # audit actions
 _ACTIONS = {
-    f"{PREFIX}/patients/{{patient_id}}": RECORD,
-    f"{PREFIX}/patients/{{patient_id}}/targets": TARGETS,
+    f"{PREFIX}/patients/{{patient_id}}": PATIENT.action,
+    f"{PREFIX}/patients/{{patient_id}}/targets": PATIENT_TARGETS.action,
 }
 _STATUS_OUTCOMES = {
     403: "denied",
@@ -58,7 +66,7 @@ def router(svc: Service) -> APIRouter:
     async def patient(request: Request, credentials: Credentials, patient_id: PatientId) -> Any:
         """Get a patient twin record (admin, or a key granted this patient). Audited."""
         read = patient_record_reader(patient_id)
-        row = await _patient_read(svc, request, patient_id, RECORD, read)
+        row = await _patient_read(svc, request, patient_id, PATIENT.action, read)
         return PatientRecord(**row)  # nested state summary: validated and serialised by FastAPI
 
     @api.get(
@@ -76,7 +84,7 @@ def router(svc: Service) -> APIRouter:
     ) -> Any:
         """List a patient's personalised target ranking, each row with its study-level evidence."""
         read = patient_targets_reader(patient_id, limit, offset)
-        body = await _patient_read(svc, request, patient_id, TARGETS, read)
+        body = await _patient_read(svc, request, patient_id, PATIENT_TARGETS.action, read)
         return json_response(body, Page[PatientTargetRow])
 
     return api
