@@ -1,4 +1,4 @@
-"""The routes, one module per resource; each module's ``router(service)`` builds its router."""
+"""The routes, one module per resource; each module's ``add_routes(api, service)`` adds them."""
 
 from __future__ import annotations
 

@@ -24,11 +24,10 @@ from omicstwin.service.routes import caller
 Admin = caller(AUDIT)
 
 
-def router(svc: Service) -> APIRouter:
-    """Build the audit route."""
-    api = APIRouter(prefix=PREFIX)
+def add_routes(api: APIRouter, svc: Service) -> None:
+    """Add the audit route to ``api`` (the app's own router; see ``app.ROUTES``)."""
 
-    @api.get("/audit", tags=["admin"], responses=problem_responses(403))
+    @api.get(PREFIX + "/audit", tags=["admin"], responses=problem_responses(403))
     def audit(
         _: Admin,
         limit: Limit = AUDIT.limit,
@@ -60,5 +59,3 @@ def router(svc: Service) -> APIRouter:
                     **filters,
                 )
         return Page[AuditRow](data=page + data, count=len(pending) + count)
-
-    return api

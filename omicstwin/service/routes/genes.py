@@ -14,11 +14,10 @@ from omicstwin.service.routes import caller
 GeneReader = caller(GENE)
 
 
-def router(svc: Service) -> APIRouter:
-    """Build the gene route."""
-    api = APIRouter(prefix=PREFIX)
+def add_routes(api: APIRouter, svc: Service) -> None:
+    """Add the gene route to ``api`` (the app's own router; see ``app.ROUTES``)."""
 
-    @api.get("/genes/{symbol}", tags=["genes"], responses=problem_responses(403, 404))
+    @api.get(PREFIX + "/genes/{symbol}", tags=["genes"], responses=problem_responses(403, 404))
     def gene(
         _: GeneReader, symbol: Symbol, limit: Limit = GENE.limit, offset: Offset = OFFSET.low
     ) -> Page[GeneScore]:
@@ -28,5 +27,3 @@ def router(svc: Service) -> APIRouter:
         if not rows:
             raise not_found(f"no scores for the gene '{symbol}' in any published study")
         return Page[GeneScore](data=rows[offset : offset + limit], count=len(rows))
-
-    return api

@@ -23,11 +23,10 @@ from omicstwin.store import access
 Admin = caller(GRANTS)
 
 
-def router(svc: Service) -> APIRouter:
-    """Build the grants route."""
-    api = APIRouter(prefix=PREFIX)
+def add_routes(api: APIRouter, svc: Service) -> None:
+    """Add the grants route to ``api`` (the app's own router; see ``app.ROUTES``)."""
 
-    @api.get("/grants", tags=["admin"], responses=problem_responses(403))
+    @api.get(PREFIX + "/grants", tags=["admin"], responses=problem_responses(403))
     def grants(
         _: Admin,
         limit: Limit = GRANTS.limit,
@@ -40,5 +39,3 @@ def router(svc: Service) -> APIRouter:
             rows = access.list_grants(conn, key_name=key_name, patient_id=patient_id)
         data = [dict(r, created_at=q.utc(r["created_at"])) for r in rows[offset : offset + limit]]
         return Page[GrantRow](data=data, count=len(rows))
-
-    return api

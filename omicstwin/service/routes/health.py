@@ -11,11 +11,10 @@ from omicstwin.service.models import Health
 from omicstwin.service.params import PREFIX
 
 
-def router(svc: Service) -> APIRouter:
-    """Build the health route."""
-    api = APIRouter(prefix=PREFIX)
+def add_routes(api: APIRouter, svc: Service) -> None:
+    """Add the health route to ``api`` (the app's own router; see ``app.ROUTES``)."""
 
-    @api.get("/health", tags=["service"])
+    @api.get(PREFIX + "/health", tags=["service"])
     def health() -> Health:
         """Liveness (no key needed); 503 when the database cannot be reached."""
         try:
@@ -24,5 +23,3 @@ def router(svc: Service) -> APIRouter:
         except sa.exc.SQLAlchemyError:
             raise ApiError(503, "the database cannot be reached") from None
         return Health(status="ok", schema_revision=svc.revision)
-
-    return api

@@ -53,12 +53,11 @@ _STATUS_OUTCOMES = {
 }
 
 
-def router(svc: Service) -> APIRouter:
-    """Build the patient routes."""
-    api = APIRouter(prefix=PREFIX)
+def add_routes(api: APIRouter, svc: Service) -> None:
+    """Add the patient routes to ``api`` (the app's own router; see ``app.ROUTES``)."""
 
     @api.get(
-        "/patients/{patient_id}",
+        PREFIX + "/patients/{patient_id}",
         tags=["patients"],
         responses=problem_responses(403, 404),
         response_model=PatientRecord,
@@ -70,7 +69,7 @@ def router(svc: Service) -> APIRouter:
         return PatientRecord(**row)  # nested state summary: validated and serialised by FastAPI
 
     @api.get(
-        "/patients/{patient_id}/targets",
+        PREFIX + "/patients/{patient_id}/targets",
         tags=["patients"],
         responses=problem_responses(403, 404),
         response_model=Page[PatientTargetRow],
@@ -86,8 +85,6 @@ def router(svc: Service) -> APIRouter:
         read = patient_targets_reader(patient_id, limit, offset)
         body = await _patient_read(svc, request, patient_id, PATIENT_TARGETS.action, read)
         return json_response(body, Page[PatientTargetRow])
-
-    return api
 
 
 async def _patient_read(

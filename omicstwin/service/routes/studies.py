@@ -45,17 +45,15 @@ DiseaseGenesReader = caller(DISEASE_GENES)
 DrugsReader = caller(DRUGS)
 
 
-def router(svc: Service) -> APIRouter:
-    """Build the study routes."""
-    api = APIRouter(prefix=PREFIX)
+def add_routes(api: APIRouter, svc: Service) -> None:
+    """Add the study routes to ``api`` (the app's own router; see ``app.ROUTES``)."""
     _add_studies(api, svc)
     _add_targets(api, svc)
     _add_rankings(api, svc)
-    return api
 
 
 def _add_studies(api: APIRouter, svc: Service) -> None:
-    @api.get("/studies", tags=["studies"], responses=problem_responses(403))
+    @api.get(PREFIX + "/studies", tags=["studies"], responses=problem_responses(403))
     def studies(
         _: StudiesReader, limit: Limit = STUDIES.limit, offset: Offset = OFFSET.low
     ) -> Page[StudySummary]:
@@ -64,7 +62,9 @@ def _add_studies(api: APIRouter, svc: Service) -> None:
             data, count = q.list_studies(conn, limit, offset)
         return Page[StudySummary](data=data, count=count)
 
-    @api.get("/studies/{study_id}", tags=["studies"], responses=problem_responses(403, 404))
+    @api.get(
+        PREFIX + "/studies/{study_id}", tags=["studies"], responses=problem_responses(403, 404)
+    )
     def study(_: StudyReader, study_id: StudyId) -> StudyDetail:
         """Get a study with its provenance (versions, config, timings) and table sizes."""
         with svc.engine.connect() as conn:
@@ -76,7 +76,7 @@ def _add_studies(api: APIRouter, svc: Service) -> None:
 
 def _add_targets(api: APIRouter, svc: Service) -> None:
     @api.get(
-        "/studies/{study_id}/targets",
+        PREFIX + "/studies/{study_id}/targets",
         tags=["studies"],
         responses=problem_responses(403, 404),
         response_model=Page[TargetRow],
@@ -134,7 +134,9 @@ def _filtered_targets(
 
 def _add_rankings(api: APIRouter, svc: Service) -> None:
     @api.get(
-        "/studies/{study_id}/disease-genes", tags=["studies"], responses=problem_responses(403, 404)
+        PREFIX + "/studies/{study_id}/disease-genes",
+        tags=["studies"],
+        responses=problem_responses(403, 404),
     )
     def disease_genes(
         _: DiseaseGenesReader,
@@ -150,7 +152,11 @@ def _add_rankings(api: APIRouter, svc: Service) -> None:
         )
         return Page[DiseaseGeneRow](data=data, count=count)
 
-    @api.get("/studies/{study_id}/drugs", tags=["studies"], responses=problem_responses(403, 404))
+    @api.get(
+        PREFIX + "/studies/{study_id}/drugs",
+        tags=["studies"],
+        responses=problem_responses(403, 404),
+    )
     def drugs(
         _: DrugsReader,
         study_id: StudyId,
