@@ -23,8 +23,8 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from omicstwin.service import app as app_module
 from omicstwin.service import create_app
+from omicstwin.service import deps as app_module
 from omicstwin.store.access import add_grant, create_key, hash_key, revoke_key
 from omicstwin.store.db import TABLES, make_engine
 from omicstwin.store.publish import publish_run
