@@ -119,7 +119,7 @@ def budget(scaling: bool) -> None:
     twin = synthetic_twin()
     perts = single_gene_perturbations(twin.genes)
     started, cpu = time.perf_counter(), time.process_time()
-    ranking, per_context = target_screen(twin, perts, n_null=100, null_size=100, seed=0)
+    ranking, per_context = target_screen(twin, perts, seed=0)
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     print(
         f"[budget] full screen: {len(perts)} knockouts x 6 cell types x 7 time points + 100 null "
@@ -132,7 +132,7 @@ def budget(scaling: bool) -> None:
     for workers in (1, 2):
         with resolve_client(n_workers=workers) as client:
             started = time.perf_counter()
-            remote, _ = target_screen(twin, perts, n_null=100, null_size=100, seed=0, client=client)
+            remote, _ = target_screen(twin, perts, seed=0, client=client)
             times[workers] = time.perf_counter() - started
         same = remote.equals(ranking)
         print(
@@ -175,7 +175,7 @@ def accuracy(cohort: str | None) -> None:
     twin = fit_twin(adata, edges, regulators=regulators, top_k=10)
     fitted = time.perf_counter() - started
     started = time.perf_counter()
-    ranking, _ = target_screen(twin, n_null=20, seed=0)
+    ranking, _ = target_screen(twin, seed=0)
     screened = time.perf_counter() - started
     ranking["gene"] = genes_from_ids(ranking["name"])
     endotypes = truth["endotypes"]

@@ -11,7 +11,7 @@ def test_demo_runs_its_config_and_compares_with_truth(tmp_path):
     config = yaml.safe_load(demo_config_path().read_text())
     assert config["data"]["simulate"] == "demo"  # what make demo runs
     config["data"]["simulate"] = "small"
-    config["stages"].update(n_null=2, null_size=20, screen_drugs=False)
+    config["stages"].update(screen_drugs=False)
     path = tmp_path / "small_demo.yaml"
     path.write_text(yaml.safe_dump(config))
     lines = []

@@ -135,7 +135,7 @@ def test_run_without_the_enrichment_and_dask_extras(tmp_path):
         from omicstwin.pipeline import load_config, run_pipeline
 
         base = {{"data": {{"simulate": "small", "seed": 0}}, "seed": 1}}
-        stages = {{"n_null": 2, "null_size": 20, "screen_drugs": False}}
+        stages = {{"screen_drugs": False}}
         out = Path({str(tmp_path)!r})
         try:
             run_pipeline(load_config(None, {{**base, "stages": stages}}), out / "a")

@@ -72,9 +72,7 @@ def test_planted_targets_rank_above_a_shuffled_label_twin(golden_run, tmp_path):
     path = tmp_path / "shuffled.h5ad"
     cohort.write_h5ad(path)
     config = tmp_path / "shuffled.yaml"
-    config.write_text(
-        f"data: {path}\nseed: 1\nstages:\n  n_null: 2\n  null_size: 20\n  screen_drugs: false\n"
-    )
+    config.write_text(f"data: {path}\nseed: 1\nstages:\n  screen_drugs: false\n")
     out = tmp_path / "run"
     subprocess.run(
         [sys.executable, "-m", "omicstwin.cli", "run", str(config), "--out", str(out)],

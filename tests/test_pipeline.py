@@ -15,10 +15,7 @@ from tests.conftest import REPO
 
 def test_run_writes_every_table(small_cohort_path, tmp_path):
     config = tmp_path / "study.yaml"
-    config.write_text(
-        f"data: {small_cohort_path}\nseed: 1\nstages:\n  n_null: 2\n  null_size: 20\n"
-        "  screen_drugs: false\n"
-    )
+    config.write_text(f"data: {small_cohort_path}\nseed: 1\nstages:\n  screen_drugs: false\n")
     out = tmp_path / "run"
     result = CliRunner().invoke(app, ["run", str(config), "--out", str(out)])
     assert result.exit_code == 0, result.output
@@ -184,3 +181,8 @@ def test_unknown_disease_fails_before_any_stage(small_cohort_path, tmp_path):
     with pytest.raises(errors.ParameterError, match="unknown disease"):
         run_pipeline(config, tmp_path / "run")
     assert not (tmp_path / "run" / "design.parquet").exists()
+
+
+def test_removed_null_options_are_a_clear_error():
+    with pytest.raises(errors.ParameterError, match=r"n_null.*no longer exist.*n_permutations"):
+        load_config(None, {"data": "x.h5ad", "stages": {"n_null": 10}})

@@ -95,8 +95,7 @@ def run_dir(small_cohort_path, tmp_path_factory):
     out = tmp_path_factory.mktemp("scores_run")
     config = out / "study.yaml"
     config.write_text(
-        f"data: {small_cohort_path}\nseed: 0\ndisease: DOID:4481\nstages:\n  n_null: 1\n"
-        "  null_size: 20\n  screen_drugs: true\n"
+        f"data: {small_cohort_path}\nseed: 0\ndisease: DOID:4481\nstages:\n  screen_drugs: true\n"
     )
     result = CliRunner().invoke(app, ["run", str(config), "--out", str(out / "run")])
     assert result.exit_code == 0, result.output

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from omicstwin.errors import ParameterError
 
@@ -45,6 +45,17 @@ class Stages(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_options(cls, values: Any) -> Any:
+        removed = sorted({"n_null", "null_size"} & set(values or {}))
+        if removed:
+            raise ValueError(
+                f"{' and '.join(removed)} no longer exist: the screens' null is a donor-label "
+                "permutation test now; fix: remove them and set n_permutations (default 1999)"
+            )
+        return values
+
     min_genes: int = Field(10, ge=0, description="QC: detected genes a cell needs.")
     min_cells: int = Field(3, ge=0, description="QC: cells a gene must be detected in.")
     min_donors: int = Field(2, ge=1)
@@ -60,10 +71,6 @@ class Stages(BaseModel):
         description="Donor-label relabellings of the screens' permutation null (all distinct "
         "ones when there are fewer; smallest p = 1 / (n + 1)).",
     )
-    n_null: int = Field(
-        0, ge=0, description="Ignored (the former randomised-network null; kept for old configs)."
-    )
-    null_size: int = Field(100, ge=1, description="Ignored (see n_null).")
     n_bootstrap: int = Field(
         200, ge=0, description="Bootstrap resamples of a donor's cells for patient intervals."
     )

@@ -40,7 +40,7 @@ class Stage:
         Stages whose results it reads; their keys enter its key (a stage switched off by its
         ``when`` is left out).
     params
-        Dotted paths of the config values its results depend on (``"stages.n_null"``,
+        Dotted paths of the config values its results depend on (``"stages.n_permutations"``,
         ``"priors.tf_targets"``; :data:`WHOLE_CONFIG` for all of it).
     outputs
         Files it writes, relative to the run directory; ``"folder/"`` stands for every file

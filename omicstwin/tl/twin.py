@@ -642,8 +642,6 @@ def target_screen(
     client: Any = None,
     batch_size: int = 500,
     progress: Callable[[int, int], None] | None = None,
-    n_null: int | None = None,
-    null_size: int | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Rank perturbations by how far they move the disease state back towards the controls.
 
@@ -685,9 +683,6 @@ def target_screen(
         Perturbations per task (perturbations never interact, so batching is exact).
     progress
         Called as ``progress(done, total)`` after each finished task (the CLI's progress bar).
-    n_null, null_size
-        Ignored (the former pooled null of randomised networks, which was not calibrated: it
-        kept the fitted twin fixed; :func:`randomised` still builds such twins).
 
     Returns
     -------

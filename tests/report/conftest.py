@@ -25,7 +25,7 @@ def pipeline_run(small_cohort_path, tmp_path_factory):
     from omicstwin.pipeline import RunConfig, Stages, run_pipeline
 
     out = tmp_path_factory.mktemp("report") / "run"
-    config = RunConfig(data=str(small_cohort_path), stages=Stages(n_null=2, null_size=20))
+    config = RunConfig(data=str(small_cohort_path), stages=Stages())
     run_pipeline(config, out)
     return out
 
