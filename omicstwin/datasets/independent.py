@@ -22,7 +22,7 @@ DE, the twin and the benchmark code run on it unchanged) from a different proces
 from __future__ import annotations
 
 import time as _time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -44,6 +44,7 @@ from omicstwin.datasets.simulate import (
     _deg_table,
     _jsonable,
     _round_preserving_sum,
+    preset_params,
 )
 from omicstwin.errors import ParameterError
 
@@ -260,25 +261,7 @@ def simulate_independent(
 
 
 def _params(preset: str | None, overrides: dict[str, Any]) -> IndependentParams:
-    if preset is None:
-        base = IndependentParams()
-    elif preset in PRESETS:
-        base = PRESETS[preset]
-    else:
-        raise ParameterError(
-            f"unknown preset '{preset}'; fix: use one of {sorted(PRESETS)} or None"
-        )
-    fields = set(IndependentParams.__dataclass_fields__)
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise ParameterError(
-            f"unknown parameter(s) {unknown}; fix: use fields of IndependentParams: "
-            f"{sorted(fields)}"
-        )
-    for key in ("cell_types", "time_points", "strength_range"):
-        if key in overrides:
-            overrides[key] = tuple(overrides[key])
-    p = replace(base, **overrides)
+    p = preset_params(IndependentParams, PRESETS, preset, overrides, "")
     problems = []
     if len(p.cell_types) < 3 or len(set(p.cell_types)) != len(p.cell_types):
         problems.append("cell_types needs at least 3 unique names")

@@ -270,26 +270,35 @@ def build_structure(params: SimulationParams, priors: SimulationPriors) -> Cohor
     )
 
 
-def _params(preset: str | None, overrides: dict[str, Any]) -> SimulationParams:
+def preset_params(cls, presets: dict, preset: str | None, overrides: dict[str, Any], what: str):
+    """Return preset ``preset`` of the dataclass ``cls`` (None: its defaults) with overrides.
+
+    Shared by both generators; an unknown preset or field is a :class:`ParameterError` that
+    lists the valid ones (``what`` names the generator in the message).
+    """
     if preset is None:
-        base = SimulationParams()
-    elif preset in PRESETS:
-        base = PRESETS[preset]
+        base = cls()
+    elif preset in presets:
+        base = presets[preset]
     else:
         raise ParameterError(
-            f"unknown simulation preset '{preset}'; fix: use one of {sorted(PRESETS)} or None"
+            f"unknown {what}preset '{preset}'; fix: use one of {sorted(presets)} or None"
         )
-    fields = set(SimulationParams.__dataclass_fields__)
+    fields = set(cls.__dataclass_fields__)
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise ParameterError(
-            f"unknown simulation parameter(s) {unknown}; fix: use fields of SimulationParams: "
+            f"unknown {what}parameter(s) {unknown}; fix: use fields of {cls.__name__}: "
             f"{sorted(fields)}"
         )
     for key in ("cell_types", "time_points", "strength_range"):
         if key in overrides:
             overrides[key] = tuple(overrides[key])
-    params = replace(base, **overrides)
+    return replace(base, **overrides)
+
+
+def _params(preset: str | None, overrides: dict[str, Any]) -> SimulationParams:
+    params = preset_params(SimulationParams, PRESETS, preset, overrides, "simulation ")
     problems = []
     if len(params.cell_types) < 3:
         problems.append("cell_types needs at least 3 names (a cascade spans cell types)")
