@@ -15,6 +15,20 @@ ROOT = Path(__file__).resolve().parents[1]
 OPTIONAL = ("fastapi", "uvicorn", "sqlalchemy", "alembic", "gseapy", "distributed", "jinja2")
 
 
+def _blocker(blocked: tuple[str, ...]) -> str:
+    """Code that makes ``blocked`` modules unimportable in a fresh interpreter (as if absent)."""
+    return (
+        "import importlib.abc, sys\n"
+        f"BLOCKED = {blocked!r}\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in BLOCKED:\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, Block())\n"
+    )
+
+
 def _project() -> dict:
     return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
@@ -39,18 +53,8 @@ def test_require_names_the_extra_that_installs_a_missing_module():
 def test_analysis_runs_without_any_extra_installed():
     """Block every optional module in a fresh interpreter: the analysis layers still import and
     run, and an optional feature fails with its install hint (not a bare ModuleNotFoundError)."""
-    script = textwrap.dedent(
-        f"""
-        import importlib.abc, sys
-        BLOCKED = {OPTIONAL!r}
-
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in BLOCKED:
-                    raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
-                return None
-
-        sys.meta_path.insert(0, Block())
+    script = _blocker(OPTIONAL) + textwrap.dedent(
+        """
         import omicstwin
         from omicstwin import datasets, io, parallel, pp, tl
         from omicstwin.tl import de, grn, networks, perturb, regulators, twin, enrich
@@ -87,18 +91,8 @@ def test_analysis_runs_without_any_extra_installed():
 
 def test_cli_names_the_extra_a_command_needs(tmp_path):
     """``omicstwin publish`` without the service stack: one line with the pip command, exit 2."""
-    script = textwrap.dedent(
+    script = _blocker(OPTIONAL) + textwrap.dedent(
         f"""
-        import importlib.abc, sys
-        BLOCKED = {OPTIONAL!r}
-
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in BLOCKED:
-                    raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
-                return None
-
-        sys.meta_path.insert(0, Block())
         sys.argv = ["omicstwin", "publish", {str(tmp_path)!r}, "--db", "sqlite:///x.db"]
         from omicstwin.cli import main
         main()
@@ -118,19 +112,9 @@ def test_run_without_the_enrichment_and_dask_extras(tmp_path):
     """The pipeline names a missing extra before its first stage, and runs without it when the
     config does not need it (prerank off; screens in process, as chosen without dask)."""
     blocked = ("gseapy", "distributed", "fastapi", "sqlalchemy", "alembic", "uvicorn")
-    script = textwrap.dedent(
+    script = _blocker(blocked) + textwrap.dedent(
         f"""
-        import importlib.abc, sys
         from pathlib import Path
-        BLOCKED = {blocked!r}
-
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in BLOCKED:
-                    raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
-                return None
-
-        sys.meta_path.insert(0, Block())
         from omicstwin.errors import OptionalDependencyError
         from omicstwin.pipeline import load_config, run_pipeline
 

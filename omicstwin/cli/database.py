@@ -229,7 +229,11 @@ def keys_rotate(
     db: DbOption = None,
     debug: DebugOption = False,
 ) -> None:
-    """Issue a new secret for a key (same name, role, grants); the old secret stops at once."""
+    """Issue a new secret for a key (same name, role, grants); the old secret stops working.
+
+    A running service may still accept the old secret for its key-cache time
+    (``OMICSTWIN_KEY_CACHE_SECONDS``, 10 s by default), as after ``keys revoke``.
+    """
 
     def work() -> None:
         from omicstwin.store.access import rotate_key
@@ -240,8 +244,8 @@ def keys_rotate(
         upgrade_db(url)
         key = rotate_key(_engine(url), name, expires_at=expiry)
         typer.echo(
-            f"rotated key '{name}': the old secret no longer works; new key (shown only now, "
-            f"store it safely): {key}"
+            f"rotated key '{name}': the old secret no longer works (a running service drops it "
+            f"within its key-cache time); new key (shown only now, store it safely): {key}"
         )
 
     _run(debug, work)
