@@ -64,7 +64,7 @@ def null_calibration(
         axes = [ax]
         fig = ax.figure
     else:
-        fig = Figure(figsize=(3.2 * len(order), 2.6), layout="constrained")
+        fig = Figure(figsize=(3.2 * len(order), 2.9), layout="constrained")
         axes = fig.subplots(1, len(order), squeeze=False)[0].tolist()
     for axis, screen in zip(axes, order, strict=True):
         rows = table[table["screen"].astype(str) == screen].sort_values("bin_low")
@@ -94,7 +94,7 @@ def null_calibration(
         n_perm = int(first["n_permutations"])
         method = str(first["method"]).replace("_", " ")
         axis.text(
-            0.98,
+            0.99,
             0.97,
             f"p < 0.05: {share:.1%} (5% by chance)\n{int(first['n_tests']):,} tests; "
             f"{n_perm:,} permutations\nnull: {method}",
@@ -103,11 +103,17 @@ def null_calibration(
             va="top",
             fontsize="small",
         )
+        top = max(rows["n_observed"].max(), rows["n_expected"].max())
+        axis.set_ylim(0, 1.7 * top if top > 0 else 1)  # room for the annotation and legend
         axis.set_xlim(0, 1)
         axis.set_title(screen)
         axis.set_xlabel("p-value")
         axis.set_ylabel("tests")
-    axes[0].legend(loc="upper center", fontsize="x-small", frameon=False)
+    if ax is None:  # one legend below the panels, clear of the annotations
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncols=2, frameon=False)
+    else:
+        axes[0].legend(loc="upper left", fontsize="x-small", frameon=False)
     return fig
 
 
