@@ -79,6 +79,7 @@ def get_study(conn: Connection, study_id: str) -> dict[str, Any] | None:
         "config": run.get("config") or {},
         "timings_s": run.get("timings_s") or {},
         "failures": run.get("failures") or {},
+        "null_calibration": run.get("null_calibration") or [],  # added by publish
     }
 
 
