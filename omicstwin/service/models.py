@@ -334,6 +334,8 @@ class PatientTargetRow(BaseModel):
             "cell_type": "CD14 Mono",
             "time": 48.0,
             "reversal_score": 0.1042,
+            "p_value": 0.25,
+            "q_value": 0.5,
             "evidence": {
                 "study_id": "sar_2022",
                 "name": "KO:PAX6",
@@ -352,6 +354,14 @@ class PatientTargetRow(BaseModel):
     time: float | None
     reversal_score: float | None = Field(
         description=score_description("patients", "reversal_score")
+    )
+    p_value: float | None = Field(
+        None,
+        description="The patient's own p-value of this target (null: the control donors' "
+        "screens; the smallest p is 1/(controls + 1)); null if published before schema 0003.",
+    )
+    q_value: float | None = Field(
+        None, description="Benjamini-Hochberg q-value within the patient's screen."
     )
     evidence: Evidence | None
 

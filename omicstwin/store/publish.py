@@ -779,6 +779,8 @@ _PATIENT_TARGET_COLUMNS = {
     "cell_type": "cell_type",
     "time": "time",
     "reversal_score": "reversal_score",
+    "p_value": "p_value",
+    "q_value": "q_value",
     "study_name": "study_name",
     "study_rank": "study_rank",
     "study_score": "study_score",

@@ -375,3 +375,13 @@ def test_study_detail_has_the_null_calibration(api: Api) -> None:
         assert got[screen]["n_tests"] == int(first["n_tests"])
         assert got[screen]["method"] == first["method"]
         assert math.isclose(got[screen]["share_below_005"], float(first["share_below_005"]))
+
+
+def test_patient_target_p_q_round_trip(api: Api) -> None:
+    personal = pd.read_parquet(api.run_dir / "patients.parquet")
+    own = personal[personal["patient_id"] == "P001"].set_index("rank")
+    rows = api.get(f"/patients/{MAPPED}/targets", limit=100).json()["data"]
+    assert len(rows) == len(own)
+    for row in rows:
+        assert math.isclose(row["p_value"], own.loc[row["rank"], "p_value"], rel_tol=1e-12)
+        assert math.isclose(row["q_value"], own.loc[row["rank"], "q_value"], rel_tol=1e-12)
