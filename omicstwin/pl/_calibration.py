@@ -125,6 +125,12 @@ def calibration_reading(table: pd.DataFrame, screen: str) -> str:
     share = float(rows["share_below_005"].iloc[0])
     n_perm = int(rows["n_permutations"].iloc[0])
     floor = 1.0 / (n_perm + 1) if n_perm > 0 else float("nan")
+    if n_perm > 0 and floor >= 0.05:
+        return (
+            f"{screen}: with {n_perm:,} permutations no p-value can be below {floor:.2g}, so no "
+            "test can reach p < 0.05 and the histogram cannot show signal there; read its "
+            "ranks, not its p-values."
+        )
     if share >= 0.10:
         verdict = (
             f"an excess of small p-values ({share:.0%} below 0.05 against 5% by chance): the "

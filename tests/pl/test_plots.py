@@ -244,4 +244,7 @@ def test_null_calibration_plot():
     assert pl.null_calibration(table, ax=ax) is own
     assert pl.null_calibration(table.iloc[:0]) is None
     assert "flat histogram" in calibration_reading(table, "targets")
-    assert "excess of small p-values" in calibration_reading(table, "drugs")
+    assert "excess of small p-values" in calibration_reading(
+        spiked.assign(n_permutations=99), "drugs"
+    )
+    assert "cannot show signal" in calibration_reading(table, "drugs")  # 9: p >= 0.1
