@@ -24,6 +24,7 @@ _EXPORTS = (
     "de_counts",
     "enrichment",
     "network",
+    "null_calibration",
     "patient_ranks",
     "patient_trajectories",
     "perturbation_effects",
@@ -36,7 +37,10 @@ __all__ = list(_EXPORTS)
 
 def __getattr__(name: str):
     if name in _EXPORTS:
-        value = getattr(importlib.import_module("omicstwin.pl._plots"), name)
+        module = (
+            "omicstwin.pl._calibration" if name == "null_calibration" else "omicstwin.pl._plots"
+        )
+        value = getattr(importlib.import_module(module), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'omicstwin.pl' has no attribute {name!r}")

@@ -32,7 +32,7 @@ from omicstwin.report._format import (
     truncate,
 )
 from omicstwin.report.methods import flatten_config, methods_paragraphs
-from omicstwin.scores import sort_by_score
+from omicstwin.scores import SCORES, get_score, sort_by_score
 
 # ---------------------------------------------------------------------------------------------
 # blocks
@@ -120,6 +120,28 @@ def table_block(
 
 def _text(value: Any) -> str:
     return DASH if is_missing(value) else str(value)
+
+
+def score_header(table: str, column: str, label: str) -> str:
+    """Column header of a registered score: ``label (rank only)`` or ``label (unit)``.
+
+    Generated from :data:`omicstwin.scores.SCORES`, so every ranking table says which numbers
+    are calibrated (and in what unit) and which only order the rows.
+    """
+    score = get_score(table, column)
+    if score.kind == "rank_only":
+        return f"{label} (rank only)"
+    return f"{label} ({score.unit})" if score.unit else label
+
+
+def score_note(table: str, column: str, label: str) -> str:
+    """Caption sentence of a rank-only score: what it means, and that its sizes are not units."""
+    score = get_score(table, column)
+    if score.kind != "rank_only":
+        return f"{label}: {score.meaning} ({score.unit})."
+    return f"{label} is rank only (its order means something, its differences do not): " + (
+        score.meaning.rstrip(".") + "."
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -614,11 +636,15 @@ def regulator_section(data: RunData) -> Section:
                     "n_contexts": ("Contexts", fmt_num),
                     "n_cell_types": ("Cell types", fmt_num),
                     "n_targets_total": ("Target DEGs", fmt_num),
-                    "evidence": ("Σ −log10 p", fmt_num),
+                    "evidence": (
+                        score_header("rank_regulators", "evidence", "Σ −log10 p"),
+                        fmt_num,
+                    ),
                     "best_cell_type": ("Best cell type", _text),
                     "best_time": ("Best time", lambda t: fmt_time(t, data.unit)),
                 },
-                caption="Ranked regulators (top 20).",
+                caption="Ranked regulators (top 20). "
+                + score_note("rank_regulators", "evidence", "Σ −log10 p"),
             )
         )
     else:
@@ -626,6 +652,11 @@ def regulator_section(data: RunData) -> Section:
             NoteBlock("No regulator is predicted (overlap q < 0.05) in any context.")
         )
     return section
+
+
+def score_word(kind: str) -> str:
+    """Return the score's name in a ranking: induction (disease genes), else reversal."""
+    return "induction" if kind == "disease_genes" else "reversal"
 
 
 def _rank_formatters(
@@ -645,8 +676,8 @@ def _rank_formatters(
         formatters["dose"] = ("Dose", fmt_num)
     else:
         formatters["name"] = ("Gene", lambda x: truncate(x, 30))
-    formatters["score"] = (f"{score} score", fmt_num)
-    formatters["off_target"] = ("Off-target", fmt_num)
+    formatters["score"] = (score_header("rank", "score", f"{score} score"), fmt_num)
+    formatters["off_target"] = (score_header("rank", "off_target", "Off-target"), fmt_num)
     for column in extra:
         formatters[column] = (column.replace("_", " ").capitalize(), fmt_num)
     formatters["p_value"] = ("p", fmt_p)
@@ -681,14 +712,15 @@ def rankings_section(data: RunData) -> Section:
         frame = frame.sort_values("rank", kind="stable")
         if kind == "targets":
             fig = pl.rankings(
-                frame, xlabel="reversal score (fraction of the disease vector undone)"
+                frame, xlabel="reversal score (rank only: larger undoes more of the disease)"
             )
             if fig is not None:
                 section.blocks.append(
                     FigureBlock(
                         figs.embed(fig, "Bar chart of the top targets' reversal scores"),
-                        "Top 20 targets: reversal score (1 = the disease signature fully "
-                        "undone in the twin); dark bars: q < 0.05.",
+                        "Top 20 targets: reversal score, a rank score (larger undoes more of "
+                        "the disease signature in the twin; its size is not a calibrated "
+                        "share); dark bars: q < 0.05.",
                     )
                 )
         extra = [
@@ -712,7 +744,9 @@ def rankings_section(data: RunData) -> Section:
                     "; this ranking has no empirical p-values (–)."
                     if frame["p_value"].isna().all()
                     else "."
-                ),
+                )
+                + " "
+                + score_note("rank", "score", f"The {score_word(kind)} score"),
             )
         )
     return section
@@ -790,12 +824,15 @@ def patients_section(data: RunData) -> Section:
         wide = (
             top.assign(
                 label=[
-                    f"{t} ({fmt_context(c, s, data.unit)}; {fmt_num(r)})"
-                    for t, c, s, r in zip(
+                    f"{t} ({fmt_context(c, s, data.unit)}; {fmt_num(r)}"
+                    + (f"; p {fmt_p(p)}, q {fmt_p(q)})" if not is_missing(p) else ")")
+                    for t, c, s, r, p, q in zip(
                         top["target"],
                         top["cell_type"],
                         top["time"],
                         top["reversal_score"],
+                        top["p_value"] if "p_value" in top else [None] * len(top),
+                        top["q_value"] if "q_value" in top else [None] * len(top),
                         strict=True,
                     )
                 ]
@@ -810,7 +847,9 @@ def patients_section(data: RunData) -> Section:
             table_block(
                 wide,
                 formatters,
-                caption="Each patient's top 5 targets with the best context and reversal score.",
+                caption="Each patient's top 5 targets with the best context, the reversal "
+                "score and the per-patient p and q (null: the control donors' own screens). "
+                + score_note("patients", "reversal_score", "The reversal score"),
             )
         )
     states = data.table("patient_states")
@@ -832,7 +871,118 @@ def patients_section(data: RunData) -> Section:
                     "mean (0) to the case mean at that cell type's peak of disease (1).",
                 )
             )
+        section.blocks.append(_state_interval_table(states, data.unit))
     return section
+
+
+def _state_interval_table(states: pd.DataFrame, unit: str | None) -> TableBlock:
+    """Per-patient disease scores with their 90% bootstrap intervals (when the run wrote them)."""
+    frame = states.sort_values(["arm", "patient_id", "time", "cell_type"], kind="stable")
+    has_interval = {"disease_score_low", "disease_score_high"} <= set(frame.columns)
+    header = score_header("patient_states", "disease_score", "Disease score")
+    formatters: dict[str, tuple[str, Callable[[Any], str]]] = {
+        "patient_id": ("Patient", _text),
+        "arm": ("Arm", _text),
+        "cell_type": ("Cell type", _text),
+        "time": ("Time", lambda t: fmt_time(t, unit)),
+        "n_cells": ("Cells", fmt_num),
+        "disease_score": (header, fmt_num),
+    }
+    if has_interval:
+        formatters["disease_score_low"] = ("90% interval low", fmt_num)
+        formatters["disease_score_high"] = ("90% interval high", fmt_num)
+    caption = "Disease score per patient, cell type and time point" + (
+        " with its 90% bootstrap interval over the donor's cells (low – high): a wide "
+        "interval means few cells and an uncertain position."
+        if has_interval
+        else "; this run wrote no intervals."
+    )
+    return table_block(frame, formatters, caption=caption, collapsed=True)
+
+
+TRUST_TABLES = (
+    ("rank_targets", "rank"),
+    ("rank_disease_genes", "rank"),
+    ("rank_drugs", "rank"),
+    ("perturbations", "perturbations"),
+    ("patients", "patients"),
+    ("patient_states", "patient_states"),
+    ("regulators", "regulators"),
+    ("rank_regulators", "rank_regulators"),
+    ("edges", "edges"),
+    ("de", "de"),
+    ("enrichment", "enrichment"),
+)
+
+
+def trust_section(data: RunData) -> Section:
+    """9. How much to trust these numbers: null calibration, rank-only scores, intervals."""
+    section = Section(
+        "trust",
+        "How much to trust these numbers",
+        "Whether the run's own screens give more small p-values than chance, which scores are "
+        "calibrated (in units) and which only order the rows, and where intervals exist.",
+    )
+    section.blocks.append(HeadingBlock("P-values of the run's own null screens"))
+    calibration = data.table("null_calibration")
+    if calibration is None:
+        section.blocks.append(_missing("null_calibration", "null screen calibration"))
+    elif calibration.empty or fig_none(calibration):
+        section.blocks.append(_empty("null screen calibration"))
+    else:
+        from omicstwin.pl._calibration import calibration_reading
+
+        fig = pl.null_calibration(calibration)
+        screens = list(dict.fromkeys(calibration["screen"].astype(str)))
+        readings = " ".join(calibration_reading(calibration, s) for s in screens)
+        section.blocks.append(
+            FigureBlock(
+                figs.embed(fig, "Histograms of the screens' p-values against the uniform null"),
+                "Bars: p-values per bin; dashed line: the count expected by chance (uniform "
+                "p-values). A flat histogram means no more small p-values than chance; a peak "
+                "near 0 means the screen finds signal. " + readings,
+            )
+        )
+    section.blocks.append(HeadingBlock("Which scores are calibrated"))
+    rows = []
+    for name, registry in TRUST_TABLES:
+        if name not in data.present():
+            continue
+        for column, score in SCORES[registry].items():
+            rows.append(
+                {
+                    "table": name,
+                    "column": column,
+                    "kind": "rank only" if score.kind == "rank_only" else "calibrated",
+                    "unit": score.unit or DASH,
+                    "meaning": score.meaning,
+                }
+            )
+    if rows:
+        section.blocks.append(
+            table_block(
+                pd.DataFrame(rows),
+                {
+                    "table": ("Table", _text),
+                    "column": ("Score", _text),
+                    "kind": ("Kind", _text),
+                    "unit": ("Unit", _text),
+                    "meaning": ("Meaning", _text),
+                },
+                caption="Rank-only scores order the rows (higher or lower is better) but their "
+                "sizes are not in interpretable units: compare ranks, not differences. "
+                "Intervals: the patient disease scores carry 90% bootstrap intervals (section "
+                "Per-patient targets); p- and q-values come from the donor-label permutation "
+                "null (targets, drugs) or the control donors (patients).",
+                collapsed=True,
+            )
+        )
+    return section
+
+
+def fig_none(calibration: pd.DataFrame) -> bool:
+    """Whether the calibration table has no p-values to draw."""
+    return bool((calibration["n_tests"] <= 0).all())
 
 
 def enrichment_section(data: RunData) -> Section:
@@ -1092,6 +1242,7 @@ SECTIONS: tuple[Callable[[RunData], Section], ...] = (
     rankings_section,
     perturbation_section,
     patients_section,
+    trust_section,
     enrichment_section,
     validation_section,
     methods_section,

@@ -43,7 +43,7 @@ from omicstwin.service.fastlane import FastLane
 from omicstwin.service.guard import FailureLimiter, PatientGuard
 from omicstwin.service.hotpath import HotReader, Rankings
 from omicstwin.service.params import PREFIX
-from omicstwin.service.routes import audit, genes, grants, health, patients, studies
+from omicstwin.service.routes import audit, genes, grants, health, patients, scores, studies
 from omicstwin.service.settings import Settings
 from omicstwin.store.db import check_schema, head_revision, make_engine
 
@@ -51,14 +51,15 @@ DB_ENV = "OMICSTWIN_DB_URL"
 POOL_SIZE, POOL_OVERFLOW = 8, 8  # SQLAlchemy pool per worker process
 DESCRIPTION = (
     "Target, disease gene and drug rankings of published omicstwin studies, and patient "
-    "twin records. Every endpoint but /health needs `Authorization: Bearer <key>`. "
+    "twin records. Every endpoint but /health and /scores (the score registry: which numbers "
+    "are calibrated, which rank only) needs `Authorization: Bearer <key>`. "
     "Errors are application/problem+json. Patient routes answer with "
     "`Cache-Control: no-store` and audit every request."
 )
 # Route modules, in the OpenAPI document's order. Each adds its routes to the app's own router:
 # FastAPI's include_router keeps an included router nested and resolves its routes on every
 # request (about 15% more Python calls per routed request than routes on the app's router).
-ROUTES = (health, studies, genes, patients, audit, grants)
+ROUTES = (health, scores, studies, genes, patients, audit, grants)
 
 
 def create_app(

@@ -7,7 +7,26 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from omicstwin.scores import SCORES, get_score
+
 T = TypeVar("T")
+
+
+def score_description(table: str, column: str, lead: str = "") -> str:
+    """OpenAPI description of a score field, from the registry (:mod:`omicstwin.scores`).
+
+    Rank-only scores say so ("Rank only: its order means something, its differences do not");
+    calibrated ones name their unit. See ``GET /api/v1/scores``.
+    """
+    score = get_score(table, column)
+    better = {"higher": "higher is better", "lower": "lower is better"}.get(
+        score.direction, "ranked by absolute value"
+    )
+    if score.kind == "rank_only":
+        kind = "Rank only (its order means something, its differences do not)"
+    else:
+        kind = f"Calibrated, in {score.unit}"
+    return f"{lead}{kind}; {better}: {score.meaning}. Registry: {table}.{column} (GET /scores)."
 
 
 def _example(example: dict[str, Any]) -> ConfigDict:
@@ -72,6 +91,20 @@ class StudySummary(BaseModel):
     n_targets: int
 
 
+class NullCalibration(BaseModel):
+    """How one screen's p-values compare with chance (the run's null_calibration table)."""
+
+    screen: str = Field(description="targets, drugs or patients.")
+    method: str = Field(description="The null: label_permutation, control_donors or none.")
+    n_tests: int
+    n_permutations: int = Field(
+        description="Relabellings (or control donors) behind each p; the smallest p is 1/(n+1)."
+    )
+    share_below_005: float | None = Field(
+        description="Share of p < 0.05: about 0.05 when nothing differs; more is signal."
+    )
+
+
 class StudyDetail(StudySummary):
     """A study with its provenance (run.json) and table sizes."""
 
@@ -84,6 +117,11 @@ class StudyDetail(StudySummary):
     config: dict[str, Any]
     timings_s: dict[str, Any]
     failures: dict[str, Any]
+    null_calibration: list[NullCalibration] = Field(
+        default_factory=list,
+        description="Per screen, how the run's own p-values compare with chance (empty: the "
+        "run wrote no null_calibration table).",
+    )
 
 
 class TargetRow(BaseModel):
@@ -108,8 +146,8 @@ class TargetRow(BaseModel):
     name: str
     level: str = Field(description="study (rank_targets) or context (cell type x time).")
     rank: int
-    score: float | None = Field(description="Reversal of the disease state; higher is better.")
-    off_target: float | None = Field(description="Off-target change; lower is better.")
+    score: float | None = Field(description=score_description("rank", "score", "Reversal. "))
+    off_target: float | None = Field(description=score_description("rank", "off_target"))
     p_value: float | None
     q_value: float | None
     cell_type: str | None
@@ -136,8 +174,8 @@ class DiseaseGeneRow(BaseModel):
     )
     name: str
     rank: int
-    score: float | None
-    off_target: float | None
+    score: float | None = Field(description=score_description("rank", "score"))
+    off_target: float | None = Field(description=score_description("rank", "off_target"))
     p_value: float | None
     q_value: float | None
     cell_type: str | None
@@ -186,7 +224,7 @@ class GeneScore(BaseModel):
     source: str = Field(description="study_target, context_target or disease_gene.")
     name: str
     rank: int
-    score: float | None
+    score: float | None = Field(description=score_description("rank", "score"))
     q_value: float | None
     cell_type: str | None
     time: float | None
@@ -206,7 +244,17 @@ class ContextState(BaseModel):
     cell_type: str
     time: float
     n_cells: int
-    disease_score: float | None
+    disease_score: float | None = Field(
+        description=score_description("patient_states", "disease_score")
+    )
+    disease_score_low: float | None = Field(
+        None,
+        description="Lower end of the 90% bootstrap interval of disease_score over the donor's "
+        "cells (absent when the run wrote no interval).",
+    )
+    disease_score_high: float | None = Field(
+        None, description="Upper end of the 90% bootstrap interval of disease_score."
+    )
 
 
 class StateSummary(BaseModel):
@@ -238,7 +286,14 @@ class PatientRecord(BaseModel):
                 "mean_disease_score": 0.42,
                 "per_time": [{"time": 0.0, "n_cells": 430, "disease_score": 0.42}],
                 "contexts": [
-                    {"cell_type": "B", "time": 0.0, "n_cells": 430, "disease_score": 0.42}
+                    {
+                        "cell_type": "B",
+                        "time": 0.0,
+                        "n_cells": 430,
+                        "disease_score": 0.42,
+                        "disease_score_low": 0.31,
+                        "disease_score_high": 0.55,
+                    }
                 ],
             },
             "targets_href": "/api/v1/patients/P01/targets",
@@ -262,7 +317,7 @@ class Evidence(BaseModel):
     study_id: str
     name: str | None = Field(description="The study-level target (rank_targets name).")
     rank: int | None
-    score: float | None
+    score: float | None = Field(description=score_description("rank", "score"))
     q_value: float | None
     context_rank: int | None = Field(description="Rank in the patient's best cell type x time.")
     context_q_value: float | None
@@ -279,6 +334,8 @@ class PatientTargetRow(BaseModel):
             "cell_type": "CD14 Mono",
             "time": 48.0,
             "reversal_score": 0.1042,
+            "p_value": 0.25,
+            "q_value": 0.5,
             "evidence": {
                 "study_id": "sar_2022",
                 "name": "KO:PAX6",
@@ -295,7 +352,17 @@ class PatientTargetRow(BaseModel):
     target: str
     cell_type: str | None
     time: float | None
-    reversal_score: float | None
+    reversal_score: float | None = Field(
+        description=score_description("patients", "reversal_score")
+    )
+    p_value: float | None = Field(
+        None,
+        description="The patient's own p-value of this target (null: the control donors' "
+        "screens; the smallest p is 1/(controls + 1)); null if published before schema 0003.",
+    )
+    q_value: float | None = Field(
+        None, description="Benjamini-Hochberg q-value within the patient's screen."
+    )
     evidence: Evidence | None
 
 
@@ -348,3 +415,43 @@ class GrantRow(BaseModel):
     patient_id: str
     study_id: str | None = Field(description="The study of the patient record.")
     created_at: datetime
+
+
+class ScoreInfo(BaseModel):
+    """One registered score column (omicstwin.scores)."""
+
+    direction: str = Field(
+        description="higher or lower (is better), or magnitude (ranked by absolute value)."
+    )
+    kind: str = Field(description="calibrated (interpretable units) or rank_only (order only).")
+    unit: str = Field(description="Unit of a calibrated score; empty for rank-only scores.")
+    meaning: str
+
+
+class ScoreRegistry(BaseModel):
+    """Every score column of every result table: how to read and how much to trust it."""
+
+    model_config = _example(
+        {
+            "tables": {
+                "rank": {
+                    "score": {
+                        "direction": "higher",
+                        "kind": "rank_only",
+                        "unit": "",
+                        "meaning": SCORES["rank"]["score"].meaning,
+                    },
+                    "q_value": {
+                        "direction": "lower",
+                        "kind": "calibrated",
+                        "unit": "false discovery rate",
+                        "meaning": "Benjamini-Hochberg q-value",
+                    },
+                }
+            }
+        }
+    )
+    tables: dict[str, dict[str, ScoreInfo]] = Field(
+        description="Table -> score column -> its declaration (rank tables: targets, disease "
+        "genes, drugs share the registry table 'rank'; patient targets: 'patients')."
+    )

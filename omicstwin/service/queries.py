@@ -79,6 +79,7 @@ def get_study(conn: Connection, study_id: str) -> dict[str, Any] | None:
         "config": run.get("config") or {},
         "timings_s": run.get("timings_s") or {},
         "failures": run.get("failures") or {},
+        "null_calibration": run.get("null_calibration") or [],  # added by publish
     }
 
 
@@ -256,6 +257,8 @@ def patient_targets(
                 "cell_type": r.cell_type,
                 "time": r.time,
                 "reversal_score": r.reversal_score,
+                "p_value": r.p_value,
+                "q_value": r.q_value,
                 "evidence": evidence,
             }
         )
@@ -368,6 +371,8 @@ _PATIENT_TARGET_COLS = (
     "cell_type",
     "time",
     "reversal_score",
+    "p_value",
+    "q_value",
     "study_id",
     "study_name",
     "study_rank",
@@ -429,6 +434,8 @@ def patient_target_rows(rows: list[tuple]) -> list[dict[str, Any]]:
         cell_type,
         time,
         reversal,
+        p_value,
+        q_value,
         study_id,
         name,
         s_rank,
@@ -459,6 +466,8 @@ def patient_target_rows(rows: list[tuple]) -> list[dict[str, Any]]:
                 "cell_type": cell_type,
                 "time": time,
                 "reversal_score": reversal,
+                "p_value": p_value,
+                "q_value": q_value,
                 "evidence": evidence,
             }
         )

@@ -208,6 +208,8 @@ class PatientTarget(Base):
     cell_type: Mapped[str | None] = mapped_column(sa.String(128))
     time: Mapped[float | None] = mapped_column(Float)
     reversal_score: Mapped[float | None] = mapped_column(Float)
+    p_value: Mapped[float | None] = mapped_column(Float)  # the patient's own screen (0003)
+    q_value: Mapped[float | None] = mapped_column(Float)
     study_name: Mapped[str | None] = mapped_column(sa.String(512))  # rank_targets name
     study_rank: Mapped[int | None] = mapped_column(sa.Integer)
     study_score: Mapped[float | None] = mapped_column(Float)

@@ -72,6 +72,7 @@ TABLES_READ = (
     "rank_drugs",
     "patients",
     "patient_states",
+    "null_calibration",
 )
 _CHUNK = 50_000  # rows per SQLite executemany call
 
@@ -455,8 +456,16 @@ def _weighted(scores: pd.Series, weights: pd.Series) -> float | None:
     return value if math.isfinite(value) else None
 
 
+INTERVAL_COLUMNS = ("disease_score_low", "disease_score_high")
+
+
 def _state_summary(states: pd.DataFrame) -> dict[str, Any]:
-    """Cells, cell types, time points and (when known) the disease score per time point."""
+    """Cells, cell types, time points and (when known) the disease score per time point.
+
+    Each context (cell type x time) also carries its 90% bootstrap interval
+    (``disease_score_low`` / ``disease_score_high``) when ``patient_states`` has them; the
+    per-time and overall means have none (an interval does not average).
+    """
     if states.empty:
         return {"n_cells": 0, "cell_types": [], "time_points": [], "per_time": [], "contexts": []}
     states = states.sort_values(["time", "cell_type"], kind="stable")
@@ -470,15 +479,18 @@ def _state_summary(states: pd.DataFrame) -> dict[str, Any]:
                 "disease_score": _weighted(group["disease_score"], group["n_cells"].fillna(0)),
             }
         )
-    contexts = [
-        {
-            "cell_type": str(row.cell_type),
-            "time": float(row.time),
-            "n_cells": int(row.n_cells) if pd.notna(row.n_cells) else 0,
-            "disease_score": _clean(row.disease_score),
+    contexts = []
+    for row in states.to_dict("records"):
+        context = {
+            "cell_type": str(row["cell_type"]),
+            "time": float(row["time"]),
+            "n_cells": int(row["n_cells"]) if pd.notna(row["n_cells"]) else 0,
+            "disease_score": _clean(row["disease_score"]),
         }
-        for row in states.itertuples(index=False)
-    ]
+        for bound in INTERVAL_COLUMNS:  # the 90% bootstrap interval, when the run wrote it
+            if bound in row:
+                context[bound] = _clean(row[bound])
+        contexts.append(context)
     return {
         "n_cells": int(n_cells.sum()),
         "cell_types": sorted(states["cell_type"].astype(str).unique().tolist()),
@@ -487,6 +499,29 @@ def _state_summary(states: pd.DataFrame) -> dict[str, Any]:
         "per_time": per_time,
         "contexts": contexts,
     }
+
+
+def null_calibration_summary(table: pd.DataFrame | None) -> list[dict[str, Any]]:
+    """Per screen of ``null_calibration``: method, tests, permutations, share of p < 0.05.
+
+    Stored in the study's run.json copy under ``null_calibration`` (the study detail reads it
+    there); the per-bin histogram stays in the run directory.
+    """
+    if table is None or table.empty:
+        return []
+    out = []
+    for screen, rows in table.groupby("screen", sort=False):
+        first = rows.iloc[0]
+        out.append(
+            {
+                "screen": str(screen),
+                "method": str(first["method"]),
+                "n_tests": int(first["n_tests"]),
+                "n_permutations": int(first["n_permutations"]),
+                "share_below_005": _clean(first["share_below_005"]),
+            }
+        )
+    return out
 
 
 def _arm(condition: str, case: str | None, control: str | None) -> str:
@@ -532,6 +567,7 @@ def _patient_rows(
     donors = sorted(set(arms) | set(personal["donor"].unique()) | set(states["donor"].unique()))
     records = []
     state_cols = ["cell_type", "time", "n_cells", "disease_score"]
+    state_cols += [c for c in INTERVAL_COLUMNS if c in states.columns]
     states_of = {d: g[state_cols] for d, g in states.groupby("donor", sort=False)}
     times_of = {d: g.dropna() for d, g in design.groupby("donor", sort=False)["time"]}
     for donor in donors:
@@ -696,6 +732,9 @@ def _publish_locked(
         "controls": sum(p["arm"] == "control" for p in patients),
         "patient_targets": len(personal),
     }
+    calibration = null_calibration_summary(tables.get("null_calibration"))
+    if calibration:  # stored beside run.json's own keys (no new column)
+        run_json = {**run_json, "null_calibration": calibration}
     _insert_study(conn, sid, digest, run_json, tables["design"], counts)
     _insert_rankings(conn, sid, tables, contexts)
     _insert(conn, "patients", patients)
@@ -740,6 +779,8 @@ _PATIENT_TARGET_COLUMNS = {
     "cell_type": "cell_type",
     "time": "time",
     "reversal_score": "reversal_score",
+    "p_value": "p_value",
+    "q_value": "q_value",
     "study_name": "study_name",
     "study_rank": "study_rank",
     "study_score": "study_score",

@@ -218,3 +218,33 @@ def test_network_unknown_time_is_a_clear_error(edges):
 
     with pytest.raises(ParameterError, match="fix: pass one of"):
         pl.network(edges, time=99.0, ax=Figure().add_subplot())
+
+
+def test_null_calibration_plot():
+    """One panel per screen, observed bars against the uniform line; None when empty."""
+    from matplotlib.figure import Figure
+
+    from omicstwin import pl
+    from omicstwin.pl._calibration import calibration_reading
+    from omicstwin.tl.nulls import calibration_table
+
+    rng = np.random.default_rng(0)
+    flat = calibration_table("targets", rng.uniform(size=200), n_permutations=99, method="m")
+    spiked = calibration_table(
+        "drugs", np.r_[rng.uniform(0, 0.01, 50), rng.uniform(size=50)], n_permutations=9, method="m"
+    )
+    table = pd.concat([flat, spiked], ignore_index=True)
+    fig = pl.null_calibration(table)
+    assert len(fig.axes) == 2
+    assert [a.get_title() for a in fig.axes] == ["targets", "drugs"]
+    assert len(fig.axes[0].patches) == 20
+    assert "permutations" in fig.axes[0].texts[0].get_text()
+    own = Figure()
+    ax = own.subplots()
+    assert pl.null_calibration(table, ax=ax) is own
+    assert pl.null_calibration(table.iloc[:0]) is None
+    assert "flat histogram" in calibration_reading(table, "targets")
+    assert "excess of small p-values" in calibration_reading(
+        spiked.assign(n_permutations=99), "drugs"
+    )
+    assert "cannot show signal" in calibration_reading(table, "drugs")  # 9: p >= 0.1

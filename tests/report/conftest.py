@@ -113,7 +113,7 @@ def bare_run(pipeline_run, tmp_path):
     """A copy of the run without the optional tables (and without a few result tables)."""
     run_dir = tmp_path / "run"
     shutil.copytree(pipeline_run, run_dir)
-    for name in (*OPTIONAL, "rank_drugs", "rank_regulators", "patients", "qc"):
+    for name in (*OPTIONAL, "rank_drugs", "rank_regulators", "patients", "qc", "null_calibration"):
         (run_dir / f"{name}.parquet").unlink(missing_ok=True)
     return run_dir
 

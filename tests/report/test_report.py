@@ -24,10 +24,11 @@ SECTION_TITLES = [
     "6. Disease genes, targets and drugs",
     "7. Perturbation effects by context",
     "8. Per-patient targets",
-    "9. Pathway enrichment",
-    "10. Validation against known biology",
-    "11. Methods",
-    "12. Provenance",
+    "9. How much to trust these numbers",
+    "10. Pathway enrichment",
+    "11. Validation against known biology",
+    "12. Methods",
+    "13. Provenance",
 ]
 DATE_LINE = re.compile(r'<dd id="date-line">.*?</dd>')
 IMG = re.compile(r"<img\b[^>]*>")
@@ -40,9 +41,9 @@ def test_every_section_and_figure(full_report):
         anchor = re.search(rf'<section id="([a-z]+)">\s*<h2>{re.escape(title)}</h2>', full_report)
         assert anchor and f'href="#{anchor.group(1)}"' in full_report  # listed in the contents
     # design, DE, network, regulators, target bars, perturbations, patient ranks, patient
-    # states, enrichment prerank + ora
+    # states, null calibration, enrichment prerank + ora
     images = IMG.findall(full_report)
-    assert len(images) == 10
+    assert len(images) == 11
     for tag in images:
         payload = re.search(r'src="data:image/png;base64,([^"]+)"', tag).group(1)
         assert base64.b64decode(payload)[:8] == b"\x89PNG\r\n\x1a\n"
@@ -73,6 +74,7 @@ def test_missing_optional_tables_are_explained(bare_run):
     assert "No patient_states.parquet" in html
     assert "no patients.parquet" in html and "no rank_drugs.parquet" in html
     assert "No qc.parquet" in html  # an older run: no quality-control table
+    assert "no null_calibration.parquet" in html  # an older run: no null screen histogram
     # the regulator heatmap still shows the best regulators by overlap p, unranked
     assert "No regulator is predicted" in html
     assert len(IMG.findall(html)) == 6  # no patient, patient-state or enrichment figures
@@ -265,3 +267,25 @@ def test_network_summaries_count_edges():
             ["M", "0", "1", "C → Z (6 h → 12 h, 0.2)"],
             ["T", "2", "0", "B → X (0 h → 6 h, 0.7)"],
         ]
+
+
+def test_trust_section(full_report):
+    """The trust section: the null screens' p-value histogram, its reading, the score kinds."""
+    section = full_report.split('<section id="trust">', 1)[1].split("</section>", 1)[0]
+    assert 'alt="Histograms of the screens&#39; p-values' in section
+    assert "data:image/png;base64," in section
+    assert "permutation" in section or "chance" in section
+    assert "rank only" in section and "calibrated" in section
+
+
+def test_rank_only_labels(full_report):
+    """Ranking tables label rank-only scores from the registry, calibrated ones with units."""
+    rankings = full_report.split('<section id="rankings">', 1)[1].split("</section>", 1)[0]
+    assert "Reversal score (rank only)" in rankings
+    assert "Induction score (rank only)" in rankings
+    assert "Off-target (fraction of the disease vector)" in rankings
+    assert "is rank only" in rankings
+    patients = full_report.split('<section id="patients">', 1)[1].split("</section>", 1)[0]
+    assert "90% interval low" in patients and "90% interval high" in patients
+    assert "Disease score (fraction of the peak disease shift)" in patients
+    assert "The reversal score is rank only" in patients

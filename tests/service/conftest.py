@@ -172,6 +172,23 @@ def fabricate_run(
     conform(pd.concat(rows, ignore_index=True), "patients").to_parquet(
         out / "patients.parquet", index=False
     )
+    from omicstwin.tl.nulls import calibration_table
+
+    calibration = pd.concat(
+        [
+            calibration_table(
+                "targets",
+                targets["p_value"].to_numpy(float),
+                n_permutations=99,
+                method="label_permutation",
+            ),
+            calibration_table(
+                "patients", np.linspace(0.01, 1.0, 40), n_permutations=3, method="control_donors"
+            ),
+        ],
+        ignore_index=True,
+    )
+    conform(calibration, "null_calibration").to_parquet(out / "null_calibration.parquet")
     run = {
         "schema_version": 1,
         "seed": seed,

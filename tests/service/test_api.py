@@ -315,3 +315,73 @@ def test_service_refuses_a_newer_schema(db_url: str, run_dir: Path) -> None:
     with pytest.raises(SchemaVersionError, match="newer omicstwin"):
         create_app(engine)
     engine.dispose()
+
+
+def test_scores_registry_is_public_and_matches_the_package(api: Api) -> None:
+    from omicstwin.scores import SCORES
+
+    body = api.get("/scores", role=None).json()  # no key: like /health
+    assert set(body["tables"]) == set(SCORES)
+    for table, columns in SCORES.items():
+        assert set(body["tables"][table]) == set(columns)
+        for column, score in columns.items():
+            got = body["tables"][table][column]
+            assert got == {
+                "direction": score.direction,
+                "kind": score.kind,
+                "unit": score.unit,
+                "meaning": score.meaning,
+            }
+    assert body["tables"]["rank"]["score"]["kind"] == "rank_only"
+    assert api.get("/scores").json() == body  # the same with a key
+
+
+def test_openapi_says_which_scores_are_rank_only(api: Api) -> None:
+    schemas = api.client.get("/openapi.json").json()["components"]["schemas"]
+    assert "examples" in schemas["ScoreRegistry"]
+    for model in ("TargetRow", "DiseaseGeneRow", "DrugRow", "GeneScore", "Evidence"):
+        description = schemas[model]["properties"]["score"]["description"]
+        assert description.startswith(("Rank only", "Reversal. Rank only")), model
+    reversal = schemas["PatientTargetRow"]["properties"]["reversal_score"]["description"]
+    assert reversal.startswith("Rank only")
+    off_target = schemas["TargetRow"]["properties"]["off_target"]["description"]
+    assert off_target.startswith("Calibrated, in fraction of the disease vector")
+    context = schemas["ContextState"]["properties"]
+    assert {"disease_score_low", "disease_score_high"} <= set(context)
+    assert "Calibrated" in context["disease_score"]["description"]
+
+
+def test_patient_state_intervals_round_trip(api: Api) -> None:
+    states = pd.read_parquet(api.run_dir / "patient_states.parquet")
+    own = states[states["patient_id"] == "P001"].set_index(["cell_type", "time"])
+    contexts = api.get(f"/patients/{MAPPED}").json()["state_summary"]["contexts"]
+    assert len(contexts) == len(own)
+    for context in contexts:
+        row = own.loc[(context["cell_type"], context["time"])]
+        for column in ("disease_score", "disease_score_low", "disease_score_high"):
+            assert math.isclose(context[column], row[column], rel_tol=1e-12), column
+        assert context["disease_score_low"] <= context["disease_score"]
+        assert context["disease_score"] <= context["disease_score_high"]
+
+
+def test_study_detail_has_the_null_calibration(api: Api) -> None:
+    table = pd.read_parquet(api.run_dir / "null_calibration.parquet")
+    detail = api.get("/studies/study_a").json()
+    got = {c["screen"]: c for c in detail["null_calibration"]}
+    assert set(got) == {"targets", "patients"}
+    for screen, rows in table.groupby("screen"):
+        first = rows.iloc[0]
+        assert got[screen]["n_permutations"] == int(first["n_permutations"])
+        assert got[screen]["n_tests"] == int(first["n_tests"])
+        assert got[screen]["method"] == first["method"]
+        assert math.isclose(got[screen]["share_below_005"], float(first["share_below_005"]))
+
+
+def test_patient_target_p_q_round_trip(api: Api) -> None:
+    personal = pd.read_parquet(api.run_dir / "patients.parquet")
+    own = personal[personal["patient_id"] == "P001"].set_index("rank")
+    rows = api.get(f"/patients/{MAPPED}/targets", limit=100).json()["data"]
+    assert len(rows) == len(own)
+    for row in rows:
+        assert math.isclose(row["p_value"], own.loc[row["rank"], "p_value"], rel_tol=1e-12)
+        assert math.isclose(row["q_value"], own.loc[row["rank"], "q_value"], rel_tol=1e-12)
