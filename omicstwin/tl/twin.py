@@ -198,8 +198,71 @@ def fit_twin(
     c_index = {c: i for i, c in enumerate(cell_types)}
     t_index = {t: i for i, t in enumerate(times)}
     shape = (len(times), len(cell_types), len(genes))
-    groups = obs[["cell_type", "time", "condition", "donor"]].reset_index(drop=True)
 
+    states, donors = _fit_states(cohort, obs, c_index, t_index, shape)
+    if network_level not in ("donors", "cells"):
+        raise ParameterError(f"network_level must be 'donors' or 'cells', got '{network_level}'")
+    network, intracellular = _fit_intracellular(
+        cohort,
+        arm_rows,
+        obs,
+        edges,
+        states,
+        sorted(donors),
+        (genes, cell_types, times),
+        network_level=network_level,
+        regulators=regulators,
+        top_k=top_k,
+        min_cells=min_cells,
+        alpha=alpha,
+    )
+    twin = Twin(
+        genes=genes,
+        cell_types=cell_types,
+        times=times,
+        states=states,
+        donors=donors,
+        intracellular=intracellular,
+        temporal=_fit_temporal(edges, states, donors, g_index, c_index, t_index, alpha),
+        intercellular=_intercellular_coupling(edges, n_intercellular, g_index, c_index, t_index),
+        params={
+            "alpha": alpha,
+            "n_intercellular": n_intercellular,
+            "case": case,
+            "control": control,
+            "network_level": network_level,
+            "top_k": top_k,
+        },
+        network=network,
+    )
+    store_result(data, key_added, conform(twin.network, "edges"), twin.params)
+    return twin
+
+
+def _fit_states(cohort, obs, c_index, t_index, shape) -> tuple[dict[str, np.ndarray], dict]:
+    """Compute the mean log-normalised states of both arms and of every donor.
+
+    Parameters
+    ----------
+    cohort
+        The cohort view of the data (:func:`omicstwin.pp.cohort.as_cohort`); its cached log
+        summaries are shared with the networks step.
+    obs
+        Observations of the cells in either arm (columns ``cell_type``, ``condition``,
+        ``donor``).
+    c_index, t_index
+        Cell type -> axis index and time point -> axis index.
+    shape
+        (time points, cell types, genes) of every state.
+
+    Returns
+    -------
+    states
+        ``{"case": z, "control": z, <donor id>: z}``, donors in sorted order.
+    donors
+        Donor id -> arm label (the condition of the donor's first cell).
+    """
+    case, control = cohort.keys.case, cohort.keys.control
     states: dict[str, np.ndarray] = {}
     summaries = cohort.log_summaries  # mean log-normalised expression, shared with networks
     keys, mean = summaries.arms, summaries.arm_mean
@@ -211,39 +274,128 @@ def fit_twin(
     donors = obs.groupby("donor")["condition"].first().to_dict()
     for donor in sorted(donors):
         states[donor] = _state(dkeys, dmean, donor, "donor", c_index, t_index, shape)
+    return states, donors
 
-    if network_level not in ("donors", "cells"):
-        raise ParameterError(f"network_level must be 'donors' or 'cells', got '{network_level}'")
-    intracellular = [[None] * len(cell_types) for _ in times]
-    network = None
+
+def _fit_intracellular(
+    cohort,
+    arm_rows,
+    obs,
+    edges,
+    states,
+    donors,
+    axes,
+    *,
+    network_level,
+    regulators,
+    top_k,
+    min_cells,
+    alpha,
+) -> tuple[pd.DataFrame, list[list[sparse.csr_matrix | None]]]:
+    """Fit the intracellular networks at the chosen level; also return the edges they use.
+
+    Parameters
+    ----------
+    cohort, arm_rows, obs
+        The cohort view, the positions of the cells in either arm and their observations.
+    edges
+        The multicellular network (its ``intracellular`` layer is the per-context fallback).
+    states, donors
+        From :func:`_fit_states`; ``donors`` sorted.
+    axes
+        ``(genes, cell_types, times)`` of the twin.
+    network_level, regulators, top_k, min_cells, alpha
+        As in :func:`fit_twin`.
+
+    Returns
+    -------
+    network
+        The intracellular edges used (``edges`` schema for ``"donors"``; otherwise the input's
+        intracellular rows).
+    intracellular
+        ``[t][c]`` CSR elasticities or None.
+    """
+    genes, cell_types, times = axes
     if network_level == "donors":
         network, intracellular = _donor_networks(
-            states, sorted(donors), genes, cell_types, times, regulators, top_k, alpha
+            states, donors, genes, cell_types, times, regulators, top_k, alpha
         )
-    intra = None  # the per-context edges: a copy of most of the table, made only when used
-    if network_level == "cells" or network is None:
-        intra = edges[edges["layer"] == "intracellular"]
+    else:
+        network, intracellular = None, [[None] * len(cell_types) for _ in times]
+    if network is None:  # "cells", or too few donors: the twin uses the per-context edges
+        intra = edges[edges["layer"] == "intracellular"]  # a copy, so made only when needed
+        network = intra.reset_index(drop=True)
+        if network_level == "cells":
+            indices = tuple({v: i for i, v in enumerate(axis)} for axis in axes)
+            _fit_cell_networks(
+                intracellular, cohort, arm_rows, obs, intra, indices, min_cells, alpha
+            )
+    return network, intracellular
+
+
+def _fit_cell_networks(grid, cohort, arm_rows, obs, intra, indices, min_cells, alpha) -> None:
+    """Fill ``grid[t][c]`` with elasticities fitted on each context's cells (``"cells"`` level).
+
+    Parameters
+    ----------
+    grid
+        ``[t][c]`` list of lists, filled in place; contexts without enough cells or without
+        edges stay None.
+    cohort, arm_rows, obs
+        The cohort view, the positions of the cells in either arm and their observations.
+    intra
+        The intracellular edges of the multicellular network (per cell type and time point).
+    indices
+        ``(g_index, c_index, t_index)``: gene, cell type and time point -> axis index.
+    min_cells, alpha
+        As in :func:`fit_twin`.
+    """
+    g_index, c_index, t_index = indices
+    groups = obs[["cell_type", "time", "condition", "donor"]].reset_index(drop=True)
     contexts = groups.groupby(["cell_type", "time"]).indices
     for (cell_type, time), positions in contexts.items():
-        if network_level == "donors":
-            break
         block = intra[(intra["source_cell_type"] == cell_type) & (intra["time_from"] == time)]
         if len(positions) < min_cells or block.empty:
             continue
+        # densify one context at a time, never the whole cohort's matrix
         z = cohort.log_normalised(arm_rows[positions]).toarray()
-        intracellular[t_index[time]][c_index[cell_type]] = fit_elasticities(
+        grid[t_index[time]][c_index[cell_type]] = fit_elasticities(
             z,
             block["source"].map(g_index).to_numpy(),
             block["target"].map(g_index).to_numpy(),
-            len(genes),
+            len(g_index),
             alpha=alpha,
         )
-    temporal = [[None] * len(cell_types) for _ in times]
+
+
+def _fit_temporal(
+    edges, states, donors, g_index, c_index, t_index, alpha
+) -> list[list[sparse.csr_matrix | None]]:
+    """Temporal elasticities ``[t][c]`` from donor states at t -> t+1 along the temporal edges.
+
+    Parameters
+    ----------
+    edges
+        The multicellular network; only its ``temporal`` layer is used.
+    states, donors
+        From :func:`_fit_states`; donors are the samples of the lagged regression (sorted).
+    g_index, c_index, t_index
+        Gene, cell type and time point -> axis index.
+    alpha
+        Ridge penalty.
+
+    Returns
+    -------
+    list of list
+        ``[t][c]`` CSR elasticities; None where no edge leaves that context or t is the last
+        time point (nothing to carry over to).
+    """
+    temporal = [[None] * len(c_index) for _ in t_index]
     lagged = edges[edges["layer"] == "temporal"]
     donor_z = {d: states[d] for d in donors}
     for (cell_type, time), block in lagged.groupby(["source_cell_type", "time_from"]):
         t, c = t_index[time], c_index[cell_type]
-        if t + 1 >= len(times):
+        if t + 1 >= len(t_index):
             continue
         x = np.array([donor_z[d][t, c] for d in sorted(donor_z)])
         y = np.array([donor_z[d][t + 1, c] for d in sorted(donor_z)])
@@ -252,14 +404,35 @@ def fit_twin(
             y,
             block["source"].map(g_index).to_numpy(),
             block["target"].map(g_index).to_numpy(),
-            len(genes),
+            len(g_index),
             alpha,
         )
+    return temporal
+
+
+def _intercellular_coupling(edges, n_intercellular, g_index, c_index, t_index) -> pd.DataFrame:
+    """Keep the strongest positive ligand -> receptor edges per time point, as axis indices.
+
+    Parameters
+    ----------
+    edges
+        The multicellular network; only its ``intercellular`` layer is used.
+    n_intercellular
+        Edges kept per time point.
+    g_index, c_index, t_index
+        Gene, cell type and time point -> axis index.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns time_index, sender, ligand, receiver, receptor and kappa (see :class:`Twin`);
+        a complex acts through its first subunit.
+    """
     inter = edges[(edges["layer"] == "intercellular") & (edges["weight"] > 0)]
     inter = top_rows(
         inter, "weight", n_intercellular, table="intercellular_edges", within=["time_from"]
     )
-    coupling = pd.DataFrame(
+    return pd.DataFrame(
         {
             "time_index": inter["time_from"].map(t_index).to_numpy(int),
             "sender": inter["source_cell_type"].map(c_index).to_numpy(int),
@@ -269,27 +442,6 @@ def fit_twin(
             "kappa": 1.0,
         }
     )
-    twin = Twin(
-        genes=genes,
-        cell_types=cell_types,
-        times=times,
-        states=states,
-        donors=donors,
-        intracellular=intracellular,
-        temporal=temporal,
-        intercellular=coupling,
-        params={
-            "alpha": alpha,
-            "n_intercellular": n_intercellular,
-            "case": case,
-            "control": control,
-            "network_level": network_level,
-            "top_k": top_k,
-        },
-        network=network if network is not None else intra.reset_index(drop=True),
-    )
-    store_result(data, key_added, conform(twin.network, "edges"), twin.params)
-    return twin
 
 
 def _donor_networks(states, donors, genes, cell_types, times, regulators, top_k, alpha):
