@@ -776,13 +776,6 @@ def randomised(twin: Twin, seed: int) -> Twin:
     )
 
 
-def empirical_p(observed: np.ndarray, null: np.ndarray) -> np.ndarray:
-    """One-sided empirical p: (1 + #null >= observed) / (1 + #null), null pooled."""
-    null = np.sort(np.asarray(null, float).ravel())
-    greater = len(null) - np.searchsorted(null, observed, side="left")
-    return (1.0 + greater) / (1.0 + len(null))
-
-
 def target_screen(
     twin: Twin,
     perturbations: Sequence[Perturbation] | None = None,
