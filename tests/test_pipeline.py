@@ -184,5 +184,5 @@ def test_unknown_disease_fails_before_any_stage(small_cohort_path, tmp_path):
 
 
 def test_removed_null_options_are_a_clear_error():
-    with pytest.raises(errors.ParameterError, match=r"n_null.*no longer exist.*n_permutations"):
+    with pytest.raises(errors.ParameterError, match=r"n_null was removed.*n_permutations"):
         load_config(None, {"data": "x.h5ad", "stages": {"n_null": 10}})

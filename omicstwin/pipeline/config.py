@@ -51,8 +51,9 @@ class Stages(BaseModel):
         removed = sorted({"n_null", "null_size"} & set(values or {}))
         if removed:
             raise ValueError(
-                f"{' and '.join(removed)} no longer exist: the screens' null is a donor-label "
-                "permutation test now; fix: remove them and set n_permutations (default 1999)"
+                f"{' and '.join(removed)} {'was' if len(removed) == 1 else 'were'} removed: the "
+                "screens' null is a donor-label permutation test now; fix: delete "
+                f"{'it' if len(removed) == 1 else 'them'} and set n_permutations (default 1999)"
             )
         return values
 
