@@ -97,6 +97,23 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "n_cells": "int64",
         "n_cells_kept": "int64",  # cells passing quality control
         "median_genes": "float64",  # detected genes per cell before filtering
+        # cells failing each filter (omicstwin.pp.qc; a cell failing two counts in both)
+        "n_low_genes": "int64",  # fewer detected genes than stages.min_genes
+        "n_high_mito": "int64",  # mitochondrial share above qc.max_pct_mito
+        "n_high_ribo": "int64",  # ribosomal share above qc.max_pct_ribo
+        "n_doublets": "int64",  # called doublets (scrublet; 0 when not scored)
+        "median_counts": "float64",  # counts per cell before filtering
+        "median_pct_mito": "float64",  # % of a cell's counts on MT- genes, before filtering
+        "median_pct_ribo": "float64",  # % on RPS/RPL genes
+        "doublet_rate": "float64",  # called doublets / scored cells (NaN: not scored)
+    },
+    "gene_map": {  # gene_ids.parquet: how each input column became a gene (omicstwin.io.genes)
+        "input_name": "string",  # the input's var name
+        "gene_id": "string",  # the name without version or make_unique suffix
+        "gene": "string",  # the run's gene (HGNC symbol, or the id when unmapped)
+        "mapping": "string",  # symbol / ensembl / alias / prior_name / unmapped_id / unmapped
+        "suffix_removed": "int64",  # 1: a make_unique suffix (-1, .1) was undone
+        "n_merged": "int64",  # input columns summed into this gene (1: none)
     },
     "patient_states": {
         "patient_id": "string",

@@ -283,7 +283,12 @@ DESCRIPTIVE: dict[str, set[str]] = {
     "perturbations": {"dose", "time"},
     "rank": {"best_time"},
     "patients": {"time"},
-    "qc": {"time", "n_cells", "n_cells_kept", "median_genes"},
+    "qc": {
+        *("time", "n_cells", "n_cells_kept", "median_genes", "n_low_genes", "n_high_mito"),
+        *("n_high_ribo", "n_doublets", "median_counts", "median_pct_mito", "median_pct_ribo"),
+        "doublet_rate",
+    },
+    "gene_map": {"suffix_removed", "n_merged"},
     "patient_states": {"time", "n_cells"},
     "null_calibration": {"bin_low", "bin_high", "n_tests", "n_expected", "n_permutations"},
     "enrichment": {"time", "set_size", "n_overlap"},

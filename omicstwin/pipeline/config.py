@@ -93,6 +93,36 @@ class Stages(BaseModel):
     validation_random: int = Field(1000, ge=10, description="Random rankings of the baseline.")
 
 
+class QC(BaseModel):
+    """Cell quality control beyond ``stages.min_genes`` / ``stages.min_cells`` (omicstwin.pp.qc)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_pct_mito: float | None = Field(
+        20.0,
+        ge=0,
+        le=100,
+        description="Highest % of a cell's counts on MT- genes (None: no cut). Whole-"
+        "transcriptome PBMC data commonly use 5-20; the demo's cells are all below 3.",
+    )
+    max_pct_ribo: float | None = Field(
+        None, ge=0, le=100, description="Highest % on RPS/RPL genes (None: no cut)."
+    )
+    doublets: bool = Field(
+        False,
+        description="Score doublets per donor x time with scanpy's scrublet and remove the "
+        "called ones. Off by default: the bundled simulator makes singlets only, so on it "
+        "every call is a false positive; turn it on for droplet data.",
+    )
+    doublet_threshold: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Scrublet score above which a cell is a doublet (None: scrublet's "
+        "automatic threshold, which needs scikit-image: pip install 'omicstwin[qc]').",
+    )
+
+
 class RunConfig(BaseModel):
     """A study: the data, its keys and labels, priors, stage parameters, seed and compute."""
 
@@ -116,6 +146,11 @@ class RunConfig(BaseModel):
     control: str = "control"
     layer: str | None = None
     time_unit: str | None = None
+    species: Literal["auto", "human", "mouse"] = Field(
+        "auto",
+        description="Species of the genes: auto detects it from the names (Ensembl prefixes, "
+        "symbol capitalisation); the priors are human, so mouse data stop with the fix.",
+    )
     priors: dict[Literal["tfs", "tf_targets", "ligand_receptor"], str] = Field(
         default_factory=lambda: {
             "tfs": "lambert2018_tfs",
@@ -125,6 +160,7 @@ class RunConfig(BaseModel):
     )
     seed: int = 0
     stages: Stages = Field(default_factory=Stages)
+    qc: QC = Field(default_factory=QC)
     compute: Compute = Field(default_factory=Compute)
 
 

@@ -84,6 +84,10 @@ def check_extras(config: RunConfig) -> None:
     require("jinja2", what="the report stage")
     if config.stages.enrichment_prerank:
         require("gseapy", what="prerank enrichment (stages.enrichment_prerank: [] skips it)")
+    if config.qc.doublets and config.qc.doublet_threshold is None:
+        require(
+            "skimage", what="scrublet's automatic doublet threshold (or set qc.doublet_threshold)"
+        )
     compute = config.compute
     if compute.workers or compute.scheduler or compute.profile:
         require("distributed", what="screens on a dask cluster (compute.workers: 0 runs here)")
@@ -173,6 +177,7 @@ class Runner:
                 "seed": self.config.seed,
                 "inputs": {str(self.context.data_path): self.data_sha},
                 "cohort": cohort["line"],
+                "genes": cohort.get("genes"),  # gene id harmonisation (omicstwin.io.genes)
                 "time_unit": cohort.get("time_unit"),
                 "skipped_groups": cohort["skipped"],
                 "cached_stages": self.context.reused,

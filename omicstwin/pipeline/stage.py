@@ -134,6 +134,7 @@ class RunContext:
     progress: Callable[[int, int], None] = _no_progress
     twin: Any = None
     time_unit: str | None = None
+    gene_plan: Any = None  # how the input's gene names became the run's (omicstwin.io.genes)
 
     @cached_property
     def keys(self) -> dict[str, Any]:
@@ -150,7 +151,7 @@ class RunContext:
         from omicstwin.io import read_data
         from omicstwin.pp.cohort import Cohort
 
-        raw = read_data(self.data_path)
+        raw = self._harmonised(read_data(self.data_path))
         self.time_unit = self.config.time_unit or getattr(raw, "uns", {}).get("time_unit")
         return Cohort.from_data(
             raw,
@@ -160,11 +161,46 @@ class RunContext:
             warn="validate" not in self.reused,  # warned when the validate stage ran
         )
 
+    def _harmonised(self, raw):
+        """Return the input with its genes named as the priors name them (Ensembl ids, ...)."""
+        from omicstwin.io.genes import apply_plan, gene_plan
+        from omicstwin.io.read import is_mudata, rna_modality
+
+        rna = rna_modality(raw)
+        plan = gene_plan(list(rna.var_names), species=self.config.species, keep=self.prior_genes)
+        self.gene_plan = plan
+        if plan.identity:
+            return raw
+        if is_mudata(raw):  # the run's own object: its RNA modality is replaced
+            raw.mod["rna"] = apply_plan(rna, plan)
+            raw.update()
+            return raw
+        return apply_plan(raw, plan)
+
+    @cached_property
+    def prior_genes(self) -> frozenset[str]:
+        """Every gene the run's priors name (kept as they are by the gene harmonisation)."""
+        from omicstwin.io.manifests import load_gene_list, load_table
+
+        priors = self.config.priors
+        genes = set(load_gene_list(priors["tfs"]))
+        targets = load_table(priors["tf_targets"])
+        genes |= set(targets["source"]) | set(targets["target"])
+        lr = load_table(priors["ligand_receptor"])
+        for column in ("ligand", "receptor"):
+            genes |= set(lr[column].astype(str).str.split("_").explode())
+        return frozenset(genes)
+
     @cached_property
     def cohort(self):
         """The cohort every analysis stage works on: the cells and genes that pass QC."""
-        stages = self.config.stages
-        cohort = self.validated.filter(min_genes=stages.min_genes, min_cells=stages.min_cells)
+        stages, qc = self.config.stages, self.config.qc
+        cohort = self.validated.filter(
+            min_genes=stages.min_genes,
+            min_cells=stages.min_cells,
+            **qc.model_dump(),
+            seed=self.config.seed,
+        )
         del self.validated  # the unfiltered counts are not needed any more
         return cohort
 

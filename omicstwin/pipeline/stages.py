@@ -61,16 +61,18 @@ def validate(ctx: RunContext) -> dict[str, Any]:
     """Validate the input at the door; write the design table."""
     summary = ctx.validated.summary
     write_table(ctx.out, "design", summary.design)
+    write_table(ctx.out, "gene_ids", ctx.gene_plan.table)
     cohort = {
         "line": summary.one_line(),
         "skipped": len(summary.skipped_groups),
         "time_unit": ctx.time_unit,
+        "genes": ctx.gene_plan.one_line(),
     }
     return {"cohort": cohort}
 
 
 def preprocess(ctx: RunContext) -> None:
-    """Quality control of cells and genes; write the QC table."""
+    """Quality control of cells (genes, mitochondrial / ribosomal share, doublets) and genes."""
     write_table(ctx.out, "qc", ctx.cohort.qc)
 
 
@@ -307,16 +309,16 @@ STAGES: tuple[Stage, ...] = (
         validate,
         params=(
             *("cell_type_key", "time_key", "condition_key", "donor_key", "case", "control"),
-            *("layer", "time_unit", "stages.min_donors"),
+            *("layer", "time_unit", "stages.min_donors", "species", "priors"),
         ),
-        outputs=("design.parquet",),
+        outputs=("design.parquet", "gene_ids.parquet"),
         reads_input=True,
     ),
     Stage(
         "preprocess",
         preprocess,
         upstream=("validate",),
-        params=("stages.min_genes", "stages.min_cells"),
+        params=("stages.min_genes", "stages.min_cells", "qc", "seed"),
         outputs=("qc.parquet",),
     ),
     Stage(

@@ -203,13 +203,15 @@ class Cohort:
 
     # ------------------------------------------------------------------------------ QC
 
-    def filter(self, *, min_genes: int = 10, min_cells: int = 3) -> Cohort:
+    def filter(self, *, min_genes: int = 10, min_cells: int = 3, **qc_options: Any) -> Cohort:
         """Quality control: the cohort of the cells and genes that pass, with its QC table.
 
         Parameters
         ----------
         min_genes, min_cells
             See :func:`omicstwin.pp.qc.qc_masks`.
+        qc_options
+            Mitochondrial / ribosomal cuts and doublets (:func:`omicstwin.pp.qc.quality_control`).
 
         Returns
         -------
@@ -222,13 +224,16 @@ class Cohort:
         ParameterError
             No cell or no gene passes.
         """
-        from omicstwin.pp.qc import check_kept, qc_masks, qc_table
+        from omicstwin.pp.qc import quality_control
 
-        keep_cells, keep_genes, genes_per_cell = qc_masks(
-            self.counts, min_genes=min_genes, min_cells=min_cells
+        keep_cells, keep_genes, qc = quality_control(
+            self.counts,
+            self.obs,
+            self.genes,
+            min_genes=min_genes,
+            min_cells=min_cells,
+            **qc_options,
         )
-        check_kept(keep_cells, keep_genes, min_genes, min_cells)
-        qc = qc_table(self.obs, keep_cells, genes_per_cell)
         counts = self.counts
         if not keep_cells.all():
             counts = counts[keep_cells]
