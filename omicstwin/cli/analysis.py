@@ -256,6 +256,9 @@ def run(
     case: Annotated[str | None, typer.Option(help="Case label.")] = None,
     control: Annotated[str | None, typer.Option(help="Control label.")] = None,
     layer: Annotated[str | None, typer.Option(help="Layer with raw counts.")] = None,
+    species: Annotated[
+        str | None, typer.Option(help="Species of the genes: auto (detect), human or mouse.")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     scheduler: Annotated[
         str | None, typer.Option(help="Address of an existing dask scheduler.")
@@ -282,6 +285,7 @@ def run(
             "case": case,
             "control": control,
             "layer": layer,
+            "species": species,
             "seed": seed,
             "scheduler": scheduler,
             "profile": profile,

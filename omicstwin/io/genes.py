@@ -10,8 +10,11 @@ Real count matrices name genes in ways the priors (human HGNC symbols) do not ma
   (``keep``) is never renamed, and an approved symbol the priors know under one previous
   name gets that name, so the data match the priors' own vocabulary;
 - ``make_unique`` suffixes (anndata ``GENE-1``, R ``GENE.1``): undone only when provably one,
-  that is the base name is present too and the suffixed name is not itself a known symbol
-  (``IGHV1-69-2``, ``H1-2``, ``NKX2-1`` and ``HLA-A`` are real symbols and stay);
+  that is the base name is present too and the suffixed name is not itself an approved
+  symbol or a prior's gene (``IGHV1-69-2``, ``H1-2``, ``NKX2-1`` and ``HLA-A`` are real
+  symbols and stay). An alias does not protect a name: ``AGT-1`` beside ``AGT`` is AGT's
+  second column, not SLC7A13 (whose alias it is), since count matrices name genes by their
+  approved symbols;
 - duplicated names (after the steps above): their counts are summed into one column.
 
 :func:`gene_plan` works on names only and returns a :class:`GenePlan` whose :meth:`~GenePlan.apply`
@@ -182,7 +185,7 @@ def check_species(names: Sequence[str], species: str = "auto") -> str:
         f"the genes look like {found} ({examples}, ...) but omicstwin's priors are human and no "
         f"{found}-human ortholog table is installed; fix: convert the genes to human orthologs "
         "first (e.g. Ensembl BioMart homologs or gprofiler's g:Orth), or pass --species human "
-        "(data species: human in the run config) if the detection is wrong"
+        "(species: human in the run config) if the detection is wrong"
     )
 
 
@@ -214,7 +217,7 @@ def gene_plan(
     species = check_species(names, species)
     ensembl, alias, approved, aliases_of = _hgnc()
     keep = frozenset(keep or ())
-    known = approved | keep | alias.keys()
+    known = approved | keep
     present = set(names)
     rows = []
     for name in names:

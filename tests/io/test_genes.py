@@ -26,7 +26,7 @@ def _slow_reference(names, ids, aliases, keep):
             symbols_of_id.setdefault(gene_id, set()).add(symbol)
     approved = set(ids["gene"])
     alias_of = {a: g for a, g in zip(aliases["alias"], aliases["gene"], strict=True)}
-    known = approved | set(alias_of) | set(keep)
+    known = approved | set(keep)
     present = set(names)
     out = []
     for name in names:
@@ -80,6 +80,9 @@ def test_real_symbols_with_dashes_and_digits_are_not_suffixes():
     assert undone == {"CD3E-1", "CD3E.2", "MALAT1-1"}
     assert table.loc["IGHV1-69-2", "gene"] == "IGHV1-69-2"
     assert table.loc["CD4-01", "gene"] == "CD4-01"  # leading zero: not a uniqueness suffix
+    # AGT-1 is an alias of SLC7A13, but beside AGT it is AGT's make_unique column
+    assert gene_plan(["AGT", "AGT-1"]).genes.tolist() == ["AGT"]
+    assert gene_plan(["AGT-1"]).genes.tolist() == ["SLC7A13"]
 
 
 def test_ensembl_versions_aliases_and_unmapped_ids():
