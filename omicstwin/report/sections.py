@@ -272,6 +272,7 @@ def design_section(data: RunData) -> Section:
         )
     )
     section.blocks += _qc_blocks(data)
+    section.blocks += _qc_filter_blocks(data)
     return section
 
 
@@ -332,6 +333,54 @@ def _qc_blocks(data: RunData) -> list[Any]:
             "detected genes.",
         )
     ]
+
+
+def _qc_filter_blocks(data: RunData) -> list[Any]:
+    """Cells each QC filter removed, the median shares of MT-/RP genes, and the gene ids."""
+    blocks: list[Any] = []
+    genes_line = data.run.get("genes")
+    if genes_line:
+        blocks.append(NoteBlock(f"Gene names: {genes_line} (table gene_ids.parquet)."))
+    qc = data.table("qc")
+    reasons = ["n_low_genes", "n_high_mito", "n_high_ribo", "n_doublets"]
+    if qc is None or qc.empty or not set(reasons) <= set(qc.columns):
+        return blocks
+    config = data.run.get("config") or {}
+    stages, rules = config.get("stages") or {}, config.get("qc") or {}
+
+    def rule(key: str, text: str) -> str:
+        return text.format(rules[key]) if rules.get(key) is not None else "no cut"
+
+    n_cells = int(qc["n_cells"].sum())
+    doublet_rule = "scrublet per donor x time" if rules.get("doublets") else "not scored"
+    frame = pd.DataFrame(
+        {
+            "filter": [
+                f"fewer than {stages.get('min_genes', '?')} detected genes",
+                f"mitochondrial counts ({rule('max_pct_mito', 'above {} %')})",
+                f"ribosomal protein counts ({rule('max_pct_ribo', 'above {} %')})",
+                f"doublets ({doublet_rule})",
+            ],
+            "removed": [int(qc[column].sum()) for column in reasons],
+        }
+    )
+    frame["share"] = [f"{100 * n / n_cells:.2f} %" if n_cells else DASH for n in frame["removed"]]
+    mito, ribo = qc["median_pct_mito"].median(), qc["median_pct_ribo"].median()
+    blocks.append(
+        table_block(
+            frame,
+            {
+                "filter": ("Filter", _text),
+                "removed": ("Cells removed", fmt_num),
+                "share": ("Of all cells", _text),
+            },
+            numeric=("share",),
+            caption="A cell failing two filters counts in both. Median over donor x time x "
+            f"cell type groups: {fmt_num(mito)} % of a cell's counts on MT- genes, "
+            f"{fmt_num(ribo)} % on ribosomal protein genes.",
+        )
+    )
+    return blocks
 
 
 def de_section(data: RunData) -> Section:
