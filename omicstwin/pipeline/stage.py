@@ -198,8 +198,7 @@ class RunContext:
         cohort = self.validated.filter(
             min_genes=stages.min_genes,
             min_cells=stages.min_cells,
-            **qc.model_dump(),
-            seed=self.config.seed,
+            **qc.model_dump(),  # scrublet keeps its own random_state (0): QC ignores the seed
         )
         del self.validated  # the unfiltered counts are not needed any more
         return cohort

@@ -318,7 +318,7 @@ STAGES: tuple[Stage, ...] = (
         "preprocess",
         preprocess,
         upstream=("validate",),
-        params=("stages.min_genes", "stages.min_cells", "qc", "seed"),
+        params=("stages.min_genes", "stages.min_cells", "qc"),
         outputs=("qc.parquet",),
     ),
     Stage(
