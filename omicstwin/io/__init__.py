@@ -18,6 +18,8 @@ _EXPORTS = {
     "cohort_obs": "omicstwin.io.validate",
     "counts_matrix": "omicstwin.io.validate",
     "resolve_time": "omicstwin.io.validate",
+    "harmonise_genes": "omicstwin.io.genes",
+    "gene_plan": "omicstwin.io.genes",
     "Manifest": "omicstwin.io.manifests",
     "Resource": "omicstwin.io.manifests",
     "get_resource": "omicstwin.io.manifests",
