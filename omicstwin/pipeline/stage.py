@@ -172,8 +172,9 @@ class RunContext:
         if plan.identity:
             return raw
         if is_mudata(raw):  # the run's own object: its RNA modality is replaced
+            # no mdata.update(): it refuses renamed genes, and the cohort reads only the RNA
+            # modality and the global obs (the cells, unchanged)
             raw.mod["rna"] = apply_plan(rna, plan)
-            raw.update()
             return raw
         return apply_plan(raw, plan)
 

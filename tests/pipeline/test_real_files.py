@@ -100,3 +100,25 @@ def test_mouse_file_stops_with_one_line_naming_the_fix(small_cohort, tmp_path):
     assert len(errors) == 1 and errors[0].startswith("error: the genes look like mouse")
     assert "human orthologs" in errors[0] and "--species human" in errors[0]
     assert "Traceback" not in result.output
+
+
+def test_mudata_rna_modality_is_harmonised_before_validation(tmp_path):
+    import mudata as md
+
+    from omicstwin.pipeline import RunConfig
+    from omicstwin.pipeline.stage import RunContext
+    from tests.conftest import TINY_KEYS, make_tiny
+
+    rna = make_tiny()
+    dense = rna.X.toarray()
+    rna.var_names = ["CD3E", "CD3E-1", "ENSG00000121410.2", "A1BG", "CD4", "CD8A", "GZMB", "NKG7"]
+    mdata = md.MuData({"rna": rna})
+    path = tmp_path / "tiny.h5mu"
+    mdata.write(path)
+    config = RunConfig(data=str(path), **TINY_KEYS)
+    context = RunContext(config, tmp_path, path)
+    cohort = context.validated
+    assert list(cohort.genes) == ["CD3E", "A1BG", "CD4", "CD8A", "GZMB", "NKG7"]
+    expected = np.column_stack([dense[:, :2].sum(1), dense[:, 2:4].sum(1), dense[:, 4:]])
+    np.testing.assert_array_equal(cohort.counts.toarray(), expected)
+    assert context.gene_plan.one_line().startswith("8 input genes -> 6 genes (human)")
