@@ -61,8 +61,8 @@ def fit_small_twin(folder: Path) -> Path:
     return config_path
 
 
-def run_screens(config_path: Path, out: Path, **compute: Any) -> dict[str, pd.DataFrame]:
-    """Run the ``screens`` stage on the fitted twin with ``compute`` settings; read its tables.
+def run_screens(config_path: Path, out: Path, **compute: Any) -> Path:
+    """Run the ``screens`` stage on the fitted twin with ``compute`` settings into ``out``.
 
     ``compute`` is ``workers=0``, ``scheduler=ADDRESS`` or ``profile=NAME_OR_PATH`` (the
     config's ``compute`` section, as the CLI's flags set it).
@@ -78,16 +78,19 @@ def run_screens(config_path: Path, out: Path, **compute: Any) -> dict[str, pd.Da
     ctx = RunContext(config, out, data_path(config, fitted))
     ctx.twin = load_twin(fitted / "twin")
     screens(ctx)
-    return {name: pd.read_parquet(out / f"{name}.parquet") for name in SCREEN_TABLES}
+    return out
 
 
-def assert_identical(tables: dict[str, pd.DataFrame], reference: dict[str, pd.DataFrame]):
-    """Every screen table equal to the reference's: values, dtypes, order, index; no tolerance."""
-    assert set(tables) == set(reference)
-    for name, expected in reference.items():
+def assert_identical(run: Path, reference: Path) -> None:
+    """Every screen table of ``run`` equal to the ``reference`` run's: values, dtypes, order and
+    index with no tolerance, and the parquet files byte for byte."""
+    for name in SCREEN_TABLES:
+        table, expected = (pd.read_parquet(d / f"{name}.parquet") for d in (run, reference))
         assert len(expected) > 0, f"{name} is empty: the comparison would prove nothing"
-        pd.testing.assert_frame_equal(tables[name], expected, check_exact=True, obj=name)
-        assert tables[name].equals(expected), name
+        pd.testing.assert_frame_equal(table, expected, check_exact=True, obj=name)
+        assert table.equals(expected), name
+        written = (run / f"{name}.parquet").read_bytes()
+        assert written == (reference / f"{name}.parquet").read_bytes(), name
 
 
 def worker_facts(dask_worker) -> dict[str, Any]:

@@ -116,8 +116,8 @@ def test_screens_on_dask_scheduler_identical_to_in_process(dask_cluster, tmp_pat
     reference = run_screens(config, tmp_path / "in_process", workers=0)
     seen: list[dict] = []
     with spying_resolve_client(seen):
-        tables = run_screens(config, tmp_path / "scheduler", scheduler=dask_cluster)
-    assert_identical(tables, reference)
+        run = run_screens(config, tmp_path / "scheduler", scheduler=dask_cluster)
+    assert_identical(run, reference)
 
     # the work ran in the two worker processes, which import omicstwin from this checkout
     (facts,) = seen

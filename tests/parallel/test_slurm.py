@@ -118,8 +118,8 @@ def test_screens_on_slurm_identical_to_in_process(slurm_partition, tmp_path):
     profile = _profile(tmp_path, slurm_partition)
     seen: list[dict] = []
     with spying_resolve_client(seen):
-        tables = run_screens(config, tmp_path / "slurm", profile=str(profile))
-    assert_identical(tables, reference)
+        run = run_screens(config, tmp_path / "slurm", profile=str(profile))
+    assert_identical(run, reference)
 
     # the work ran in two SLURM jobs' workers, which import omicstwin from this checkout
     (facts,) = seen
