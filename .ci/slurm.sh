@@ -55,6 +55,8 @@ fi
 
 DIR="$(mktemp -d /tmp/omicstwin-slurm.XXXXXX)"
 chmod 755 "$DIR"
+# a failed start leaves nothing running: stop whatever was started, remove DIR
+trap 'rc=$?; [ "$rc" -eq 0 ] || OMICSTWIN_TEST_SLURM_DIR="$DIR" "$0" stop 3>&-; exit "$rc"' EXIT
 mkdir -p "$DIR/state" "$DIR/spool" "$DIR/munge"
 chmod 700 "$DIR/munge"
 free_port() {
@@ -68,7 +70,7 @@ while [ "$SLURMD_PORT" = "$CTLD_PORT" ]; do SLURMD_PORT="$(free_port)"; done
 mungekey --create --keyfile="$DIR/munge/munge.key"
 munged --force --socket="$DIR/munge/munge.socket" --key-file="$DIR/munge/munge.key" \
   --pid-file="$DIR/munged.pid" --log-file="$DIR/munged.log" --seed-file="$DIR/munge/seed" 3>&- \
-  || { cat "$DIR/munged.log"; exit 1; }
+  || { cat "$DIR/munged.log" 2>/dev/null; exit 1; }
 
 # The node as slurmd sees it (CPUs, sockets, cores, memory): a node configured with more than it
 # has would be drained at registration.
@@ -108,6 +110,8 @@ MpiDefault=none
 SwitchType=switch/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
+# a job that asks for no memory gets 1 GB per CPU, not the whole node
+DefMemPerCPU=1024
 ReturnToService=2
 MailProg=/bin/true
 InactiveLimit=0
@@ -131,7 +135,6 @@ done
 if [ "$state" != "idle" ]; then
   echo "slurm.sh: node not idle after 30 s (state: '${state:-no answer}')"
   tail -n 20 "$DIR/slurmctld.log" "$DIR/slurmd.log" 2>/dev/null || true
-  SLURM_CONF="$SLURM_CONF" OMICSTWIN_TEST_SLURM_DIR="$DIR" "$0" stop
   exit 1
 fi
 
