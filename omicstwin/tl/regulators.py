@@ -26,12 +26,22 @@ whole analysis on exported DE tables (Seurat, monocle, DESeq2, edgeR, scanpy).
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from scipy import sparse, stats
 
 from omicstwin._stats import benjamini_hochberg
-from omicstwin.errors import MissingKeyError, ParameterError
+from omicstwin.errors import (
+    DataFileError,
+    EmptyDataError,
+    MissingKeyError,
+    OmicstwinWarning,
+    ParameterError,
+)
 from omicstwin.schemas import SCHEMAS, conform
 from omicstwin.scores import rank, sort_by_score
 
@@ -344,11 +354,16 @@ def upstream_regulators(
             lfc_threshold=lfc_threshold,
             top_n=top_n,
         )
-        if isinstance(universe, str) and universe == "tested" and is_deg.sum() == tested.sum():
+        # a table of DEG rows only (every tested gene significant) has no background: every
+        # regulator would get p = 1 without a word
+        significant = (ctx[deg_column] < deg_alpha).to_numpy()
+        if isinstance(universe, str) and universe == "tested" and significant[tested].all():
             raise ParameterError(
-                f"every tested gene of context {cell_type} x {time} is a DEG ({int(is_deg.sum())} "
-                "rows), so the overlap test has no background; fix: universe='prior' (the prior's "
-                "genes) or a list of all genes measured (--universe FILE / --background FILE)"
+                f"every tested gene of context {cell_type} x {time} is significant "
+                f"({int(tested.sum())} rows: a table of DEGs only), so the overlap test has no "
+                "background; fix: universe='prior' (the prior's "
+                "genes) or a list of all genes measured (CLI: --universe prior or "
+                "--background FILE)"
             )
         genes = _universe_genes(
             universe if given is None else given,
@@ -628,3 +643,193 @@ def cell_type_centrality(mnm: pd.DataFrame, *, cell_types: list[str] | None = No
     table = pd.DataFrame({"cell_type": list(scores), "centrality": list(scores.values())})
     table = rank(table, "centrality", table="centrality", tie_break=["cell_type"])
     return table.reset_index(drop=True)
+
+
+# ------------------------------------------------------------------ external DE tables
+
+SCHEMES = ("li2022", "lilja2023")
+_COMBINED_PRIOR = "regulator_prior"
+_FALLBACK_PRIOR = "collectri"
+
+
+def load_regulator_prior(prior: str | Path | pd.DataFrame | None = None) -> pd.DataFrame:
+    """Load the prior for regulator analysis: a DataFrame, a csv/tsv file or a named prior.
+
+    ``None``: the combined typed regulator prior (TFs, ligands, receptors, kinases;
+    ``omicstwin.io.priors.load_prior("regulator_prior")``) when this build has it, else the
+    CollecTRI TF -> target prior, with a warning that only TFs can then be regulators. A name
+    is looked up with ``omicstwin.io.priors.load_prior`` when present, else as a manifest table.
+    """
+    if isinstance(prior, pd.DataFrame):
+        return prior
+    if prior is not None and Path(prior).suffix.lower() in (".csv", ".tsv", ".txt", ".gz"):
+        path = Path(prior)
+        if not path.is_file():
+            raise DataFileError(
+                f"prior file '{path}' does not exist; fix: a csv with source, target, weight"
+            )
+        table = pd.read_csv(path, sep=None, engine="python")
+        _require(table, ["source", "target"], f"prior file '{path}'")
+        return table
+    from omicstwin.io.manifests import load_table
+
+    try:
+        from omicstwin.io.priors import load_prior  # the combined prior; not in every build
+    except ImportError:
+        load_prior = None
+    if prior is None:
+        if load_prior is not None:
+            return load_prior(_COMBINED_PRIOR)
+        warnings.warn(
+            "the combined regulator prior (omicstwin.io.priors) is not in this build; using the "
+            "CollecTRI TF -> target prior, so only transcription factors can be regulators "
+            "(give --prior FILE with source, target, weight, regulator_type for ligands)",
+            OmicstwinWarning,
+            stacklevel=2,
+        )
+        return load_table(_FALLBACK_PRIOR)
+    return load_prior(str(prior)) if load_prior is not None else load_table(str(prior))
+
+
+def read_de_tables(
+    tables: Sequence[str | Path | pd.DataFrame | tuple],
+    **read_options: object,
+) -> pd.DataFrame:
+    """Read and stack exported DE tables (:func:`omicstwin.io.de_tables.read_de_table`).
+
+    Each item is a path or DataFrame, a ``"FILE:CELL_TYPE[:TIME]"`` string, or a tuple
+    ``(path_or_frame, cell_type[, time])``. Everything is checked here, before any
+    computation: formats, columns, time labels and one time unit across the tables, and no gene
+    given twice for the same cell type and time by two tables. ``attrs``: ``time_unit``,
+    ``has_p_value`` (every table has p-values), ``n_capped``.
+    """
+    from omicstwin.io.de_tables import parse_table_spec, read_de_table
+
+    if not len(tables):
+        raise EmptyDataError("no DE tables given; fix: give at least one table")
+    frames = []
+    for item in tables:
+        cell_type = time = None
+        if isinstance(item, tuple):
+            item, cell_type, *rest = item
+            time = rest[0] if rest else None
+        elif isinstance(item, str):
+            item, cell_type, time = parse_table_spec(item)
+        options = dict(read_options)
+        if cell_type is not None:
+            options["cell_type"] = cell_type
+            options.pop("cell_type_column", None)
+        if time is not None:
+            options["time"] = time
+            options.pop("time_column", None)
+        frames.append(read_de_table(item, **options))
+    units = sorted({f.attrs["time_unit"] for f in frames} - {""})
+    if len(units) > 1:
+        raise ParameterError(f"the DE tables mix time units {units}; fix: one unit for all tables")
+    de = pd.concat(frames, ignore_index=True)
+    clash = de.duplicated(["cell_type", "time", "gene"], keep=False)
+    if clash.any():
+        row = de[clash].iloc[0]
+        sources = [
+            f.attrs["source"]
+            for f in frames
+            if ((f["cell_type"] == row["cell_type"]) & (f["time"] == row["time"])).any()
+        ]
+        raise ParameterError(
+            f"cell type '{row['cell_type']}' at time {row['time']:g} comes from several tables "
+            f"({', '.join(sources)}); fix: give each table its own FILE:CELL_TYPE[:TIME]"
+        )
+    de.attrs.update(
+        time_unit=units[0] if units else "",
+        has_p_value=all(f.attrs["has_p_value"] for f in frames),
+        n_capped=sum(f.attrs["n_capped"] for f in frames),
+    )
+    return de
+
+
+def regulators_from_tables(
+    tables: Sequence[str | Path | pd.DataFrame | tuple],
+    *,
+    prior: str | Path | pd.DataFrame | None = None,
+    universe: str | Path | list[str] = "tested",
+    top_n: int | None = None,
+    rule: str = "default",
+    molecule_types: list[str] | None = None,
+    deg_alpha: float = DEG_ALPHA,
+    lfc_threshold: float = DEG_LFC,
+    min_targets: int = 3,
+    **read_options: object,
+) -> dict[str, pd.DataFrame]:
+    """Upstream regulators, MNM, centrality and rankings of exported DE tables.
+
+    The Python side of ``omicstwin regulators``: reads the tables (:func:`read_de_tables`;
+    ``read_options`` are :func:`omicstwin.io.de_tables.read_de_table`'s ``format``, ``gene``,
+    ``log_fc``, ``p_value``, ``q_value``, ``fc_base``, ``cell_type``, ``time``,
+    ``cell_type_column``, ``time_column``), then runs :func:`upstream_regulators`,
+    :func:`multicellular_network_model`, :func:`cell_type_centrality` and
+    :func:`rank_regulators` (both schemes). DEGs are the calibrated default (p < 0.05,
+    ``|log2 FC| >= 0.25``); when a table has no p-values (monocle exports q only) they are
+    called by q < ``deg_alpha`` instead, with a warning.
+
+    Parameters
+    ----------
+    tables
+        Paths / DataFrames / ``"FILE:CELL_TYPE[:TIME]"`` / ``(table, cell_type[, time])``.
+    prior
+        See :func:`load_regulator_prior`.
+    universe
+        ``"tested"``, ``"prior"``, a list of genes or a file of genes (one per line).
+    top_n, rule, molecule_types, deg_alpha, lfc_threshold, min_targets
+        As in :func:`upstream_regulators`.
+    **read_options
+        Keywords of :func:`omicstwin.io.de_tables.read_de_table` for every table.
+
+    Returns
+    -------
+    dict of pandas.DataFrame
+        ``regulators``, ``mnm``, ``centrality``, ``rank_regulators`` (with a ``scheme``
+        column: li2022 rows, then lilja2023 rows).
+    """
+    from omicstwin.io.de_tables import read_gene_list
+
+    _check_options(universe, top_n, rule, min_targets, DEG_COLUMN)
+    if isinstance(universe, str | Path) and str(universe) not in ("tested", "prior"):
+        universe = read_gene_list(universe)
+    de = read_de_tables(tables, **read_options)
+    prior_table = load_regulator_prior(prior)
+    deg_column = DEG_COLUMN
+    if not de.attrs["has_p_value"]:
+        deg_column = "q_value"
+        warnings.warn(
+            f"a DE table has no p-values: DEGs are called by q < {deg_alpha} and "
+            f"|log2 FC| >= {lfc_threshold} instead of the calibrated p-value rule",
+            OmicstwinWarning,
+            stacklevel=2,
+        )
+    deg_rule = {"deg_column": deg_column, "deg_alpha": deg_alpha, "lfc_threshold": lfc_threshold}
+    regulators = upstream_regulators(
+        de,
+        prior_table,
+        universe=universe,
+        top_n=top_n,
+        rule=rule,
+        molecule_types=molecule_types,
+        min_targets=min_targets,
+        **deg_rule,
+    )
+    mnm = multicellular_network_model(de, regulators, **deg_rule)
+    centrality = cell_type_centrality(mnm, cell_types=sorted(de["cell_type"].unique()))
+    rankings = pd.concat(
+        [rank_regulators(regulators, scheme=s).assign(scheme=s) for s in SCHEMES],
+        ignore_index=True,
+    )
+    rankings = rankings[["scheme", *[c for c in rankings.columns if c != "scheme"]]]
+    out = {
+        "regulators": regulators,
+        "mnm": mnm,
+        "centrality": centrality,
+        "rank_regulators": rankings,
+    }
+    for table in out.values():
+        table.attrs["time_unit"] = de.attrs["time_unit"]
+    return out
