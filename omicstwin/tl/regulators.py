@@ -116,6 +116,13 @@ REGULATOR_TYPES = ("tf", "ligand", "receptor", "kinase", "other")
 # overlap p < P_LI2022 and |activation z| >= Z_ACTIVATED (IPA's thresholds)
 Q_PREDICTED = 0.05
 P_LI2022 = 0.05
+# the bias-corrected z needs this many prior targets among the DEGs, else it is 0 (no call).
+# With N <= 3 the uncorrected z can never reach 2 (at most sqrt(3)), but the corrected one can:
+# under its own null (x_i = +-1 with mean u) P(|z| >= 2) reaches 0.20 at N = 1 (u = 0.6) and
+# 0.10-0.17 at N = 2-3, where from N = 4 it is 0.07-0.125 for |u| <= 0.7, the same as the
+# uncorrected z's discreteness at those N (0.125 at N = 4). On no-disease cohorts of the
+# simulator (seed 1) all 26 corrected |z| >= 2 without this minimum had N = 1-2 targets.
+MIN_Z_TARGETS = 4
 
 
 def activation_z(
@@ -139,7 +146,8 @@ def activation_z(
     the paper's weighted form: under its null the ``x_i`` are independent with mean ``u`` and
     variance ``1 - u^2``. With ``u = 0`` this is the uncorrected ``sum_i w_i x_i /
     sqrt(sum_i w_i^2)``. z is 0 where it is undefined (no targets among the DEGs, or
-    ``|u| = 1``, where every ``x_i`` equals ``u`` and the signs carry no information).
+    ``|u| = 1``, where every ``x_i`` equals ``u`` and the signs carry no information);
+    :func:`upstream_regulators` also sets it to 0 below :data:`MIN_Z_TARGETS` targets.
 
     Parameters
     ----------
@@ -304,7 +312,8 @@ def upstream_regulators(
     -------
     pandas.DataFrame
         ``SCHEMAS["regulators"]``: cell_type, time, regulator, regulator_type, activation_z
-        (bias-corrected, :func:`activation_z`), p_value, q_value, predicted, direction,
+        (bias-corrected, :func:`activation_z`; 0 with fewer than :data:`MIN_Z_TARGETS` targets
+        among the DEGs), p_value, q_value, predicted, direction,
         n_targets (prior targets among the DEGs), n_prior_targets (in the universe), n_degs and
         n_universe (of the context) and activation_z_uncorrected (``u = 0``, for comparison);
         sorted by context and p.
@@ -453,8 +462,10 @@ def _context_table(
     frame = pd.DataFrame(
         {
             "regulator": regulators,
-            "activation_z": activation_z(
-                agreement, weight_sum, weight_sq_sum, dataset_bias, regulator_bias
+            "activation_z": np.where(
+                overlap >= MIN_Z_TARGETS,
+                activation_z(agreement, weight_sum, weight_sq_sum, dataset_bias, regulator_bias),
+                0.0,
             ),
             "activation_z_uncorrected": activation_z(
                 agreement, weight_sum, weight_sq_sum, 0.0, regulator_bias

@@ -339,3 +339,22 @@ def test_default_prior_is_the_combined_one_or_collectri_with_a_warning():
     else:
         prior = load_regulator_prior(None)
         assert {"source", "target", "weight", "regulator_type"} <= set(prior.columns)
+
+
+def test_too_few_targets_give_no_corrected_z():
+    # a DEG list 85% up and a regulator with 80% activating edges, one target among the DEGs
+    # going against the bias: the formula gives z = -2.45, which is no evidence with N = 1
+    from omicstwin.tl.regulators import MIN_Z_TARGETS, activation_z
+
+    raw = activation_z(np.array([-1.0]), np.array([1.0]), np.array([1.0]), 0.7, np.array([0.6]))
+    assert raw[0] == pytest.approx((-1 - 0.42) / np.sqrt(1 - 0.42**2))
+    genes = [f"g{i}" for i in range(200)]
+    lfc = np.where(np.arange(200) < 17, 1.0, np.where(np.arange(200) < 20, -1.0, 0.0))
+    p = np.where(np.arange(200) < 20, 1e-4, 0.5)
+    prior = pd.DataFrame(
+        {"source": "R", "target": ["g19", *genes[100:109]], "weight": [1] * 8 + [-1] * 2}
+    )
+    row = upstream_regulators(_context(genes, lfc, p), prior).iloc[0]
+    assert row["n_targets"] == 1 < MIN_Z_TARGETS
+    assert row["activation_z"] == 0.0 and row["direction"] == "undetermined"
+    assert row["activation_z_uncorrected"] == -1.0
