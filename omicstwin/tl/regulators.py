@@ -803,9 +803,9 @@ def regulators_from_tables(
     """
     from omicstwin.io.de_tables import read_gene_list
 
-    _check_options(universe, top_n, rule, min_targets, DEG_COLUMN)
     if isinstance(universe, str | Path) and str(universe) not in ("tested", "prior"):
         universe = read_gene_list(universe)
+    _check_options(universe, top_n, rule, min_targets, DEG_COLUMN)
     de = read_de_tables(tables, **read_options)
     prior_table = load_regulator_prior(prior)
     deg_column = DEG_COLUMN

@@ -325,6 +325,16 @@ def test_cli_end_to_end_on_two_tables(tmp_path):
          "--universe", "prior"],
     )  # fmt: skip
     assert ok.exit_code == 0, ok.output
+    background = tmp_path / "measured.txt"
+    background.write_text("\n".join(pd.read_csv(a, index_col=0).index))
+    given = CliRunner().invoke(
+        app,
+        ["regulators", f"{tmp_path / 'degs.csv'}:A", "--out", str(tmp_path / "bg"), "--prior",
+         str(prior), "--background", str(background)],
+    )  # fmt: skip
+    assert given.exit_code == 0, given.output
+    with_background = pd.read_parquet(tmp_path / "bg" / "regulators.parquet")
+    assert (with_background["n_universe"] == 61).all()  # the 61 genes measured
 
 
 def test_default_prior_is_the_combined_one_or_collectri_with_a_warning():
