@@ -52,10 +52,17 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "cell_type": "string",
         "time": "float64",
         "regulator": "string",
-        "z_score": "float64",  # activation z-score from the sign agreement of target changes
-        "overlap_p": "float64",  # one-sided Fisher p, prior targets vs DEGs
+        "regulator_type": "string",  # tf / ligand / receptor / kinase / other (from the prior)
+        "activation_z": "float64",  # Kraemer 2014 z, corrected for DEG-list and prior sign bias
+        "p_value": "float64",  # one-sided Fisher p, prior targets vs DEGs within the universe
+        "q_value": "float64",  # Benjamini-Hochberg within the cell type x time context
+        "predicted": "bool",  # the call: q < 0.05 (default rule) or p < 0.05 & |z| >= 2 (li2022)
+        "direction": "string",  # activated / inhibited / undetermined (activation_z vs +-2)
         "n_targets": "int64",  # prior targets among the DEGs
-        "direction": "string",  # activated / inhibited / undetermined
+        "n_prior_targets": "int64",  # prior targets in the universe
+        "n_degs": "int64",  # DEGs of the context in the universe
+        "n_universe": "int64",  # genes in the context's universe
+        "activation_z_uncorrected": "float64",  # the same z without the bias term (u = 0)
     },
     "perturbations": {
         "perturbation_id": "string",

@@ -142,16 +142,22 @@ SCORES: dict[str, dict[str, Score]] = {
         ),
     },
     "regulators": {
-        "z_score": Score(
+        "activation_z": Score(
             "magnitude",
             "calibrated",
             "z (standard deviations)",
-            "activation z-score: > 0 activated, < 0 inhibited",
+            "bias-corrected activation z-score (Kraemer et al. 2014): > 0 activated, < 0 inhibited",
         ),
-        "overlap_p": Score(
+        "activation_z_uncorrected": Score(
+            "magnitude",
+            "calibrated",
+            "z (standard deviations)",
+            "activation z-score without the DEG-list x prior sign-bias term (for comparison)",
+        ),
+        "p_value": Score(
             "lower", "calibrated", "probability", "one-sided Fisher p of prior targets vs DEGs"
         ),
-        "overlap_q": Q_VALUE,
+        "q_value": Q_VALUE,
         "n_targets": Score("higher", "calibrated", "genes", "prior targets among the DEGs"),
     },
     "perturbations": {
@@ -279,7 +285,7 @@ DESCRIPTIVE: dict[str, set[str]] = {
     "de": {"time", "mean_case", "mean_control", "n_donors_case", "n_donors_control"},
     "de_timecourse": {"df"},
     "edges": {"time_from", "time_to"},
-    "regulators": {"time"},
+    "regulators": {"time", "n_prior_targets", "n_degs", "n_universe"},
     "perturbations": {"dose", "time"},
     "rank": {"best_time"},
     "patients": {"time"},

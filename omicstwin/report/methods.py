@@ -155,11 +155,12 @@ def _regulators_paragraph(ctx: _RunContext) -> str:
     return (
         "For each context, each regulator's prior targets "
         f"({ctx.priors.get('tf_targets', '?')}) were compared with the context's DEGs: a "
-        "one-sided Fisher exact test of the overlap and an activation z-score from the "
-        "sign agreement of the targets' fold changes (Kraemer et al. 2014; activated "
-        "z >= 2, inhibited z <= -2). Regulators were ranked as in Li et al. 2022 by the "
-        "number of cell type x time contexts in which they are predicted (overlap "
-        "q < 0.05), ties broken by the summed -log10 overlap p."
+        "one-sided Fisher exact test of the overlap within the genes tested and an activation "
+        "z-score from the sign agreement of the targets' fold changes, corrected for the bias "
+        "of the DEG list (share up) and of the regulator's prior edges (share activating) "
+        "(Kraemer et al. 2014; activated z >= 2, inhibited z <= -2). Regulators were "
+        "ranked as in Li et al. 2022 by the number of cell type x time contexts in which "
+        "they are predicted (overlap q < 0.05), ties broken by the summed -log10 overlap p."
     )
 
 

@@ -134,8 +134,10 @@ def test_regulators_rows_ranked_first():
         for c, t in _contexts().itertuples(index=False)
         for r, z, p in (("STAT6", 3.0, 0.001), ("IRF4", -2.5, 0.01), ("MYC", 0.2, 0.6))
     ]
-    table = pd.DataFrame(rows, columns=["cell_type", "time", "regulator", "z_score", "overlap_p"])
-    table["overlap_q"] = table["overlap_p"] * 2
+    table = pd.DataFrame(
+        rows, columns=["cell_type", "time", "regulator", "activation_z", "p_value"]
+    )
+    table["q_value"] = table["p_value"] * 2
     rankings = pd.DataFrame({"regulator": ["IRF4", "STAT6"], "rank": [1, 2]})
     fig = pl.regulators(table, rankings=rankings, n=3)
     assert _image_shape(fig) == (3, len(CELL_TYPES) * len(TIMES))
