@@ -511,11 +511,12 @@ def regulator_prior(
     """One signed regulator -> target prior: TF regulons, ligand and receptor programmes.
 
     Each regulator contributes the edges of its own type only (one scale and one meaning per
-    regulator): TFs (and TF names absent from ``types``, e.g. CollecTRI's ``AP1``/``NFKB``)
-    their regulon, ligands their ligand programme, receptors their receptor programme; kinases
-    and others none. Regulon weights are kept as given (CollecTRI: +1/-1); a programme's
-    weights are divided by that regulator's largest weight, so magnitudes lie in (0, 1] like a
-    regulon's, and multiplied by the edge's sign.
+    regulator): ligands their ligand programme, receptors their receptor programme, every other
+    regulon source its regulon (typed as in ``types``, e.g. a CollecTRI cofactor that is not a
+    Lambert TF stays ``other``; a name absent from ``types`` is taken as ``tf``). Regulon
+    weights are kept as given (CollecTRI: +1/-1); a programme's weights are divided by that
+    regulator's largest weight, so magnitudes lie in (0, 1] like a regulon's, and multiplied
+    by the edge's sign.
 
     Parameters
     ----------
@@ -539,8 +540,9 @@ def regulator_prior(
     regulons = tf_targets[["source", "target", "weight"]].astype(
         {"source": str, "target": str, "weight": float}
     )
-    regulons = regulons[regulons["source"].map(lambda g: kind.get(g, "tf")) == "tf"]
-    regulons = regulons.assign(regulator_type="tf")
+    regulon_type = regulons["source"].map(lambda g: kind.get(g, "tf"))
+    keep = ~regulon_type.isin(["ligand", "receptor"])
+    regulons = regulons[keep].assign(regulator_type=regulon_type[keep])
     parts = [regulons]
     for table, column, wanted in (
         (ligand_targets, "ligand", "ligand"),
