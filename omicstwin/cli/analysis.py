@@ -16,6 +16,7 @@ import typer
 
 from omicstwin.cli._common import DebugOption, _run
 from omicstwin.cli.database import register as _register_service_commands
+from omicstwin.cli.priors import register as _register_prior_commands
 
 app = typer.Typer(
     name="omicstwin",
@@ -399,6 +400,7 @@ def _write_h5ad(adata, path: Path) -> None:
 
 
 _register_service_commands(app)
+_register_prior_commands(app)
 
 
 def main() -> None:
