@@ -148,7 +148,7 @@ def _signed_edges(signalling: pd.DataFrame) -> pd.DataFrame:
     if sign.isna().any() or (sign == 0).any():
         bad = signalling.loc[sign.isna() | (sign == 0), "sign"].iloc[0]
         raise ParameterError(
-            f"signalling sign {bad!r} is not +1 or -1; fix: 1 for activation, -1 for inhibition"
+            f"signalling sign '{bad}' is not +1 or -1; fix: 1 for activation, -1 for inhibition"
         )
     edges = pd.DataFrame(
         {
