@@ -230,16 +230,16 @@ def load_tfs() -> list[str]:
     return [*load_gene_list("lambert2018_tfs"), *TF_COMPLEX_NAMES]
 
 
-def load_kinases() -> list[str]:
-    """Genes of the GO biological-process kinase proxy sets (see the module docstring)."""
+def load_kinases(terms: tuple[str, ...] | list[str] = KINASE_GO_TERMS) -> list[str]:
+    """Return the genes of the GO biological-process kinase proxy sets (module docstring)."""
     sets = load_gene_sets("go_biological_process")
-    missing = [term for term in KINASE_GO_TERMS if term not in sets]
+    missing = [term for term in terms if term not in sets]
     if missing:
         raise ResourceNotFoundError(
             f"GO sets {missing} are not in 'go_biological_process'; fix: use the GO BP 2021 "
             "file named in data_manifests/genesets.yaml"
         )
-    return sorted({gene for term in KINASE_GO_TERMS for gene in sets[term]})
+    return sorted({gene for term in terms for gene in sets[term]})
 
 
 # --- provenance and cache ---------------------------------------------------------------------

@@ -36,7 +36,7 @@ DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
     "ligand_targets": PROGRAMME_PARAMS,
     "receptor_targets": PROGRAMME_PARAMS,
     "regulator_types": {"kinase_go_terms": list(store.KINASE_GO_TERMS)},
-    "regulator_prior": {},
+    "regulator_prior": PROGRAMME_PARAMS,  # passed on to the two programmes it is built from
 }
 #: bumped when a recipe changes what it computes, so old caches rebuild
 RECIPE_VERSION = 1
@@ -73,23 +73,34 @@ def _programme(kind: str) -> Callable[[str, dict[str, Any], Path | None], pd.Dat
 def _types(source: str, params: dict[str, Any], out: Path | None) -> pd.DataFrame:
     lr_pairs = store.load_lr_pairs(source)
     tf_targets = store.load_tf_targets(source)
-    edges = store.load_signalling(source)
-    nodes = pd.concat([edges["source"], edges["target"]]).astype(str).unique()
-    genes = {g for node in nodes for g in signalling.split_complex(node)}
-    genes = {g for g in genes if not g.startswith("reactome:")}  # permissive pathway nodes
-    genes |= set(tf_targets["source"].astype(str))
+    genes = set(tf_targets["source"].astype(str))
+    if store.SOURCES[source].signalling != "reactome_pathways":  # pathway members: not a network
+        edges = store.load_signalling(source)
+        nodes = pd.concat([edges["source"], edges["target"]]).astype(str).unique()
+        genes |= {g for node in nodes for g in signalling.split_complex(node)}
     return signalling.regulator_types(
-        store.load_tfs(), lr_pairs, store.load_kinases(), genes=sorted(genes)
+        store.load_tfs(),
+        lr_pairs,
+        store.load_kinases(params["kinase_go_terms"]),
+        genes=sorted(genes),
     )
 
 
 def _regulator_prior(source: str, params: dict[str, Any], out: Path | None) -> pd.DataFrame:
+    upstream = {
+        name: load_prior(name, source=source, out=out, params=_upstream_params(name, params))
+        for name in _DEPENDS["regulator_prior"]
+    }
     return signalling.regulator_prior(
         store.load_tf_targets(source),
-        load_prior("ligand_targets", source=source, out=out),
-        load_prior("receptor_targets", source=source, out=out),
-        load_prior("regulator_types", source=source, out=out),
+        upstream["ligand_targets"],
+        upstream["receptor_targets"],
+        upstream["regulator_types"],
     )
+
+
+def _upstream_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in params.items() if key in DEFAULT_PARAMS[name]}
 
 
 _RECIPES = {
@@ -102,10 +113,12 @@ _RECIPES = {
 _DEPENDS = {"regulator_prior": ("ligand_targets", "receptor_targets", "regulator_types")}
 
 
-def _inputs(name: str, source: str, out: Path | None) -> list[dict[str, Any]]:
+def _inputs(
+    name: str, source: str, out: Path | None, params: dict[str, Any]
+) -> list[dict[str, Any]]:
     inputs = store.input_record(store.SOURCES[source].resources(name))
     for upstream in _DEPENDS.get(name, ()):
-        build_prior(upstream, source=source, out=out)
+        build_prior(upstream, source=source, out=out, params=_upstream_params(upstream, params))
         provenance = store.read_provenance(upstream, source, out) or {}
         inputs.append({"prior": upstream, "sha256": provenance.get("output", {}).get("sha256")})
     return inputs
@@ -145,7 +158,7 @@ def build_prior(
     store.check_prior(name, source)
     out = Path(out) if out is not None else None
     parameters = _parameters(name, params)
-    inputs = _inputs(name, source, out)
+    inputs = _inputs(name, source, out, parameters)
     reason = "--force" if force else None
     if reason is None:
         reason = store.stale_reason(store.read_provenance(name, source, out), inputs, parameters)
