@@ -91,13 +91,9 @@ class PriorSource:
         network = [self.lr_pairs, self.signalling, self.tf_targets]
         if self.entrez_ids:
             network.append("hgnc_gene_ids")
-        types = [
-            "lambert2018_tfs",
-            "go_biological_process",
-            self.lr_pairs,
-            self.signalling,
-            self.tf_targets,
-        ]
+        types = ["lambert2018_tfs", "go_biological_process", self.lr_pairs, self.tf_targets]
+        if self.signalling != "reactome_pathways":  # network nodes are typed too
+            types.append(self.signalling)
         if self.entrez_ids:
             types.append("hgnc_gene_ids")
         wanted = {
