@@ -7,7 +7,8 @@ Prints, for one source's real inputs (default ``omnipath``):
 2. the baseline in the same run: a per-ligand reference on the same lifted graph (an explicit
    networkx DiGraph, ``nx.pagerank`` per ligand, Python loops over the regulons), on a seeded
    random subsample of ``N`` ligands, extrapolated linearly to all ligands (said so in the
-   output), with the agreement of the two on that subsample, and the ratio;
+   output), with the agreement of the two on that subsample, and the ratio (``--slow 0`` skips
+   it: NicheNet's lifted graph, ~4 million edges, does not fit networkx in a few GB);
 3. a sanity check: for IFNG, TNF, IL4, IL1B and TGFB1, the rank of textbook targets in the
    ligand's own programme (all targets kept, so ranks are not cut at 250) next to their median
    rank across all ligands' programmes (a hub target ranks high for every ligand).
