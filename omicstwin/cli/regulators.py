@@ -66,8 +66,16 @@ def regulators(
     prior: Annotated[
         str | None,
         typer.Option(
-            help="A named prior or a csv (source, target, weight[, regulator_type]); default: "
-            "the combined regulator prior, else CollecTRI."
+            help="A csv (source, target, weight[, regulator_type]), a built prior "
+            "(regulator_prior, ligand_targets, receptor_targets) or a manifest table such as "
+            "collectri (TFs only); default: the combined regulator prior."
+        ),
+    ] = None,
+    prior_source: Annotated[
+        str | None,
+        typer.Option(
+            help="Sources of a built prior: omnipath (default; academic use), nichenet_v1 "
+            "(academic use) or permissive (open licences only)."
         ),
     ] = None,
     debug: DebugOption = False,
@@ -84,6 +92,7 @@ def regulators(
         result = regulators_from_tables(
             tables,
             prior=prior,
+            prior_source=prior_source,
             universe=universe,
             top_n=top_n,
             rule=rule,

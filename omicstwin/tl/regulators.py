@@ -660,17 +660,24 @@ def cell_type_centrality(mnm: pd.DataFrame, *, cell_types: list[str] | None = No
 
 SCHEMES = ("li2022", "lilja2023")
 _COMBINED_PRIOR = "regulator_prior"
-_FALLBACK_PRIOR = "collectri"
+_BUILT_PRIORS = ("regulator_prior", "ligand_targets", "receptor_targets")
 
 
-def load_regulator_prior(prior: str | Path | pd.DataFrame | None = None) -> pd.DataFrame:
+def load_regulator_prior(
+    prior: str | Path | pd.DataFrame | None = None, *, source: str | None = None
+) -> pd.DataFrame:
     """Load the prior for regulator analysis: a DataFrame, a csv/tsv file or a named prior.
 
     ``None``: the combined typed regulator prior (TFs, ligands, receptors, kinases;
-    ``omicstwin.io.priors.load_prior("regulator_prior")``) when this build has it, else the
-    CollecTRI TF -> target prior, with a warning that only TFs can then be regulators. A name
-    is looked up with ``omicstwin.io.priors.load_prior`` when present, else as a manifest table.
+    :func:`omicstwin.tl.priors.load_prior` ``("regulator_prior")``), built from ``source``
+    (default ``omnipath``, academic use; ``permissive`` for open licences only) on first use
+    and cached. A built prior's name (``ligand_targets``, ``receptor_targets``,
+    ``regulator_prior``) goes through the same cache; any other name is a manifest table
+    (e.g. ``collectri``, TFs only).
     """
+    from omicstwin.io.priors import DEFAULT_SOURCE
+    from omicstwin.tl.priors import load_prior
+
     if isinstance(prior, pd.DataFrame):
         return prior
     if prior is not None and Path(prior).suffix.lower() in (".csv", ".tsv", ".txt", ".gz"):
@@ -682,24 +689,24 @@ def load_regulator_prior(prior: str | Path | pd.DataFrame | None = None) -> pd.D
         table = pd.read_csv(path, sep=None, engine="python")
         _require(table, ["source", "target"], f"prior file '{path}'")
         return table
+    source = source or DEFAULT_SOURCE
+    name = _COMBINED_PRIOR if prior is None else str(prior)
+    if name in _BUILT_PRIORS:
+        table = load_prior(name, source=source)
+        if name != _COMBINED_PRIOR:  # a programme: ligand/receptor -> target with a sign
+            key = "ligand" if name == "ligand_targets" else "receptor"
+            table = pd.DataFrame(
+                {
+                    "source": table[key],
+                    "target": table["target"],
+                    "weight": table["weight"] * table["sign"],
+                    "regulator_type": key,
+                }
+            )
+        return table
     from omicstwin.io.manifests import load_table
 
-    try:
-        from omicstwin.io.priors import load_prior  # the combined prior; not in every build
-    except ImportError:
-        load_prior = None
-    if prior is None:
-        if load_prior is not None:
-            return load_prior(_COMBINED_PRIOR)
-        warnings.warn(
-            "the combined regulator prior (omicstwin.io.priors) is not in this build; using the "
-            "CollecTRI TF -> target prior, so only transcription factors can be regulators "
-            "(give --prior FILE with source, target, weight, regulator_type for ligands)",
-            OmicstwinWarning,
-            stacklevel=2,
-        )
-        return load_table(_FALLBACK_PRIOR)
-    return load_prior(str(prior)) if load_prior is not None else load_table(str(prior))
+    return load_table(name)
 
 
 def read_de_tables(
@@ -762,6 +769,7 @@ def regulators_from_tables(
     tables: Sequence[str | Path | pd.DataFrame | tuple],
     *,
     prior: str | Path | pd.DataFrame | None = None,
+    prior_source: str | None = None,
     universe: str | Path | list[str] = "tested",
     top_n: int | None = None,
     rule: str = "default",
@@ -786,8 +794,8 @@ def regulators_from_tables(
     ----------
     tables
         Paths / DataFrames / ``"FILE:CELL_TYPE[:TIME]"`` / ``(table, cell_type[, time])``.
-    prior
-        See :func:`load_regulator_prior`.
+    prior, prior_source
+        See :func:`load_regulator_prior` (``prior_source`` is its ``source``).
     universe
         ``"tested"``, ``"prior"``, a list of genes or a file of genes (one per line).
     top_n, rule, molecule_types, deg_alpha, lfc_threshold, min_targets
@@ -807,7 +815,7 @@ def regulators_from_tables(
         universe = read_gene_list(universe)
     _check_options(universe, top_n, rule, min_targets, DEG_COLUMN)
     de = read_de_tables(tables, **read_options)
-    prior_table = load_regulator_prior(prior)
+    prior_table = load_regulator_prior(prior, source=prior_source)
     deg_column = DEG_COLUMN
     if not de.attrs["has_p_value"]:
         deg_column = "q_value"

@@ -337,18 +337,36 @@ def test_cli_end_to_end_on_two_tables(tmp_path):
     assert (with_background["n_universe"] == 61).all()  # the 61 genes measured
 
 
-def test_default_prior_is_the_combined_one_or_collectri_with_a_warning():
+def test_default_prior_is_the_combined_one_and_programmes_become_signed_regulons(monkeypatch):
+    import omicstwin.tl.priors as priors
     from omicstwin.tl.regulators import load_regulator_prior
 
-    try:
-        import omicstwin.io.priors  # noqa: F401
-    except ImportError:
-        with pytest.warns(errors.OmicstwinWarning, match="CollecTRI"):
-            prior = load_regulator_prior(None)
-        assert {"source", "target", "weight"} <= set(prior.columns)
-    else:
-        prior = load_regulator_prior(None)
-        assert {"source", "target", "weight", "regulator_type"} <= set(prior.columns)
+    asked = []
+
+    def fake_load_prior(name, *, source):
+        asked.append((name, source))
+        if name == "regulator_prior":
+            return pd.DataFrame(
+                {
+                    "source": ["IFNG"],
+                    "target": ["IRF1"],
+                    "weight": [1.0],
+                    "regulator_type": "ligand",
+                }
+            )
+        return pd.DataFrame(
+            {"ligand": ["IL1B", "IL1B"], "target": ["IL6", "CCL2"], "weight": [0.5, 0.2],
+             "sign": [1, -1]}
+        )  # fmt: skip
+
+    monkeypatch.setattr(priors, "load_prior", fake_load_prior)
+    combined = load_regulator_prior(None)
+    assert list(combined["regulator_type"]) == ["ligand"] and asked[-1][0] == "regulator_prior"
+    programme = load_regulator_prior("ligand_targets", source="permissive")
+    assert asked[-1] == ("ligand_targets", "permissive")
+    assert list(programme["weight"]) == [0.5, -0.2]
+    assert set(programme["regulator_type"]) == {"ligand"}
+    assert list(programme["source"]) == ["IL1B", "IL1B"]
 
 
 def test_too_few_targets_give_no_corrected_z():
