@@ -156,6 +156,18 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "random_p95": "float64",  # 95th percentile of precision at k over random rankings
         "p_value": "float64",  # one-sided hypergeometric P(X >= hits)
     },
+    "mnm": {  # the multicellular network model of Li et al. 2022 (omicstwin.tl.regulators)
+        "time": "float64",
+        "source_cell_type": "string",  # sender: the regulator is up-regulated there
+        "target_cell_type": "string",  # receiver: the regulator is predicted for its DEGs
+        "n_regulators": "int64",
+        "regulators": "string",  # ";"-joined
+    },
+    "centrality": {  # cell types by eigenvector centrality of the MNM (scDrugPrio)
+        "cell_type": "string",
+        "centrality": "float64",
+        "rank": "int64",
+    },
 }
 
 

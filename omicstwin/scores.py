@@ -12,7 +12,7 @@ registered here with
 - ``unit`` and ``meaning``: what a value says;
 
 or listed in :data:`DESCRIPTIVE` (times, doses, means, counts that describe a row, not score it).
-Tables that are rankings without a declared schema (``rank_regulators``, ``centrality``, the
+Tables that are rankings without a declared schema (``rank_regulators``, the
 intercellular layer's own ordering, the per-context DE prerank list) are registered too.
 
 Every ranking in the package sorts through :func:`sort_by_score` / :func:`rank` /
@@ -240,6 +240,15 @@ SCORES: dict[str, dict[str, Score]] = {
         ),
         "n_cell_types": Score("higher", "calibrated", "cell types", "target cell types"),
     },
+    "mnm": {
+        "n_regulators": Score(
+            "higher",
+            "calibrated",
+            "regulators",
+            "predicted upstream regulators of the receiver's DEGs that are up-regulated in the "
+            "sender at that time point",
+        ),
+    },
     "centrality": {
         "centrality": Score(
             "higher", "rank_only", "", "eigenvector centrality in the MNM, scaled to max 1"
@@ -294,6 +303,7 @@ DESCRIPTIVE: dict[str, set[str]] = {
     "null_calibration": {"bin_low", "bin_high", "n_tests", "n_expected", "n_permutations"},
     "enrichment": {"time", "set_size", "n_overlap"},
     "validation": {"k", "n_ranked", "n_known", "hits"},
+    "mnm": {"time"},
 }
 
 

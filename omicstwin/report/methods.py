@@ -164,6 +164,18 @@ def _regulators_paragraph(ctx: _RunContext) -> str:
     )
 
 
+def _mnm_paragraph(ctx: _RunContext) -> str:
+    """Describe the multicellular network model and the cell-type centrality."""
+    return (
+        "A multicellular network model (MNM; Li et al. 2022) links a sender cell type to a "
+        "receiver at a time point when an upstream regulator predicted for the receiver's DEGs "
+        "(overlap q < 0.05) is itself an up-regulated DEG of the sender (self-loops excluded); "
+        "an edge carries the number of such regulators. Cell types were ranked by eigenvector "
+        "centrality of the MNM (as in scDrugPrio), with edges summed over time points and "
+        "treated as undirected, scaled to a maximum of 1; cell types without an edge have 0."
+    )
+
+
 def _twin_paragraph(ctx: _RunContext) -> str:
     """States and elasticity networks the digital twin holds."""
     st = ctx.stages
@@ -284,6 +296,7 @@ _STAGE_PARAGRAPHS: tuple[tuple[str, set[str], Callable[[_RunContext], str]], ...
     ("Differential expression", {"de"}, _de_paragraph),
     ("Multicellular network", {"edges", "network_layers"}, _network_paragraph),
     ("Upstream regulators", {"regulators"}, _regulators_paragraph),
+    ("Multicellular network model", {"mnm", "centrality"}, _mnm_paragraph),
     ("Digital twin", {"edges"}, _twin_paragraph),
     ("Perturbation screens", {"perturbations", "rank_targets"}, _screens_paragraph),
     ("Enrichment", {"enrichment"}, _enrichment_paragraph),
