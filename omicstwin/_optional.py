@@ -13,6 +13,7 @@ enrichment gseapy                                       ``tl.enrich``, the enric
 report     jinja2, matplotlib                           ``omicstwin report``, ``pl``
 service    fastapi, uvicorn, sqlalchemy, alembic, ...   ``publish``, ``serve``, keys, grants
 postgres   psycopg                                      a PostgreSQL results database
+nichenet   pyreadr                                      priors from NicheNet's 2018 networks
 qc         scikit-image                                 scrublet's automatic doublet threshold
 all        every extra above                            ``omicstwin run`` end to end
 ========== ============================================ =====================================
@@ -40,6 +41,7 @@ EXTRA_OF: dict[str, str] = {
     "orjson": "service",
     "psycopg": "postgres",
     "arboreto": "grnboost",
+    "pyreadr": "nichenet",
     "skimage": "qc",
 }
 """The extra that installs each optional top-level module."""
