@@ -15,13 +15,17 @@ other processes sharing the cores) and wall seconds of:
 5. scrublet per donor x time (``qc.doublets: true``), for information: the simulator makes no
    doublets, so every call is a false positive.
 
-Run: ``python benchmarks/qc.py [--no-doublets]``.
+``--identity DIR`` also runs ``pipelines/demo.yaml`` twice end to end, on the demo written as
+a symbol file and as a versioned-Ensembl-id file (under DIR), and compares every table.
+
+Run: ``python benchmarks/qc.py [--no-doublets] [--identity DIR]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -68,9 +72,36 @@ def ensembl_names(genes) -> list[str]:
     return [f"{id_of[g]}.{3 + i % 5}" if g in id_of else g for i, g in enumerate(genes)]
 
 
+def demo_identity(adata, root: Path) -> None:
+    """Run the demo config on a symbol file and an Ensembl-id file; compare every table."""
+    from omicstwin.pipeline import load_config, run_pipeline
+
+    root.mkdir(parents=True, exist_ok=True)
+    adata.write_h5ad(root / "symbols.h5ad")
+    renamed = adata.copy()
+    renamed.var_names = ensembl_names(list(adata.var_names))
+    renamed.write_h5ad(root / "ensembl.h5ad")
+    del renamed
+    demo = Path(__file__).resolve().parents[1] / "pipelines" / "demo.yaml"
+    for name in ("symbols", "ensembl"):
+        config = load_config(demo, {"data": str(root / f"{name}.h5ad")})
+        run = timed(f"6. demo pipeline on the {name} file", run_pipeline, config, root / name)
+        print(f"   genes: {run['genes']}")
+    differ = []
+    tables = sorted((root / "symbols").glob("*.parquet"))
+    for path in tables:
+        if path.stem != "gene_ids":
+            other = pd.read_parquet(root / "ensembl" / path.name)
+            if not pd.read_parquet(path).equals(other):
+                differ.append(path.stem)
+    print(f"   tables identical (exactly): {len(tables) - 1 - len(differ)} of {len(tables) - 1}")
+    print(f"   differing: {differ or 'none'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--no-doublets", action="store_true")
+    parser.add_argument("--identity", type=Path, default=None, metavar="DIR")
     args = parser.parse_args()
     import scanpy  # noqa: F401  (imported before the timings: both QCs use it)
 
@@ -127,7 +158,8 @@ def main() -> None:
             f"(all false positives: the simulator makes singlets only); "
             f"samples: {cohort.obs.groupby(['donor', 'time']).ngroups}"
         )
-    pd.set_option("display.width", 120)
+    if args.identity is not None:
+        demo_identity(adata, args.identity)
 
 
 if __name__ == "__main__":
