@@ -524,10 +524,22 @@ def _state(keys, mean, label, column, c_index, t_index, shape) -> np.ndarray:
 
 
 def _fit_lagged(x, y, sources, targets, n_genes, alpha) -> sparse.csr_matrix:
-    """Elasticities of z(t+1) on regulators' z(t) over donors (same solver, stacked samples)."""
-    stacked = np.concatenate([x, y], axis=1)
-    shifted = fit_elasticities(stacked, sources, targets + n_genes, 2 * n_genes, alpha=alpha)
-    return shifted[:n_genes, n_genes:].tocsr()
+    """Elasticities of z(t+1) on regulators' z(t) over donors (same solver, stacked samples).
+
+    Only the genes on an edge enter the fit: with 20,000 genes the regulators x (2 x genes)
+    covariance of every context would otherwise be formed (~0.5 GB each).
+    """
+    used = np.unique(np.concatenate([sources, targets]))
+    if used.size == n_genes:  # every gene is on an edge: the whole-matrix form, as before
+        stacked = np.concatenate([x, y], axis=1)
+        shifted = fit_elasticities(stacked, sources, targets + n_genes, 2 * n_genes, alpha=alpha)
+        return shifted[:n_genes, n_genes:].tocsr()
+    m = used.size
+    stacked = np.concatenate([x[:, used], y[:, used]], axis=1)
+    rows, cols, coef = ridge_per_target(
+        stacked, np.searchsorted(used, sources), np.searchsorted(used, targets) + m, alpha=alpha
+    )
+    return sparse.csr_matrix((coef, (used[rows], used[cols - m])), shape=(n_genes, n_genes))
 
 
 # ----------------------------------------------------------------------------- simulating

@@ -209,3 +209,15 @@ def test_donor_networks_on_network_genes_equal_the_fit_on_those_genes():
     np.testing.assert_array_equal(w[np.ix_(columns, columns)], ref)
     outside = np.setdiff1d(np.arange(len(twin.genes)), columns)
     assert not w[outside].any() and not w[:, outside].any()
+
+
+def test_lagged_fit_on_the_edge_genes_equals_the_whole_matrix_fit():
+    from omicstwin.tl.twin import _fit_lagged, fit_elasticities
+
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(12, 50)), rng.normal(size=(12, 50))
+    sources, targets = np.array([1, 4, 4, 7]), np.array([4, 9, 20, 9])
+    got = _fit_lagged(x, y, sources, targets, 50, 0.5).toarray()
+    whole = fit_elasticities(np.concatenate([x, y], axis=1), sources, targets + 50, 100, alpha=0.5)
+    np.testing.assert_allclose(got, whole[:50, 50:].toarray(), rtol=1e-12, atol=1e-14)
+    assert np.count_nonzero(got) == 4
