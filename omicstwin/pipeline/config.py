@@ -76,6 +76,13 @@ class Stages(BaseModel):
         "0.05) then the most variable pseudobulk genes, up to the cap, plus the expressed "
         "regulators (omicstwin.tl.networks.network_genes). null: every gene.",
     )
+    context_grns: bool | None = Field(
+        None,
+        description="Per cell type x time x condition GRNs (the intracellular layer of "
+        "network_layers). None: inferred unless the twin does not use them "
+        "(network_level donors) and the cohort has more than max_network_genes genes, where "
+        "their table alone holds contexts x genes x grn_top_k rows.",
+    )
     network_level: Literal["donors", "cells"] = Field(
         "donors", description="Twin networks fitted on donor variation or on cells."
     )

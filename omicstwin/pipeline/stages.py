@@ -112,8 +112,12 @@ def networks(ctx: RunContext) -> dict[str, Any]:
     rule = _network_genes(ctx)
     # None when the rule keeps every gene: the fits then run exactly as without a rule
     genes = None if len(rule.genes) == len(ctx.cohort.genes) else rule.genes
-    edges = multicellular_network(
-        context_grns(
+    with_grns = stages.context_grns
+    if with_grns is None:  # auto: skipped only at scale and when the twin does not use them
+        with_grns = genes is None or stages.network_level == "cells"
+    grns = None
+    if with_grns:
+        grns = context_grns(
             ctx.cohort,
             method=stages.grn_method,
             regulators=rule.regulators,
@@ -122,7 +126,9 @@ def networks(ctx: RunContext) -> dict[str, Any]:
             key_added=None,
             progress=lambda done, total, _label: ctx.progress(done, total),
             genes=genes,
-        ),
+        )
+    edges = multicellular_network(
+        *([] if grns is None else [grns]),
         intercellular_edges(
             ctx.cohort, load_table(config.priors["ligand_receptor"]), key_added=None
         ),
@@ -131,7 +137,7 @@ def networks(ctx: RunContext) -> dict[str, Any]:
         ),
     )
     write_table(ctx.out, "network_layers", edges)
-    return {"network_genes": rule.params()}
+    return {"network_genes": {**rule.params(), "context_grns": bool(with_grns)}}
 
 
 def regulators(ctx: RunContext) -> None:
@@ -359,7 +365,7 @@ STAGES: tuple[Stage, ...] = (
         upstream=("preprocess", "de"),  # DE genes are network targets (max_network_genes)
         params=(
             *("priors", "seed", "stages.grn_method", "stages.grn_top_k"),
-            "stages.max_network_genes",
+            *("stages.max_network_genes", "stages.context_grns", "stages.network_level"),
         ),
         outputs=("network_layers.parquet",),
     ),
