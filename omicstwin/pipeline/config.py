@@ -24,6 +24,12 @@ class Compute(BaseModel):
     )
     scheduler: str | None = Field(None, description="Address of an existing dask scheduler.")
     profile: str | None = Field(None, description="Cluster profile (pipelines/cluster/NAME).")
+    memory_per_worker: float = Field(
+        1.0,
+        gt=0,
+        description="GB one screen task may hold: the batch of perturbations shrinks to fit "
+        "(results are identical for any batch size).",
+    )
 
 
 class SimulatedData(BaseModel):
@@ -62,6 +68,21 @@ class Stages(BaseModel):
     min_donors: int = Field(2, ge=1)
     grn_method: str = "ridge"
     grn_top_k: int = Field(10, ge=1)
+    max_network_genes: int | None = Field(
+        5000,
+        ge=1,
+        description="Cap on the targets of the regulatory layers. A cohort with at most this "
+        "many genes keeps every gene; a larger one keeps the genes DE in any context (q < "
+        "0.05) then the most variable pseudobulk genes, up to the cap, plus the expressed "
+        "regulators (omicstwin.tl.networks.network_genes). null: every gene.",
+    )
+    context_grns: bool | None = Field(
+        None,
+        description="Per cell type x time x condition GRNs (the intracellular layer of "
+        "network_layers). None: inferred unless the twin does not use them "
+        "(network_level donors) and the cohort has more than max_network_genes genes, where "
+        "their table alone holds contexts x genes x grn_top_k rows.",
+    )
     network_level: Literal["donors", "cells"] = Field(
         "donors", description="Twin networks fitted on donor variation or on cells."
     )

@@ -86,7 +86,21 @@ def de(ctx: RunContext) -> None:
     write_table(ctx.out, "de", table)
 
 
-def networks(ctx: RunContext) -> None:
+def _network_genes(ctx: RunContext):
+    """Return the genes of the regulatory layers (``stages.max_network_genes``)."""
+    from omicstwin.tl.networks import network_genes
+
+    cap = ctx.config.stages.max_network_genes
+    small = cap is None or len(ctx.cohort.genes) <= cap  # every gene: no DE table needed
+    return network_genes(
+        ctx.cohort,
+        de=None if small else _read(ctx, "de"),
+        regulators=ctx.regulators,
+        max_genes=cap,
+    )
+
+
+def networks(ctx: RunContext) -> dict[str, Any]:
     """Infer the network layers: per-context GRNs, intercellular and temporal edges."""
     from omicstwin.io.manifests import load_table
     from omicstwin.tl.networks import (
@@ -97,22 +111,35 @@ def networks(ctx: RunContext) -> None:
     )
 
     config, stages = ctx.config, ctx.config.stages
-    edges = multicellular_network(
-        context_grns(
+    rule = _network_genes(ctx)
+    # None when the rule keeps every gene: the fits then run exactly as without a rule
+    genes = None if len(rule.genes) == len(ctx.cohort.genes) else rule.genes
+    with_grns = stages.context_grns
+    if with_grns is None:  # auto: skipped only at scale and when the twin does not use them
+        with_grns = genes is None or stages.network_level == "cells"
+    grns = None
+    if with_grns:
+        grns = context_grns(
             ctx.cohort,
             method=stages.grn_method,
-            regulators=ctx.regulators,
+            regulators=rule.regulators,
             top_k=stages.grn_top_k,
             seed=config.seed,
             key_added=None,
             progress=lambda done, total, _label: ctx.progress(done, total),
-        ),
+            genes=genes,
+        )
+    edges = multicellular_network(
+        *([] if grns is None else [grns]),
         intercellular_edges(
             ctx.cohort, load_table(config.priors["ligand_receptor"]), key_added=None
         ),
-        temporal_edges(ctx.cohort, regulators=ctx.regulators, seed=config.seed, key_added=None),
+        temporal_edges(
+            ctx.cohort, regulators=rule.regulators, seed=config.seed, key_added=None, genes=genes
+        ),
     )
     write_table(ctx.out, "network_layers", edges)
+    return {"network_genes": {**rule.params(), "context_grns": bool(with_grns)}}
 
 
 def regulators(ctx: RunContext) -> None:
@@ -151,13 +178,15 @@ def twin(ctx: RunContext) -> None:
 
     stages = ctx.config.stages
     layers = _read(ctx, "network_layers")
+    rule = _network_genes(ctx)
     fitted = fit_twin(
         ctx.cohort,
         layers,
         n_intercellular=stages.n_intercellular,
         network_level=stages.network_level,
-        regulators=ctx.regulators,
+        regulators=rule.regulators,
         top_k=stages.grn_top_k,
+        network_genes=None if len(rule.genes) == len(ctx.cohort.genes) else rule.genes,
     )
     save_twin(fitted, ctx.out / "twin")
     del layers  # edges are written from the file, not from a second copy of the big table
@@ -202,19 +231,27 @@ def screens(ctx: RunContext) -> dict[str, Any]:
             n_steps=stages.n_steps,
             client=client,
             progress=ctx.progress,
+            memory_per_worker=compute.memory_per_worker,
         )
         ranking, per_context = screen()
         failures = {"target_screen": int(ranking.attrs.get("failures", 0))}
         write_table(ctx.out, "perturbations", per_context)
         write_table(ctx.out, "rank_targets", ranking)
         calibration = [_calibration("targets", ranking)]
-        genes = disease_gene_screen(fitted, n_steps=stages.n_steps)
+        genes = disease_gene_screen(
+            fitted, n_steps=stages.n_steps, memory_per_worker=compute.memory_per_worker
+        )
         write_table(ctx.out, "rank_disease_genes", genes)
         if stages.screen_drugs:
             drug_rank = _drug_screen(ctx, fitted, screen)
             if drug_rank is not None:
                 calibration.append(_calibration("drugs", drug_rank))
-        patients = patient_screen(fitted, n_steps=stages.n_steps, client=client)
+        patients = patient_screen(
+            fitted,
+            n_steps=stages.n_steps,
+            client=client,
+            memory_per_worker=compute.memory_per_worker,
+        )
         write_table(ctx.out, "patients", patients)
         calibration.append(_patient_calibration(fitted, patients))
     import pandas as pd
@@ -344,8 +381,11 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "networks",
         networks,
-        upstream=("preprocess",),
-        params=("priors", "seed", "stages.grn_method", "stages.grn_top_k"),
+        upstream=("preprocess", "de"),  # DE genes are network targets (max_network_genes)
+        params=(
+            *("priors", "seed", "stages.grn_method", "stages.grn_top_k"),
+            *("stages.max_network_genes", "stages.context_grns", "stages.network_level"),
+        ),
         outputs=("network_layers.parquet",),
     ),
     Stage(
@@ -364,7 +404,7 @@ STAGES: tuple[Stage, ...] = (
         upstream=("networks",),
         params=(
             *("stages.n_intercellular", "stages.network_level", "stages.grn_top_k"),
-            *("stages.n_bootstrap", "seed"),
+            *("stages.n_bootstrap", "seed", "stages.max_network_genes"),
         ),
         outputs=("edges.parquet", "patient_states.parquet", "twin/"),
     ),

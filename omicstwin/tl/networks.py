@@ -33,6 +33,136 @@ CONTEXT_GRN_METHOD = "ridge"  # see context_grns: contexts have no pseudotime
 ALL_CONDITIONS = "all"
 
 
+# ----------------------------------------------------------------------------- gene rule
+
+MAX_NETWORK_GENES = 5000  # default cap of stages.max_network_genes (keeps every gene <= 5,000)
+_DE_Q = 0.05  # a gene DE in any context at q < 0.05 is a network target first
+_MIN_REGULATOR_CPM = 1.0  # a regulator must reach 1 count per million in the pseudobulk
+
+
+@dataclass(frozen=True)
+class NetworkGenes:
+    """The genes the regulatory layers are inferred on (:func:`network_genes`).
+
+    Attributes
+    ----------
+    genes
+        Targets and regulators, in the cohort's gene order.
+    regulators
+        Candidate regulators kept (in the order given), all among ``genes``; None: every gene.
+    n_de, n_variable
+        How many targets came from the DE table and from the variance ranking.
+    """
+
+    genes: list[str]
+    regulators: list[str] | None
+    n_de: int = 0
+    n_variable: int = 0
+
+    def params(self) -> dict:
+        """Return a summary for run.json: counts, not names."""
+        n_reg = None if self.regulators is None else len(self.regulators)
+        return {
+            "n_genes": len(self.genes),
+            "n_regulators": n_reg,
+            "n_de": self.n_de,
+            "n_variable": self.n_variable,
+        }
+
+
+def network_genes(
+    data,
+    *,
+    de: pd.DataFrame | None = None,
+    regulators: Sequence[str] | None = None,
+    max_genes: int | None = MAX_NETWORK_GENES,
+    cell_type_key: str = "cell_type",
+    time_key: str = "time",
+    condition_key: str = "condition",
+    donor_key: str = "donor",
+    case: str = "case",
+    control: str = "control",
+    layer: str | None = None,
+) -> NetworkGenes:
+    """Choose the genes of the regulatory layers: regulators x (DE or variable) targets.
+
+    **The rule.** A cohort of at most ``max_genes`` genes keeps every gene and every candidate
+    regulator (the demo's 2,000 genes: nothing changes). A larger one keeps
+
+    - **regulators**: the candidate regulators (prior TFs and receptors) that are expressed,
+      i.e. reach a mean of 1 count per million over the donor pseudobulk samples;
+    - **targets**: up to ``max_genes`` genes, first the genes DE in any cell type x time context
+      (``q_value < 0.05`` in ``de``, most significant first), then the most variable genes of
+      the pseudobulk (variance of log2 CPM over the donor x cell type x time samples of both
+      arms, which carries the cell type, time and donor programmes the layers model);
+    - the network genes are the targets plus the kept regulators (a regulator is also a
+      target).
+
+    Genes outside the rule still have twin states and can be perturbed; they have no edges, so
+    perturbing one changes only itself (reversal 0), as a gene without an outgoing edge does
+    today. The cap bounds every regulators x targets matrix of the layers (per context, per
+    transition, per bootstrap) to ``n_regulators x (max_genes + n_regulators)``.
+
+    Parameters
+    ----------
+    data
+        AnnData, MuData or :class:`~omicstwin.pp.Cohort`.
+    de
+        The DE table (``SCHEMAS["de"]``); None: targets by variance only.
+    regulators
+        Candidate regulators; None: every gene is a candidate.
+    max_genes
+        The cap on targets (None: no cap, every gene).
+    cell_type_key, time_key, condition_key, donor_key, case, control, layer
+        The data contract (see :func:`omicstwin.io.validate_cohort`).
+
+    Returns
+    -------
+    NetworkGenes
+    """
+    if max_genes is not None and max_genes < 1:
+        raise ParameterError(f"max_genes must be >= 1 or None, got {max_genes}")
+    cohort = as_cohort(data, locals())
+    genes = cohort.genes
+    if max_genes is None or len(genes) <= max_genes:
+        return NetworkGenes(list(genes), None if regulators is None else list(regulators))
+    keys, log_cpm = _donor_log_cpm(cohort)
+    mean_cpm = (np.exp2(log_cpm) - 1.0).mean(axis=0)
+    expressed = set(genes[mean_cpm >= _MIN_REGULATOR_CPM])
+    kept_regs = None
+    if regulators is not None:
+        kept_regs = [g for g in dict.fromkeys(regulators) if g in expressed]
+    order: list[str] = []
+    n_de = 0
+    if de is not None and len(de):
+        hits = de[de["q_value"] < _DE_Q]
+        best = hits.groupby("gene", observed=True)["q_value"].min()
+        best = best[best.index.isin(genes)]
+        # most significant first, ties by name: a deterministic order whatever the DE order
+        ranked = best.reset_index().sort_values(["q_value", "gene"], kind="stable")
+        order = ranked["gene"].astype(str).tolist()[:max_genes]
+        n_de = len(order)
+    variance = log_cpm.var(axis=0)
+    chosen = set(order)
+    # largest variance first, ties by gene order (stable)
+    for j in np.argsort(-variance, kind="stable"):
+        if len(order) >= max_genes:
+            break
+        if genes[j] not in chosen:
+            order.append(genes[j])
+            chosen.add(genes[j])
+    keep = chosen | set(kept_regs or ())
+    logger.info(
+        "network genes: %d targets (%d DE, %d variable) + regulators = %d of %d genes",
+        len(order),
+        n_de,
+        len(order) - n_de,
+        len(keep),
+        len(genes),
+    )
+    return NetworkGenes([g for g in genes if g in keep], kept_regs, n_de, len(order) - n_de)
+
+
 # ----------------------------------------------------------------------------- intracellular
 
 
@@ -53,6 +183,7 @@ def context_grns(
     top_k: int = 10,
     seed: int = 0,
     progress: Callable[[int, int, str], None] | None = None,
+    genes: Sequence[str] | None = None,
     key_added: str | None = "grn",
 ) -> pd.DataFrame:
     """Infer a GRN per cell type x time point x condition from that context's cells.
@@ -81,11 +212,14 @@ def context_grns(
         Random seed of the method.
     progress
         Called as ``progress(done, total, context_label)`` after each context.
+    genes
+        Infer on these genes only (e.g. :attr:`NetworkGenes.genes` of :func:`network_genes`):
+        each context's expression is densified on these columns only; None: every gene.
     key_added
         Also store ``{"results": table, "params": {...}}`` in ``data.uns[key_added]`` (the only
         mutation; the MuData itself for MuData input; read it back with
         :func:`omicstwin.get.edges`); ``None`` stores nothing. ``params``: method, min_cells,
-        top_k, seed, n_regulators.
+        top_k, seed, n_regulators, n_genes.
 
     Returns
     -------
@@ -97,7 +231,8 @@ def context_grns(
     if top_k < 1:
         raise ParameterError(f"top_k must be >= 1, got {top_k}")
     cohort = as_cohort(data, locals())
-    genes = list(cohort.genes)
+    columns = _gene_columns(cohort.genes, genes)
+    genes = list(cohort.genes[columns])
     candidates = None
     if regulators is not None:
         present = set(genes)
@@ -117,9 +252,11 @@ def context_grns(
         if len(positions) < min_cells:
             logger.info("skipping %s: %d cells < min_cells=%d", label, len(positions), min_cells)
         else:
-            expression = cohort.log_normalised(arm_rows[positions]).toarray()
+            expression = cohort.log_normalised(arm_rows[positions])
+            if len(columns) < expression.shape[1]:
+                expression = expression[:, columns]  # never densify genes outside the rule
             edges = grn.infer_grn(
-                expression,
+                expression.toarray(),
                 genes,
                 method=method_name,
                 regulators=candidates,
@@ -144,8 +281,28 @@ def context_grns(
         "top_k": top_k,
         "seed": seed,
         "n_regulators": len(candidates) if candidates else len(genes),
+        "n_genes": len(genes),
     }
     return _store(data, key_added, _conform_edges(rows), params)
+
+
+def _gene_columns(all_genes: pd.Index, genes: Sequence[str] | None) -> np.ndarray:
+    """Positions of ``genes`` among the cohort's genes, in the cohort's order (None: all).
+
+    Raises
+    ------
+    ParameterError
+        None of ``genes`` is a gene of the cohort.
+    """
+    if genes is None:
+        return np.arange(len(all_genes))
+    columns = np.flatnonzero(all_genes.isin(list(genes)))
+    if columns.size < 2:
+        raise ParameterError(
+            f"only {columns.size} of the {len(genes)} network genes are genes of the cohort; "
+            "fix: pass names that match var_names (e.g. from network_genes)"
+        )
+    return columns
 
 
 def _store(data, key_added: str | None, table: pd.DataFrame, params: dict) -> pd.DataFrame:
@@ -563,6 +720,7 @@ def temporal_edges(
     top_k: int = 5,
     n_bootstrap: int = 20,
     seed: int = 0,
+    genes: Sequence[str] | None = None,
     key_added: str | None = "temporal",
 ) -> pd.DataFrame:
     """Lagged regulator (t) -> target (t+1) edges per cell type from donor trajectories.
@@ -594,6 +752,9 @@ def temporal_edges(
         Donor bootstrap fits behind ``stability``.
     seed
         Seed of the bootstrap.
+    genes
+        Fit on these genes only (regulators and targets; e.g. :attr:`NetworkGenes.genes`);
+        log CPM is still normalised over every gene. None: every gene.
     key_added
         Also store ``{"results": table, "params": {...}}`` in ``data.uns[key_added]`` (the only
         mutation; read it back with :func:`omicstwin.get.edges`); ``None`` stores nothing.
@@ -611,7 +772,10 @@ def temporal_edges(
     cohort = as_cohort(data, locals())
     obs = cohort.obs[cohort.in_arms]
     keys, log_cpm = _donor_log_cpm(cohort)
-    genes = cohort.genes
+    columns = _gene_columns(cohort.genes, genes)
+    if len(columns) < log_cpm.shape[1]:
+        log_cpm = log_cpm[:, columns]
+    genes = cohort.genes[columns]
     reg_idx = _regulator_index(genes, regulators)
     # one stream for the whole call, drawn cell type by cell type in sorted order
     rng = np.random.default_rng(seed)

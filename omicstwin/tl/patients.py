@@ -84,6 +84,7 @@ def patient_screen(
     n_steps: int | None = DEFAULT_STEPS,
     client: Any = None,
     batch_size: int = 500,
+    memory_per_worker: float | None = None,
 ) -> pd.DataFrame:
     """Each case donor's own target ranking, with a p / q per target (see the module docstring).
 
@@ -95,7 +96,7 @@ def patient_screen(
         Perturbations screened (default: a knockout of every regulator of the twin).
     n_steps
         Propagation steps (None: to the steady state).
-    client, batch_size
+    client, batch_size, memory_per_worker
         As :func:`omicstwin.tl.twin.target_screen` (one propagation serves every patient).
 
     Returns
@@ -126,6 +127,7 @@ def patient_screen(
         batch_size=batch_size,
         progress=None,
         n_tested=n_pat,
+        memory_per_worker=memory_per_worker,
     )
     enough = donors.is_control.sum() >= 2
     ids = [q.perturbation_id for q in perturbations]

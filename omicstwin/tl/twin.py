@@ -146,6 +146,7 @@ def fit_twin(
     regulators: Sequence[str] | None = None,
     top_k: int = 10,
     key_added: str | None = "twin",
+    network_genes: Sequence[str] | None = None,
 ) -> Twin:
     """Fit a twin: states per cell type x time (arms and donors) and elasticity networks.
 
@@ -179,6 +180,10 @@ def fit_twin(
         ``data.uns[key_added]`` (the only mutation; the intracellular edges the twin propagates
         through, ``edges`` schema; read them back with :func:`omicstwin.get.edges`). The twin
         itself holds arrays per donor: keep it with :func:`save_twin`. ``None`` stores nothing.
+    network_genes
+        For ``network_level="donors"``: infer and fit the networks on these genes only (e.g.
+        :attr:`omicstwin.tl.networks.NetworkGenes.genes`, the rule of
+        :func:`omicstwin.tl.networks.network_genes`); states keep every gene. None: every gene.
 
     Returns
     -------
@@ -215,6 +220,7 @@ def fit_twin(
         top_k=top_k,
         min_cells=min_cells,
         alpha=alpha,
+        network_genes=network_genes,
     )
     twin = Twin(
         genes=genes,
@@ -291,6 +297,7 @@ def _fit_intracellular(
     top_k,
     min_cells,
     alpha,
+    network_genes=None,
 ) -> tuple[pd.DataFrame, list[list[sparse.csr_matrix | None]]]:
     """Fit the intracellular networks at the chosen level; also return the edges they use.
 
@@ -304,7 +311,7 @@ def _fit_intracellular(
         From :func:`_fit_states`; ``donors`` sorted.
     axes
         ``(genes, cell_types, times)`` of the twin.
-    network_level, regulators, top_k, min_cells, alpha
+    network_level, regulators, top_k, min_cells, alpha, network_genes
         As in :func:`fit_twin`.
 
     Returns
@@ -318,7 +325,7 @@ def _fit_intracellular(
     genes, cell_types, times = axes
     if network_level == "donors":
         network, intracellular = _donor_networks(
-            states, donors, genes, cell_types, times, regulators, top_k, alpha
+            states, donors, genes, cell_types, times, regulators, top_k, alpha, network_genes
         )
     else:
         network, intracellular = None, [[None] * len(cell_types) for _ in times]
@@ -444,30 +451,42 @@ def _intercellular_coupling(edges, n_intercellular, g_index, c_index, t_index) -
     )
 
 
-def _donor_networks(states, donors, genes, cell_types, times, regulators, top_k, alpha):
-    """Per cell type: structure and elasticities from donor x time states (time-centred)."""
+def _donor_networks(
+    states, donors, genes, cell_types, times, regulators, top_k, alpha, network_genes=None
+):
+    """Per cell type: structure and elasticities from donor x time states (time-centred).
+
+    With ``network_genes`` the ridge fits see only those columns (regulators x network genes,
+    never regulators x all genes); the elasticities are placed back in the genes x genes grid.
+    """
     from omicstwin.tl.grn import infer_grn
 
-    g_index = {g: i for i, g in enumerate(genes)}
+    columns = np.arange(len(genes))
+    if network_genes is not None:
+        wanted = set(network_genes)
+        columns = np.array([j for j, g in enumerate(genes) if g in wanted], dtype=np.int64)
+    sub_genes = [genes[j] for j in columns]
+    g_index = {g: i for i, g in enumerate(sub_genes)}  # position among the fitted columns
     candidates = None if regulators is None else [g for g in regulators if g in g_index]
     grid = [[None] * len(cell_types) for _ in times]
     rows = []
     if len(donors) < 3:
         return None, grid
     for c, cell_type in enumerate(cell_types):
-        x = np.stack([states[d][:, c, :] for d in donors], axis=1)  # times x donors x genes
-        x = (x - x.mean(axis=1, keepdims=True)).reshape(-1, len(genes))  # donor variation only
-        found = infer_grn(x, genes, method="ridge", regulators=candidates, top_per_target=top_k)
+        # times x donors x network genes
+        x = np.stack([states[d][:, c, columns] for d in donors], axis=1)
+        x = (x - x.mean(axis=1, keepdims=True)).reshape(-1, len(columns))  # donor variation only
+        found = infer_grn(x, sub_genes, method="ridge", regulators=candidates, top_per_target=top_k)
         found = top_rows(
             found, "weight", top_k, table="edges", within=["target"], tie_break=["source"]
         )
-        w = fit_elasticities(
+        src, tgt, coef = ridge_per_target(
             x,
             found["source"].map(g_index).to_numpy(),
             found["target"].map(g_index).to_numpy(),
-            len(genes),
             alpha=alpha,
         )
+        w = sparse.csr_matrix((coef, (columns[src], columns[tgt])), shape=(len(genes), len(genes)))
         for t in range(len(times)):
             grid[t][c] = w
         coo = w.tocoo()
@@ -505,10 +524,22 @@ def _state(keys, mean, label, column, c_index, t_index, shape) -> np.ndarray:
 
 
 def _fit_lagged(x, y, sources, targets, n_genes, alpha) -> sparse.csr_matrix:
-    """Elasticities of z(t+1) on regulators' z(t) over donors (same solver, stacked samples)."""
-    stacked = np.concatenate([x, y], axis=1)
-    shifted = fit_elasticities(stacked, sources, targets + n_genes, 2 * n_genes, alpha=alpha)
-    return shifted[:n_genes, n_genes:].tocsr()
+    """Elasticities of z(t+1) on regulators' z(t) over donors (same solver, stacked samples).
+
+    Only the genes on an edge enter the fit: with 20,000 genes the regulators x (2 x genes)
+    covariance of every context would otherwise be formed (~0.5 GB each).
+    """
+    used = np.unique(np.concatenate([sources, targets]))
+    if used.size == n_genes:  # every gene is on an edge: the whole-matrix form, as before
+        stacked = np.concatenate([x, y], axis=1)
+        shifted = fit_elasticities(stacked, sources, targets + n_genes, 2 * n_genes, alpha=alpha)
+        return shifted[:n_genes, n_genes:].tocsr()
+    m = used.size
+    stacked = np.concatenate([x[:, used], y[:, used]], axis=1)
+    rows, cols, coef = ridge_per_target(
+        stacked, np.searchsorted(used, sources), np.searchsorted(used, targets) + m, alpha=alpha
+    )
+    return sparse.csr_matrix((coef, (used[rows], used[cols - m])), shape=(n_genes, n_genes))
 
 
 # ----------------------------------------------------------------------------- simulating
@@ -787,6 +818,7 @@ def target_screen(
     client: Any = None,
     batch_size: int = 500,
     progress: Callable[[int, int], None] | None = None,
+    memory_per_worker: float | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Rank perturbations by how far they move the disease state back towards the controls.
 
@@ -828,6 +860,10 @@ def target_screen(
         Perturbations per task (perturbations never interact, so batching is exact).
     progress
         Called as ``progress(done, total)`` after each finished task (the CLI's progress bar).
+    memory_per_worker
+        GB one task may hold; the batch shrinks below ``batch_size`` to fit it
+        (:func:`screen_batch_size`). None: ``batch_size`` as given. Results are identical for
+        any batch size.
 
     Returns
     -------
@@ -855,6 +891,7 @@ def target_screen(
         client=client,
         batch_size=batch_size,
         progress=progress,
+        memory_per_worker=memory_per_worker,
     )
     summary = pd.DataFrame(
         {
@@ -903,9 +940,22 @@ def _screen_contrasts(twin, donors, state, n_permutations, seed):
 
 
 def _project_screen(
-    twin, perturbations, weights, *, donors, n_steps, client, batch_size, progress, n_tested=1
+    twin,
+    perturbations,
+    weights,
+    *,
+    donors,
+    n_steps,
+    client,
+    batch_size,
+    progress,
+    n_tested=1,
+    memory_per_worker=None,
 ):
     """Score perturbations against contrasts in batches (dask when given a client).
+
+    The batch is ``batch_size`` or fewer perturbations, as :func:`screen_batch_size` fits in
+    ``memory_per_worker`` GB.
 
     Contrasts ``0 .. n_tested - 1`` are scored (overall and per context) and tested against
     the remaining ones, the null (:func:`omicstwin.tl.nulls.permutation_p` on the statistic
@@ -914,7 +964,8 @@ def _project_screen(
     from omicstwin.parallel import WorkUnit, batched, run_units
     from omicstwin.tl.nulls import reference_state
 
-    batches = batched(list(range(len(perturbations))), batch_size)
+    size = screen_batch_size(twin, batch_size, memory_per_worker, n_contrasts=n_tested)
+    batches = batched(list(range(len(perturbations))), size)
     units = [WorkUnit(f"screen-{k}", {"indices": b}, 0) for k, b in enumerate(batches)]
     shared = {
         "twin": twin,
@@ -943,6 +994,14 @@ def _project_screen(
         out[key][index] = summary[[f"{prefix}{j}" for j in range(n_tested)]].to_numpy(float)
     ids = np.array([q.perturbation_id for q in perturbations], dtype=object)
     context = results[results["part"] == "context"]
+    # one order whatever the batches: contrast, time, cell type, perturbation (one batch's)
+    t_pos = context["time"].map({t: i for i, t in enumerate(twin.times)}).to_numpy(int)
+    c_pos = context["cell_type"].map({c: i for i, c in enumerate(twin.cell_types)}).to_numpy(int)
+    context = context.iloc[
+        np.lexsort(
+            (context["index"].to_numpy(int), c_pos, t_pos, context["contrast"].to_numpy(int))
+        )
+    ]
     per_context = pd.DataFrame(
         {
             "perturbation_id": ids[context["index"].to_numpy(int)],
@@ -956,6 +1015,53 @@ def _project_screen(
     if n_tested == 1:
         per_context = per_context.drop(columns="contrast")
     return out, per_context, len(failures)
+
+
+# Bytes one perturbation holds per gene while a batch is simulated and scored: per context its
+# clamp mask (1) and shift (8), its first-round delta and carry-over (8 + 8) kept for the
+# intercellular round, the previous and current time point's deltas (8 + 8) and ~2 temporaries
+# of the context being propagated (16); checked against tracemalloc in the tests.
+_BYTES_PER_GENE_CONTEXT = 57
+_BYTES_PER_GENE = 48  # propagate's transposed copies of one context's delta and shift
+
+
+def screen_batch_size(
+    twin: Twin, batch_size: int, memory_per_worker: float | None, *, n_contrasts: int = 1
+) -> int:
+    """Perturbations per screen task: ``batch_size``, or fewer to fit ``memory_per_worker``.
+
+    A batch of P perturbations holds about ``P x genes x (57 x contexts + 48)`` bytes while it
+    is simulated (a (P, genes) array of a few kinds per cell type, see
+    :func:`simulate_contexts`) plus its per-context scores (``P x contrasts x contexts``); the
+    twin itself is shared and not counted. Perturbations never interact, so the batch size
+    changes the memory, never the results.
+
+    Parameters
+    ----------
+    twin
+        The twin screened.
+    batch_size
+        The largest batch.
+    memory_per_worker
+        GB one task may hold (None: no limit).
+    n_contrasts
+        Contrasts scored per context (patients of a patient screen).
+
+    Returns
+    -------
+    int
+        At least 1.
+    """
+    if memory_per_worker is None:
+        return batch_size
+    if memory_per_worker <= 0:
+        raise ParameterError(f"memory_per_worker must be > 0 GB, got {memory_per_worker}")
+    n_t, n_c, n_g = twin.shape
+    per_perturbation = n_g * (_BYTES_PER_GENE_CONTEXT * n_c + _BYTES_PER_GENE) + (
+        8 * 4 * n_contrasts * n_t * n_c
+    )
+    fits = int(memory_per_worker * 2**30 // per_perturbation)
+    return max(1, min(batch_size, fits))
 
 
 def _aligned(twin: Twin) -> Twin:
@@ -1093,7 +1199,11 @@ def _per_context_table(summary: pd.DataFrame, per_context: pd.DataFrame) -> pd.D
 
 
 def disease_gene_screen(
-    twin: Twin, *, genes: Sequence[str] | None = None, n_steps: int | None = DEFAULT_STEPS
+    twin: Twin,
+    *,
+    genes: Sequence[str] | None = None,
+    n_steps: int | None = DEFAULT_STEPS,
+    memory_per_worker: float | None = None,
 ) -> pd.DataFrame:
     """Rank genes by disease induction: move each to its case level in the control state.
 
@@ -1108,6 +1218,9 @@ def disease_gene_screen(
         Genes to screen (default: the twin's regulators, :meth:`Twin.regulators`).
     n_steps
         Propagation steps (None: to the steady state).
+    memory_per_worker
+        GB a batch of genes may hold (:func:`screen_batch_size`); None: all genes at once.
+        Genes never interact, so batches change the memory, never the results.
 
     Returns
     -------
@@ -1115,6 +1228,21 @@ def disease_gene_screen(
         name, rank, score (induction), off_target, best_cell_type, best_time.
     """
     genes = list(genes) if genes is not None else twin.regulators()
+    size = screen_batch_size(twin, max(1, len(genes)), memory_per_worker)
+    parts = [_induction(twin, genes[i : i + size], n_steps) for i in range(0, len(genes), size)]
+    if not parts:
+        parts = [_induction(twin, [], n_steps)]
+    summary = pd.concat([p[0] for p in parts], ignore_index=True)
+    per_context = pd.concat([p[1] for p in parts], ignore_index=True)
+    summary["p_value"] = np.nan
+    summary["q_value"] = np.nan
+    table = _ranking(summary, per_context)
+    table["name"] = genes_from_ids(table["name"])
+    return table[list(SCHEMAS["rank"])]
+
+
+def _induction(twin: Twin, genes: list[str], n_steps: int | None):
+    """Induction of a batch of genes (:func:`disease_gene_screen`): summary and per-context."""
     index = [twin.genes.index(g) for g in genes]
     case, control = twin.state("case"), twin.state("control")
     rows = np.arange(len(index))
@@ -1132,11 +1260,7 @@ def disease_gene_screen(
     summary, per_context, _ = run_perturbations(
         twin, perts, state="control", reference="case", sign=1.0, shifts=shifts, n_steps=n_steps
     )
-    summary["p_value"] = np.nan
-    summary["q_value"] = np.nan
-    table = _ranking(summary, per_context)
-    table["name"] = genes_from_ids(table["name"])
-    return table[list(SCHEMAS["rank"])]
+    return summary, per_context
 
 
 def genes_from_ids(ids: pd.Series) -> pd.Series:
