@@ -66,6 +66,19 @@ class Stages(BaseModel):
         "donors", description="Twin networks fitted on donor variation or on cells."
     )
     n_intercellular: int = Field(50, ge=1)
+    intercellular_model: Literal["programme", "receptor"] = Field(
+        "programme",
+        description="Twin signalling: 'programme' (ligand x receptor -> the ligand's target "
+        "programme in the receiver, gain regressed over donors; needs the ligand_targets prior) "
+        "or 'receptor' (the previous model: ligand change added to the receptor, kappa 1).",
+    )
+    lr_max_p: float | None = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description="The twin keeps intercellular edges with permutation p at most this "
+        "(None: the n_intercellular strongest whatever their evidence, the previous rule).",
+    )
     n_permutations: int = Field(
         1999,
         ge=0,

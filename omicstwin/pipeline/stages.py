@@ -106,7 +106,10 @@ def networks(ctx: RunContext) -> None:
             progress=lambda done, total, _label: ctx.progress(done, total),
         ),
         intercellular_edges(
-            ctx.cohort, load_table(config.priors["ligand_receptor"]), key_added=None
+            ctx.cohort,
+            load_table(config.priors["ligand_receptor"]),
+            seed=config.seed,
+            key_added=None,
         ),
         temporal_edges(ctx.cohort, regulators=ctx.regulators, seed=config.seed, key_added=None),
     )
@@ -139,6 +142,9 @@ def twin(ctx: RunContext) -> None:
         network_level=stages.network_level,
         regulators=ctx.regulators,
         top_k=stages.grn_top_k,
+        ligand_targets=_ligand_targets() if stages.intercellular_model == "programme" else None,
+        intercellular_model=stages.intercellular_model,
+        lr_max_p=stages.lr_max_p,
     )
     save_twin(fitted, ctx.out / "twin")
     del layers  # edges are written from the file, not from a second copy of the big table
@@ -156,6 +162,24 @@ def twin(ctx: RunContext) -> None:
     )
     write_table(ctx.out, "patient_states", states)
     ctx.twin = fitted
+
+
+def _ligand_targets():
+    """Load the ligand -> target prior; None with a warning when it is unavailable.
+
+    The twin then warns again and falls back to its receptor model (:func:`omicstwin.tl.twin.
+    fit_twin`).
+    """
+    from omicstwin._logging import logger
+    from omicstwin.errors import OmicstwinError
+
+    try:
+        from omicstwin.io.priors import load_prior
+
+        return load_prior("ligand_targets")
+    except (ImportError, OmicstwinError) as error:
+        logger.warning("ligand_targets prior unavailable (%s)", error)
+        return None
 
 
 def screens(ctx: RunContext) -> dict[str, Any]:
@@ -342,7 +366,7 @@ STAGES: tuple[Stage, ...] = (
         upstream=("networks",),
         params=(
             *("stages.n_intercellular", "stages.network_level", "stages.grn_top_k"),
-            *("stages.n_bootstrap", "seed"),
+            *("stages.n_bootstrap", "seed", "stages.intercellular_model", "stages.lr_max_p"),
         ),
         outputs=("edges.parquet", "patient_states.parquet", "twin/"),
     ),

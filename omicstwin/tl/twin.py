@@ -58,9 +58,15 @@ class Twin:
     temporal
         ``[t][c]`` elasticities from time t to t+1 (CSR) or None.
     intercellular
-        Columns time_index, sender, ligand, receiver, receptor (indices), kappa.
+        Columns time_index, sender, ligand, receiver, receptor (indices), kappa and gain (see
+        :func:`fit_twin`: ``params["intercellular_model"]`` says which one acts).
     params
         How it was fitted.
+    network
+        The intracellular edges the twin propagates through.
+    programmes
+        Ligand -> target programmes (``programme`` model): columns ligand, target (gene
+        indices) and weight (prior weight x sign, unit norm per ligand); None otherwise.
     """
 
     genes: list[str]
@@ -73,6 +79,7 @@ class Twin:
     intercellular: pd.DataFrame
     params: dict = field(default_factory=dict)
     network: pd.DataFrame | None = None  # the intracellular edges the twin propagates through
+    programmes: pd.DataFrame | None = None  # ligand -> target programmes (programme model)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -97,7 +104,26 @@ class Twin:
                     if w is not None:
                         used |= np.asarray(abs(w).sum(axis=1)).ravel() > 0
         used[self.intercellular["ligand"].to_numpy(int)] = True
+        # a receptor's availability gates its ligands' signal: a receptor knockout acts too
+        used[self.intercellular["receptor"].to_numpy(int)] = True
         return [g for g, u in zip(self.genes, used, strict=True) if u]
+
+    def gene_roles(self) -> dict[str, str]:
+        """Return the role of every gene: ``tf``, ``ligand``, ``receptor`` or ``other``.
+
+        ``ligand`` and ``receptor``: of a kept ligand -> receptor edge; ``tf``: a candidate
+        regulator with an outgoing edge (only when the twin was fitted with a candidate list);
+        ligand, then receptor win a tie.
+        """
+        roles = dict.fromkeys(self.genes, "other")
+        candidates = set(self.params.get("tf_candidates") or ())
+        for gene in self.regulators():
+            if gene in candidates:
+                roles[gene] = "tf"
+        for column in ("receptor", "ligand"):
+            for i in self.intercellular[column].to_numpy(int):
+                roles[self.genes[i]] = column
+        return roles
 
 
 # ----------------------------------------------------------------------------- fitting
@@ -145,6 +171,9 @@ def fit_twin(
     network_level: str = "donors",
     regulators: Sequence[str] | None = None,
     top_k: int = 10,
+    ligand_targets: pd.DataFrame | None = None,
+    intercellular_model: str = "programme",
+    lr_max_p: float | None = 0.05,
     key_added: str | None = "twin",
 ) -> Twin:
     """Fit a twin: states per cell type x time (arms and donors) and elasticity networks.
@@ -160,7 +189,8 @@ def fit_twin(
     alpha
         Ridge penalty of the elasticities.
     n_intercellular
-        Intercellular edges kept per time point (the strongest positive ones).
+        Intercellular edges kept per time point at most (the strongest positive ones among
+        those passing ``lr_max_p``).
     min_cells
         Contexts with fewer cells get no intracellular network.
     network_level
@@ -174,6 +204,23 @@ def fit_twin(
     regulators, top_k
         Candidate regulators and edges kept per target for ``network_level="donors"``
         (default: every gene).
+    ligand_targets
+        Ligand -> target prior (columns ligand, target, weight, sign; e.g.
+        ``omicstwin.io.priors.load_prior("ligand_targets")``): the receiver's programme of
+        each ligand is its targets among the twin's genes.
+    intercellular_model
+        ``"programme"`` (default): a kept ligand -> receptor edge passes ``gain x`` the change
+        of ``ligand activity (sender) x receptor availability (receiver)`` at time t to the
+        receiver's programme of that ligand at t + 1 (the lag of the edges' donor coupling),
+        the gain regressed over donors (:func:`estimate_gains`); a receptor knockout or a
+        ligand-blocking drug (:func:`omicstwin.tl.perturb.blocking_antibody`) removes the
+        signal. ``"receptor"``: the previous model, the ligand's change added to the
+        receptor's z at the same time point with ``kappa = 1``. Without ``ligand_targets``
+        the programme model falls back to ``"receptor"`` with a warning.
+    lr_max_p
+        Keep intercellular edges with a permutation ``p_value`` (:func:`omicstwin.tl.networks.
+        intercellular_edges`) at most this; None keeps the ``n_intercellular`` strongest
+        positive ones whatever their evidence (the previous rule).
     key_added
         Also store ``{"results": twin.network, "params": twin.params}`` in
         ``data.uns[key_added]`` (the only mutation; the intracellular edges the twin propagates
@@ -202,6 +249,24 @@ def fit_twin(
     states, donors = _fit_states(cohort, obs, c_index, t_index, shape)
     if network_level not in ("donors", "cells"):
         raise ParameterError(f"network_level must be 'donors' or 'cells', got '{network_level}'")
+    if intercellular_model not in ("programme", "receptor"):
+        raise ParameterError(
+            f"intercellular_model must be 'programme' or 'receptor', got '{intercellular_model}'"
+        )
+    coupling = _intercellular_coupling(
+        edges, n_intercellular, g_index, c_index, t_index, max_p=lr_max_p
+    )
+    programmes = None
+    if intercellular_model == "programme" and ligand_targets is None:
+        logger.warning(
+            "no ligand -> target prior: the twin's intercellular edges add the ligand's change to "
+            "the receptor (kappa = 1, no receptor programme); fix: pass ligand_targets "
+            "(omicstwin.io.priors.load_prior('ligand_targets'))"
+        )
+        intercellular_model = "receptor"
+    elif intercellular_model == "programme":
+        programmes = ligand_programmes(ligand_targets, genes)
+        coupling["gain"] = estimate_gains(states, sorted(donors), coupling, programmes)
     network, intracellular = _fit_intracellular(
         cohort,
         arm_rows,
@@ -224,7 +289,7 @@ def fit_twin(
         donors=donors,
         intracellular=intracellular,
         temporal=_fit_temporal(edges, states, donors, g_index, c_index, t_index, alpha),
-        intercellular=_intercellular_coupling(edges, n_intercellular, g_index, c_index, t_index),
+        intercellular=coupling,
         params={
             "alpha": alpha,
             "n_intercellular": n_intercellular,
@@ -232,8 +297,12 @@ def fit_twin(
             "control": control,
             "network_level": network_level,
             "top_k": top_k,
+            "intercellular_model": intercellular_model,
+            "lr_max_p": lr_max_p,
+            "tf_candidates": None if regulators is None else sorted(set(regulators) & set(genes)),
         },
         network=network,
+        programmes=programmes,
     )
     store_result(data, key_added, conform(twin.network, "edges"), twin.params)
     return twin
@@ -410,7 +479,9 @@ def _fit_temporal(
     return temporal
 
 
-def _intercellular_coupling(edges, n_intercellular, g_index, c_index, t_index) -> pd.DataFrame:
+def _intercellular_coupling(
+    edges, n_intercellular, g_index, c_index, t_index, *, max_p=None
+) -> pd.DataFrame:
     """Keep the strongest positive ligand -> receptor edges per time point, as axis indices.
 
     Parameters
@@ -418,17 +489,28 @@ def _intercellular_coupling(edges, n_intercellular, g_index, c_index, t_index) -
     edges
         The multicellular network; only its ``intercellular`` layer is used.
     n_intercellular
-        Edges kept per time point.
+        Edges kept per time point at most.
     g_index, c_index, t_index
         Gene, cell type and time point -> axis index.
+    max_p
+        Keep only edges whose permutation ``p_value`` is at most this (None: no filter; an
+        edge table without p-values is an error then).
 
     Returns
     -------
     pandas.DataFrame
-        Columns time_index, sender, ligand, receiver, receptor and kappa (see :class:`Twin`);
-        a complex acts through its first subunit.
+        Columns time_index, sender, ligand, receiver, receptor, kappa and gain (NaN until
+        estimated; see :class:`Twin`); a complex acts through its first subunit.
     """
     inter = edges[(edges["layer"] == "intercellular") & (edges["weight"] > 0)]
+    if max_p is not None:
+        if "p_value" not in inter.columns or (len(inter) and inter["p_value"].isna().all()):
+            raise ParameterError(
+                "the intercellular edges carry no p_value; fix: score them with "
+                "omicstwin.tl.networks.intercellular_edges(n_permutations > 0) or pass "
+                "lr_max_p=None (keep the strongest edges whatever their evidence)"
+            )
+        inter = inter[inter["p_value"] <= max_p]
     inter = top_rows(
         inter, "weight", n_intercellular, table="intercellular_edges", within=["time_from"]
     )
@@ -440,8 +522,149 @@ def _intercellular_coupling(edges, n_intercellular, g_index, c_index, t_index) -
             "receiver": inter["target_cell_type"].map(c_index).to_numpy(int),
             "receptor": inter["target"].map(lambda g: _first_subunit(g, g_index)).to_numpy(int),
             "kappa": 1.0,
+            "gain": np.nan,
         }
     )
+
+
+def ligand_programmes(ligand_targets: pd.DataFrame, genes: Sequence[str]) -> pd.DataFrame:
+    """Each ligand's programme in a receiver: its prior targets among the twin's genes.
+
+    Parameters
+    ----------
+    ligand_targets
+        Columns ligand, target, weight, sign (a ligand -> target prior).
+    genes
+        The twin's genes.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ligand, target (gene indices) and weight: ``weight x sign`` summed over repeated rows,
+        scaled to unit norm per ligand (so a programme score ``<w, z>`` moves by ``g`` when
+        ``z`` moves by ``g w``); the ligand itself is left out of its own programme.
+    """
+    from omicstwin.errors import MissingKeyError
+
+    for column in ("ligand", "target", "weight", "sign"):
+        if column not in ligand_targets.columns:
+            raise MissingKeyError(
+                f"ligand_targets lacks the column '{column}'; columns present: "
+                f"{list(ligand_targets.columns)}; fix: pass a ligand -> target prior with "
+                "ligand, target, weight and sign columns"
+            )
+    index = {g: i for i, g in enumerate(genes)}
+    table = pd.DataFrame(
+        {
+            "ligand": ligand_targets["ligand"].map(index),
+            "target": ligand_targets["target"].map(index),
+            "weight": pd.to_numeric(ligand_targets["weight"], errors="coerce")
+            * pd.to_numeric(ligand_targets["sign"], errors="coerce"),
+        }
+    ).dropna()
+    table = table[(table["ligand"] != table["target"]) & (table["weight"] != 0)]
+    table = table.astype({"ligand": int, "target": int})
+    table = table.groupby(["ligand", "target"], as_index=False)["weight"].sum()
+    norm = np.sqrt((table["weight"] ** 2).groupby(table["ligand"]).transform("sum"))
+    table["weight"] = table["weight"] / norm
+    return table[table["weight"] != 0].reset_index(drop=True)
+
+
+def _programme_index(programmes: pd.DataFrame | None) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Ligand index -> (target indices, unit weights)."""
+    if programmes is None or programmes.empty:
+        return {}
+    return {
+        int(ligand): (block["target"].to_numpy(int), block["weight"].to_numpy(float))
+        for ligand, block in programmes.groupby("ligand", sort=True)
+    }
+
+
+def gain_samples(
+    states, donors, edge: tuple[int, int, int, int], targets, weights
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return the regression samples of one edge's gain, over donors and transitions t -> t + 1.
+
+    ``x`` = the sender's ligand z x the receiver's receptor z at t, ``y`` = the receiver's
+    programme score ``<w, z>`` at t + 1, for every donor sampled in the three contexts;
+    ``group`` = the transition (both are centred within it before the fit). ``edge``: sender,
+    ligand, receiver, receptor (axis indices).
+    """
+    sender, ligand, receiver, receptor = edge
+    x, y, group = [], [], []
+    n_t = next(iter(states.values())).shape[0] if states else 0
+    for t in range(n_t - 1):
+        for donor in donors:
+            z = states[donor]
+            here = (z[t, sender].any(), z[t, receiver].any(), z[t + 1, receiver].any())
+            if not all(here):
+                continue  # a donor not sampled in a context has an all-zero state there
+            x.append(z[t, sender, ligand] * z[t, receiver, receptor])
+            y.append(z[t + 1, receiver, targets] @ weights)
+            group.append(t)
+    return np.asarray(x, float), np.asarray(y, float), np.asarray(group, int)
+
+
+def shrunk_slope(x: np.ndarray, y: np.ndarray, group: np.ndarray) -> float:
+    """Slope of y on x with one intercept per group, shrunk by its own signal-to-noise.
+
+    OLS slope ``b`` and its t statistic (residual df = n - groups - 1); the gain is
+    ``b x max(0, 1 - 1 / t^2)`` (positive-part James-Stein shrinkage): a slope the donors
+    cannot tell from zero (|t| <= 1) gives no gain, a clear one is kept nearly whole. 0 with
+    too few samples or no variation.
+    """
+    if x.size == 0:
+        return 0.0
+    levels, inverse = np.unique(group, return_inverse=True)
+    df = x.size - levels.size - 1
+    if df < 1:
+        return 0.0
+    xc = x - (np.bincount(inverse, x) / np.bincount(inverse))[inverse]
+    yc = y - (np.bincount(inverse, y) / np.bincount(inverse))[inverse]
+    sxx, sxy, syy = xc @ xc, xc @ yc, yc @ yc
+    if sxx <= 1e-12 * max(x @ x, 1e-300):
+        return 0.0
+    slope = sxy / sxx
+    residual = max(syy - slope * sxy, 0.0) / df
+    if residual <= 0:
+        return float(slope)
+    t2 = slope**2 * sxx / residual
+    return float(slope * max(0.0, 1.0 - 1.0 / t2))
+
+
+def estimate_gains(
+    states: dict[str, np.ndarray],
+    donors: Sequence[str],
+    coupling: pd.DataFrame,
+    programmes: pd.DataFrame,
+) -> np.ndarray:
+    """Per kept edge, the gain of ligand x receptor on the receiver's programme of the ligand.
+
+    For every distinct sender, ligand, receiver, receptor: the donors' programme scores at
+    t + 1 regressed on their ligand x receptor levels at t (:func:`gain_samples`), pooled over
+    transitions with one intercept per transition (time-centred, as the donor networks), slope
+    shrunk by :func:`shrunk_slope`. The gain is signed: negative when more signal goes with a
+    lower programme. Estimated over all donors and transitions whatever the arm (label-free).
+    An edge whose ligand has no programme gets 0.
+
+    Returns
+    -------
+    numpy.ndarray
+        One gain per row of ``coupling``.
+    """
+    index = _programme_index(programmes)
+    keys = ["sender", "ligand", "receiver", "receptor"]
+    gains = np.zeros(len(coupling))
+    if coupling.empty:
+        return gains
+    for _, rows in coupling.groupby(keys, sort=True).groups.items():
+        edge = tuple(int(v) for v in coupling.loc[rows[0], keys])
+        if edge[1] not in index:
+            continue
+        targets, weights = index[edge[1]]
+        x, y, group = gain_samples(states, donors, edge, targets, weights)
+        gains[coupling.index.get_indexer(rows)] = shrunk_slope(x, y, group)
+    return gains
 
 
 def _donor_networks(states, donors, genes, cell_types, times, regulators, top_k, alpha):
@@ -574,6 +797,9 @@ def simulate_contexts(
     n_t, n_c, n_g = twin.shape
     acting = set(range(n_c)) if acting is None else acting
     p = len(perturbations)
+    activity = blocked_activity(perturbations, twin.genes)
+    programme = twin.params.get("intercellular_model") == "programme"
+    targets = _programme_index(twin.programmes) if programme else {}
     previous = None
     for t in range(n_t):
         first, masks, shifts_t = [], [], []
@@ -588,6 +814,10 @@ def simulate_contexts(
             carry = None
             if previous is not None and twin.temporal[t - 1][c] is not None:
                 carry = (twin.temporal[t - 1][c].T.tocsr() @ previous[c].T).T
+            if programme and previous is not None:
+                signal = _programme_signal(twin, t - 1, c, z, previous, activity, targets)
+                if signal is not None:
+                    carry = signal if carry is None else carry + signal
             w = twin.intracellular[t][c]
             if w is None:
                 delta = np.where(mask, shift, 0.0 if carry is None else carry)
@@ -600,11 +830,15 @@ def simulate_contexts(
         signals = twin.intercellular[twin.intercellular["time_index"] == t]
         for c in range(n_c):
             delta, carry = first[c]
-            incoming = signals[signals["receiver"] == c]
+            incoming = signals[signals["receiver"] == c] if not programme else signals[:0]
             if len(incoming) and twin.intracellular[t][c] is not None:
                 extra = np.zeros((p, n_g)) if carry is None else carry.copy()
                 for row in incoming.itertuples():
-                    extra[:, row.receptor] += row.kappa * first[row.sender][0][:, row.ligand]
+                    change = first[row.sender][0][:, row.ligand]
+                    if row.ligand in activity:  # a blocked ligand passes only its free share
+                        level = z[t, row.sender, row.ligand]
+                        change = (level + change) * activity[row.ligand] - level
+                    extra[:, row.receptor] += row.kappa * change
                 delta = propagate(
                     z[t, c],
                     twin.intracellular[t][c],
@@ -616,6 +850,54 @@ def simulate_contexts(
             current.append(delta)
             yield t, c, delta, masks[c]
         previous = current
+
+
+def blocked_activity(
+    perturbations: Sequence[Perturbation], genes: Sequence[str]
+) -> dict[int, np.ndarray]:
+    """Gene index -> (P,) share of its protein activity left by each perturbation's blocks.
+
+    Only genes some perturbation blocks (:attr:`omicstwin.tl.perturb.Perturbation.blocks`)
+    appear; 1 where a perturbation leaves the gene alone.
+    """
+    index = {g: i for i, g in enumerate(genes)}
+    out: dict[int, np.ndarray] = {}
+    for row, perturbation in enumerate(perturbations):
+        for gene, factor in getattr(perturbation, "blocks", ()):
+            j = index.get(gene)
+            if j is None:
+                raise ParameterError(
+                    f"perturbation '{perturbation.perturbation_id}' blocks the unknown gene "
+                    f"'{gene}'; fix: use a gene of the twin (its var_names)"
+                )
+            out.setdefault(j, np.ones(len(perturbations)))[row] *= factor
+    return out
+
+
+def _programme_signal(twin, t, receiver, z, previous, activity, targets) -> np.ndarray | None:
+    """Return the receiver's programme input at t + 1 from the kept edges of time t (P, genes).
+
+    Per edge: ``gain x [(L + dL) a_L (A + dA) a_R - L A] x w`` with L the sender's ligand z,
+    A the receiver's receptor z at t (before the perturbation), dL, dA their shifts, a the
+    shares of activity left by blocks, w the ligand's unit programme. None without edges.
+    """
+    rows = twin.intercellular
+    rows = rows[(rows["time_index"] == t) & (rows["receiver"] == receiver) & (rows["gain"] != 0)]
+    rows = rows[rows["ligand"].isin(list(targets))]
+    if rows.empty:
+        return None
+    out = np.zeros_like(previous[receiver])
+    for row in rows.itertuples():
+        ligand = z[t, row.sender, row.ligand] + previous[row.sender][:, row.ligand]
+        receptor = z[t, receiver, row.receptor] + previous[receiver][:, row.receptor]
+        if row.ligand in activity:
+            ligand = ligand * activity[row.ligand]
+        if row.receptor in activity:
+            receptor = receptor * activity[row.receptor]
+        change = ligand * receptor - z[t, row.sender, row.ligand] * z[t, receiver, row.receptor]
+        genes, weights = targets[row.ligand]
+        out[:, genes] += row.gain * change[:, None] * weights[None, :]
+    return out
 
 
 def run_perturbations(
@@ -773,6 +1055,7 @@ def randomised(twin: Twin, seed: int) -> Twin:
         temporal=[[shuffle(w) for w in row] for row in twin.temporal],
         intercellular=twin.intercellular,
         params={**twin.params, "null_seed": seed},
+        programmes=twin.programmes,
     )
 
 
@@ -806,8 +1089,10 @@ def target_screen(
     twin
         A fitted twin (with donor states; without >= 2 donors per arm p and q are NaN).
     perturbations
-        Default: a knockout of every gene that has an outgoing edge (other genes only change
-        themselves, which the score excludes, so their reversal is exactly 0).
+        Default: a knockout of every gene that has an outgoing edge and of every ligand and
+        receptor of a kept intercellular edge (:meth:`Twin.regulators`): TFs, ligands and
+        receptors compete on one ranking (other genes only change themselves, which the score
+        excludes, so their reversal is exactly 0).
     state
         ``case`` (study level) or a case donor id: that patient's disease vector (the patient's
         state - the control mean), tested against the control donors' own (each control - the
@@ -833,7 +1118,8 @@ def target_screen(
     -------
     ranking, per_context
         ``ranking``: name, rank, score (reversal, a rank score: see :mod:`omicstwin.scores`),
-        off_target, p_value, q_value, best_cell_type, best_time, kind, genes, dose.
+        off_target, p_value, q_value, best_cell_type, best_time, kind, genes, dose and role
+        (of a single-gene perturbation's gene, :meth:`Twin.gene_roles`; else ``other``).
         ``per_context``: the ``perturbations.parquet`` rows (perturbation_id, kind, genes,
         dose, cell_type, time, reversal_score, off_target, p_value, q_value), p and q from the
         study-level test. ``ranking.attrs["null"]``: method, n_permutations, exhaustive.
@@ -869,6 +1155,10 @@ def target_screen(
     summary["p_value"] = scores["p_value"][:, 0]
     summary["q_value"] = benjamini_hochberg(summary["p_value"].to_numpy())
     ranking = _ranking(summary, per_context)
+    roles = twin.gene_roles()
+    ranking["role"] = [
+        roles.get(genes, "other") if ";" not in genes else "other" for genes in ranking["genes"]
+    ]
     ranking.attrs["failures"] = n_failed  # counted in run.json
     ranking.attrs["null"] = {
         "method": method,
@@ -986,6 +1276,8 @@ def _aligned(twin: Twin) -> Twin:
         temporal=[[fix_sparse(w) for w in row] for row in twin.temporal],
         intercellular=twin.intercellular,
         params=twin.params,
+        network=twin.network,
+        programmes=twin.programmes,
     )
 
 
@@ -1200,7 +1492,8 @@ def what_if(
 def save_twin(twin: Twin, path) -> None:
     """Write a twin to a folder: meta.json, states.npz, networks.npz, intercellular.parquet.
 
-    No pickles, so a saved twin loads with any Python and cannot run code when opened.
+    Also network.parquet and programmes.parquet when the twin has them. No pickles, so a
+    saved twin loads with any Python and cannot run code when opened.
     """
     import json
     from pathlib import Path
@@ -1224,6 +1517,8 @@ def save_twin(twin: Twin, path) -> None:
     twin.intercellular.to_parquet(folder / "intercellular.parquet")
     if twin.network is not None:
         twin.network.to_parquet(folder / "network.parquet")
+    if twin.programmes is not None:
+        twin.programmes.to_parquet(folder / "programmes.parquet")
     meta = {
         "format": 1,
         "genes": twin.genes,
@@ -1265,6 +1560,7 @@ def load_twin(path) -> Twin:
                 shape=(n_g, n_g),
             )
     network_path = folder / "network.parquet"
+    programmes_path = folder / "programmes.parquet"
     return Twin(
         genes=meta["genes"],
         cell_types=meta["cell_types"],
@@ -1276,4 +1572,5 @@ def load_twin(path) -> Twin:
         intercellular=pd.read_parquet(folder / "intercellular.parquet"),
         params=meta["params"],
         network=pd.read_parquet(network_path) if network_path.is_file() else None,
+        programmes=pd.read_parquet(programmes_path) if programmes_path.is_file() else None,
     )
