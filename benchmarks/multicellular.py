@@ -46,7 +46,7 @@ import pandas as pd
 TOP = 20
 
 
-def interim_ligand_targets(max_steps: int = 3) -> pd.DataFrame:
+def interim_ligand_targets(max_steps: int = 2) -> pd.DataFrame:
     """Ligand -> target prior from manifests: receptors -> signalling -> TFs -> targets.
 
     Each ligand's LIANA receptors seed a walk along the signed OmniPath signalling network
@@ -230,7 +230,8 @@ def main() -> None:
 
     lr = load_table("liana_consensus")
     prior, source = ligand_target_prior()
-    lambert = load_gene_list("lambert2018_tfs")
+    lambert = set(load_gene_list("lambert2018_tfs"))
+    receptors = set(lr["receptor"].str.split("_").explode())
     print(f"prior: {source}: {len(prior)} rows, {prior['ligand'].nunique()} ligands")
     for spec in args.presets:
         generator, preset = spec.split(":")
@@ -238,7 +239,8 @@ def main() -> None:
         started = time.perf_counter()
         for seed in args.seeds:
             adata = generate(preset, generator=generator, seed=seed)
-            tfs = [g for g in lambert if g in set(adata.var_names)]
+            # candidate regulators as the pipeline's (RunContext.regulators): TFs and receptors
+            tfs = [g for g in adata.var_names if g in lambert or g in receptors]
             for variant, values in run_cohort(adata, lr, prior, tfs, seed, args.max_p).items():
                 for key, value in values.items():
                     figures[variant][key].append(value)

@@ -225,7 +225,9 @@ def intercellular_edges(
     donor means in the sender and the lagged donor coupling ``r`` over the (relabelled) case
     donors, with the receiver's response axis recomputed under each relabelling; the receptor's
     fraction and specificity are positive per-edge constants and cancel.
-    ``p = (1 + #{b: T_b >= T_obs}) / (1 + B)``; ``q_value`` is BH over the edges of the table.
+    ``p = (1 + #{b: T_b >= T_obs}) / (1 + B)``; ``q_value`` is BH over the tested edges. Only
+    candidate signalling (weight > 0: the ligand up and the coupling positive) is tested; the
+    other edges get p NaN (the twin never keeps them).
 
     Parameters
     ----------
@@ -447,11 +449,14 @@ def _time_point_edges(
             )
             coupling = _donor_coupling(levels, sender, receiver, time, time_levels, case, control)
             score = lfc * rec_frac[j_case] * specificity * np.maximum(coupling, 0.0)
-            p_value = (
-                null.p_values(sender, receiver, time, time_levels, keep)
-                if null is not None
-                else np.full(int(keep.sum()), np.nan)
-            )
+            # only candidate signalling is tested (up-regulated and coupled, weight > 0): the
+            # others are never kept by the twin and would only dilute BH
+            p_value = np.full(int(keep.sum()), np.nan)
+            tested = score[keep] > 0
+            if null is not None and tested.any():
+                candidates = keep.copy()
+                candidates[keep] = tested
+                p_value[tested] = null.p_values(sender, receiver, time, time_levels, candidates)
             rows.append(
                 pd.DataFrame(
                     {
@@ -576,6 +581,12 @@ class _EdgeNull:
         self.levels, self.donors, self.labels, self.exhaustive = levels, donors, labels, exhaustive
         self._position = {d: i for i, d in enumerate(donors)}
         self._responses: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        keys = levels.donor_keys
+        in_arms = keys["donor"].isin(self._position).to_numpy()
+        self._contexts = {
+            key: rows[in_arms[rows]]
+            for key, rows in keys.groupby(["cell_type", "time"], observed=True).indices.items()
+        }
 
     @classmethod
     def of(cls, levels: _PairLevels, case: str, control: str, n_permutations: int, seed: int):
@@ -593,13 +604,9 @@ class _EdgeNull:
 
     def _context(self, cell_type, time) -> tuple[np.ndarray, np.ndarray]:
         """Donor positions and donor-table rows of the donors sampled in one context."""
-        keys = self.levels.donor_keys
-        rows = np.flatnonzero(
-            (keys["cell_type"] == cell_type).to_numpy()
-            & (keys["time"] == time).to_numpy()
-            & keys["donor"].isin(self._position).to_numpy()
-        )
-        return keys["donor"].iloc[rows].map(self._position).to_numpy(int), rows
+        rows = self._contexts.get((cell_type, time), np.zeros(0, int))
+        donors = self.levels.donor_keys["donor"].to_numpy()[rows]
+        return np.array([self._position[d] for d in donors], int), rows
 
     def _contrast(self, positions: np.ndarray) -> np.ndarray:
         """(1 + B, n) weights of case mean - control mean over these donors, per labelling."""

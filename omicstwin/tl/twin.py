@@ -209,12 +209,13 @@ def fit_twin(
         ``omicstwin.io.priors.load_prior("ligand_targets")``): the receiver's programme of
         each ligand is its targets among the twin's genes.
     intercellular_model
-        ``"programme"`` (default): a kept ligand -> receptor edge passes ``gain x`` the change
-        of ``ligand activity (sender) x receptor availability (receiver)`` at time t to the
-        receiver's programme of that ligand at t + 1 (the lag of the edges' donor coupling),
-        the gain regressed over donors (:func:`estimate_gains`); a receptor knockout or a
-        ligand-blocking drug (:func:`omicstwin.tl.perturb.blocking_antibody`) removes the
-        signal. ``"receptor"``: the previous model, the ligand's change added to the
+        ``"programme"`` (default): a kept ligand -> receptor edge passes the change of
+        ``ligand activity (sender) x receptor availability (receiver)`` at time t to the
+        receiver at t + 1 (the lag of the edges' donor coupling) along two programmes, each
+        with its own gain regressed over donors (:func:`estimate_gains`): the ligand's prior
+        targets and the receptor's own out-edges in the receiver's network; a receptor
+        knockout or a ligand-blocking drug (:func:`omicstwin.tl.perturb.blocking_antibody`)
+        removes the signal. ``"receptor"``: the previous model, the ligand's change added to the
         receptor's z at the same time point with ``kappa = 1``. Without ``ligand_targets``
         the programme model falls back to ``"receptor"`` with a warning.
     lr_max_p
@@ -266,7 +267,6 @@ def fit_twin(
         intercellular_model = "receptor"
     elif intercellular_model == "programme":
         programmes = ligand_programmes(ligand_targets, genes)
-        coupling["gain"] = estimate_gains(states, sorted(donors), coupling, programmes)
     network, intracellular = _fit_intracellular(
         cohort,
         arm_rows,
@@ -281,6 +281,10 @@ def fit_twin(
         min_cells=min_cells,
         alpha=alpha,
     )
+    if programmes is not None:
+        coupling[["gain", "receptor_gain"]] = estimate_gains(
+            states, sorted(donors), coupling, programmes, intracellular
+        ).to_numpy()
     twin = Twin(
         genes=genes,
         cell_types=cell_types,
@@ -523,6 +527,7 @@ def _intercellular_coupling(
             "receptor": inter["target"].map(lambda g: _first_subunit(g, g_index)).to_numpy(int),
             "kappa": 1.0,
             "gain": np.nan,
+            "receptor_gain": np.nan,
         }
     )
 
@@ -581,17 +586,18 @@ def _programme_index(programmes: pd.DataFrame | None) -> dict[int, tuple[np.ndar
 
 
 def gain_samples(
-    states, donors, edge: tuple[int, int, int, int], targets, weights
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return the regression samples of one edge's gain, over donors and transitions t -> t + 1.
+    states, donors, edge: tuple[int, int, int, int], programmes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Return the regression samples of one edge's gains, over donors and transitions t -> t+1.
 
-    ``x`` = the sender's ligand z x the receiver's receptor z at t, ``y`` = the receiver's
-    programme score ``<w, z>`` at t + 1, for every donor sampled in the three contexts;
-    ``group`` = the transition (both are centred within it before the fit). ``edge``: sender,
-    ligand, receiver, receptor (axis indices).
+    ``x`` = the sender's ligand z x the receiver's receptor z at t; ``receptor`` = the receptor
+    z at t (the covariate); ``y`` (samples, k) = the receiver's programme scores ``<w, z>`` at
+    t + 1 for the k programme vectors ``programmes`` (k, genes), for every donor sampled in the
+    three contexts; ``group`` = the transition (all are centred within it before the fit).
+    ``edge``: sender, ligand, receiver, receptor (axis indices).
     """
     sender, ligand, receiver, receptor = edge
-    x, y, group = [], [], []
+    x, a, y, group = [], [], [], []
     n_t = next(iter(states.values())).shape[0] if states else 0
     for t in range(n_t - 1):
         for donor in donors:
@@ -600,36 +606,63 @@ def gain_samples(
             if not all(here):
                 continue  # a donor not sampled in a context has an all-zero state there
             x.append(z[t, sender, ligand] * z[t, receiver, receptor])
-            y.append(z[t + 1, receiver, targets] @ weights)
+            a.append(z[t, receiver, receptor])
+            y.append(programmes @ z[t + 1, receiver])
             group.append(t)
-    return np.asarray(x, float), np.asarray(y, float), np.asarray(group, int)
+    y = np.asarray(y, float).reshape(len(x), programmes.shape[0])
+    return np.asarray(x, float), np.asarray(a, float), y, np.asarray(group, int)
 
 
-def shrunk_slope(x: np.ndarray, y: np.ndarray, group: np.ndarray) -> float:
-    """Slope of y on x with one intercept per group, shrunk by its own signal-to-noise.
+def shrunk_slope(
+    x: np.ndarray, y: np.ndarray, group: np.ndarray, covariate: np.ndarray | None = None
+) -> float:
+    """Slope of y on x (one intercept per group, optional covariate), shrunk by its t.
 
-    OLS slope ``b`` and its t statistic (residual df = n - groups - 1); the gain is
-    ``b x max(0, 1 - 1 / t^2)`` (positive-part James-Stein shrinkage): a slope the donors
-    cannot tell from zero (|t| <= 1) gives no gain, a clear one is kept nearly whole. 0 with
-    too few samples or no variation.
+    OLS slope ``b`` of x and its t statistic (residual df = n - groups - 1 - covariates); the
+    gain is ``b x max(0, 1 - 1 / t^2)`` (positive-part James-Stein shrinkage): a slope the
+    donors cannot tell from zero (|t| <= 1) gives no gain, a clear one is kept nearly whole.
+    0 with too few samples or no variation.
     """
     if x.size == 0:
         return 0.0
     levels, inverse = np.unique(group, return_inverse=True)
-    df = x.size - levels.size - 1
+    columns = [x] if covariate is None else [x, covariate]
+    df = x.size - levels.size - len(columns)
     if df < 1:
         return 0.0
-    xc = x - (np.bincount(inverse, x) / np.bincount(inverse))[inverse]
-    yc = y - (np.bincount(inverse, y) / np.bincount(inverse))[inverse]
-    sxx, sxy, syy = xc @ xc, xc @ yc, yc @ yc
-    if sxx <= 1e-12 * max(x @ x, 1e-300):
+    count = np.bincount(inverse)
+
+    def centred(v):
+        return v - (np.bincount(inverse, v) / count)[inverse]
+
+    design = np.column_stack([centred(c) for c in columns])
+    yc = centred(y)
+    gram = design.T @ design
+    scale = max(float(np.trace(gram)), 1e-300)
+    if np.linalg.cond(gram) > 1e10 or gram[0, 0] <= 1e-12 * scale:
         return 0.0
-    slope = sxy / sxx
-    residual = max(syy - slope * sxy, 0.0) / df
-    if residual <= 0:
-        return float(slope)
-    t2 = slope**2 * sxx / residual
-    return float(slope * max(0.0, 1.0 - 1.0 / t2))
+    inverse_gram = np.linalg.inv(gram)
+    coef = inverse_gram @ (design.T @ yc)
+    residual = yc - design @ coef
+    sigma2 = float(residual @ residual) / df
+    if sigma2 <= 0:
+        return float(coef[0])
+    t2 = coef[0] ** 2 / (sigma2 * inverse_gram[0, 0])
+    return float(coef[0] * max(0.0, 1.0 - 1.0 / t2))
+
+
+def receptor_programme(twin_or_grid, t: int, receiver: int, receptor: int) -> np.ndarray:
+    """Return the receptor's own programme in the receiver: its out-edges, unit norm (genes,).
+
+    Read from the receiver's intracellular elasticities at time index t (empty without any).
+    """
+    grid = twin_or_grid.intracellular if isinstance(twin_or_grid, Twin) else twin_or_grid
+    w = grid[t][receiver]
+    if w is None:
+        return np.zeros(0)
+    row = np.asarray(w[receptor].todense()).ravel()
+    norm = np.linalg.norm(row)
+    return row / norm if norm > 0 else np.zeros(0)
 
 
 def estimate_gains(
@@ -637,26 +670,53 @@ def estimate_gains(
     donors: Sequence[str],
     coupling: pd.DataFrame,
     programmes: pd.DataFrame,
-) -> np.ndarray:
-    """Per kept edge, the gain of ligand x receptor on the receiver's programme of the ligand.
+    intracellular: list[list[sparse.csr_matrix | None]] | None = None,
+) -> pd.DataFrame:
+    """Per kept edge, the gains of ligand x receptor on the receiver's programmes.
 
-    For every distinct sender, ligand, receiver, receptor: the donors' programme scores at
-    t + 1 regressed on their ligand x receptor levels at t (:func:`gain_samples`), pooled over
-    transitions with one intercept per transition (time-centred, as the donor networks), slope
-    shrunk by :func:`shrunk_slope`. The gain is signed: negative when more signal goes with a
-    lower programme. Estimated over all donors and transitions whatever the arm (label-free).
-    An edge whose ligand has no programme gets 0.
+    Two programmes per edge: the ligand's prior programme (``gain``) and the receptor's own
+    out-edges in the receiver's intracellular network (``receptor_gain``, when
+    ``intracellular`` is given and the receptor has any: the donor networks learn what
+    co-varies with the receptor downstream). For every distinct sender, ligand, receiver,
+    receptor: the donors' programme scores at t + 1 regressed on their ligand x receptor level
+    at t with the receptor's own level at t as a covariate (so a programme that only follows
+    the receptor's availability gets no signalling gain), pooled over transitions with one
+    intercept per transition (time-centred, as the donor networks), the slope shrunk by
+    :func:`shrunk_slope`. Signed: negative when more signal goes with a lower programme.
+    Estimated over all donors and transitions whatever the arm (label-free). 0 where a
+    programme is missing.
 
     Returns
     -------
-    numpy.ndarray
-        One gain per row of ``coupling``.
+    pandas.DataFrame
+        ``gain`` and ``receptor_gain``, one row per row of ``coupling``.
     """
     index = _programme_index(programmes)
     keys = ["sender", "ligand", "receiver", "receptor"]
-    gains = np.zeros(len(coupling))
+    gains = pd.DataFrame({"gain": 0.0, "receptor_gain": 0.0}, index=coupling.index)
     if coupling.empty:
         return gains
+    n_g = next(iter(states.values())).shape[2]
+    for _, rows in coupling.groupby(keys, sort=True).groups.items():
+        edge = tuple(int(v) for v in coupling.loc[rows[0], keys])
+        vectors = np.zeros((2, n_g))
+        if edge[1] in index:
+            targets, weights = index[edge[1]]
+            vectors[0, targets] = weights
+        if intracellular is not None:
+            own = receptor_programme(
+                intracellular, int(coupling.loc[rows[0], "time_index"]), edge[2], edge[3]
+            )
+            if own.size:
+                vectors[1] = own
+        present = np.abs(vectors).sum(axis=1) > 0
+        if not present.any():
+            continue
+        x, a, y, group = gain_samples(states, donors, edge, vectors)
+        for k, column in enumerate(("gain", "receptor_gain")):
+            if present[k]:
+                gains.loc[rows, column] = shrunk_slope(x, y[:, k], group, covariate=a)
+    return gains
     for _, rows in coupling.groupby(keys, sort=True).groups.items():
         edge = tuple(int(v) for v in coupling.loc[rows[0], keys])
         if edge[1] not in index:
@@ -877,13 +937,17 @@ def blocked_activity(
 def _programme_signal(twin, t, receiver, z, previous, activity, targets) -> np.ndarray | None:
     """Return the receiver's programme input at t + 1 from the kept edges of time t (P, genes).
 
-    Per edge: ``gain x [(L + dL) a_L (A + dA) a_R - L A] x w`` with L the sender's ligand z,
-    A the receiver's receptor z at t (before the perturbation), dL, dA their shifts, a the
-    shares of activity left by blocks, w the ligand's unit programme. None without edges.
+    Per edge: ``[(L + dL) a_L (A + dA) a_R - L A] x (gain w + receptor_gain v)`` with L the
+    sender's ligand z, A the receiver's receptor z at t (before the perturbation), dL, dA their
+    shifts, a the shares of activity left by blocks, w the ligand's unit prior programme and v
+    the receptor's unit out-edges in the receiver (:func:`receptor_programme`). None without
+    edges.
     """
     rows = twin.intercellular
-    rows = rows[(rows["time_index"] == t) & (rows["receiver"] == receiver) & (rows["gain"] != 0)]
-    rows = rows[rows["ligand"].isin(list(targets))]
+    rows = rows[(rows["time_index"] == t) & (rows["receiver"] == receiver)]
+    if "receptor_gain" not in rows.columns:
+        rows = rows.assign(receptor_gain=0.0)
+    rows = rows[(rows["gain"].fillna(0) != 0) | (rows["receptor_gain"].fillna(0) != 0)]
     if rows.empty:
         return None
     out = np.zeros_like(previous[receiver])
@@ -895,8 +959,13 @@ def _programme_signal(twin, t, receiver, z, previous, activity, targets) -> np.n
         if row.receptor in activity:
             receptor = receptor * activity[row.receptor]
         change = ligand * receptor - z[t, row.sender, row.ligand] * z[t, receiver, row.receptor]
-        genes, weights = targets[row.ligand]
-        out[:, genes] += row.gain * change[:, None] * weights[None, :]
+        if row.gain and row.ligand in targets:
+            genes, weights = targets[row.ligand]
+            out[:, genes] += row.gain * change[:, None] * weights[None, :]
+        if row.receptor_gain:
+            own = receptor_programme(twin, t, receiver, row.receptor)
+            if own.size:
+                out += row.receptor_gain * change[:, None] * own[None, :]
     return out
 
 

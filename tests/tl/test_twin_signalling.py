@@ -84,8 +84,8 @@ def test_edge_permutation_p_matches_a_donor_loop(small_cohort, inter):
     assert exhaustive and labellings.shape[0] == 35  # 4 + 3 donors: every relabelling
     times = sorted(small_cohort.obs["time"].unique())
     rng = np.random.default_rng(0)
-    chosen = inter.iloc[rng.choice(len(inter), 12, replace=False)]
-    chosen = pd.concat([chosen, inter[inter["weight"] > 0].head(8)])
+    tested = inter[inter["weight"] > 0]
+    chosen = tested.iloc[rng.choice(len(tested), 20, replace=False)]
     index = {
         (lg, rc): i
         for i, (lg, rc) in enumerate(zip(pairs["ligand"], pairs["receptor"], strict=True))
@@ -108,7 +108,8 @@ def test_edge_permutation_p_matches_a_donor_loop(small_cohort, inter):
         tol = 1e-9 * max(abs(stats[0]), 1e-12)
         expected = (1 + sum(s >= stats[0] - tol for s in stats[1:])) / len(stats)
         assert row.p_value == pytest.approx(expected), row
-    assert inter["p_value"].between(1 / 35, 1).all()
+    assert tested["p_value"].between(1 / 35, 1).all()
+    assert inter.loc[inter["weight"] <= 0, "p_value"].isna().all()  # not candidates: untested
     from omicstwin._stats import benjamini_hochberg
 
     np.testing.assert_allclose(inter["q_value"], benjamini_hochberg(inter["p_value"].to_numpy()))
@@ -121,12 +122,16 @@ def test_shrunk_slope_matches_statsmodels_ols():
     for effect in (0.0, 0.3, 2.0):
         group = np.repeat(np.arange(4), 9)
         x = rng.normal(size=group.size) + group
-        y = effect * x + rng.normal(size=group.size) + 3 * group
-        design = np.column_stack([x, (group[:, None] == np.arange(4)).astype(float)])
-        fit = sm.OLS(y, design).fit()
-        slope, t = fit.params[0], fit.tvalues[0]
-        expected = slope * max(0.0, 1 - 1 / t**2)
-        assert shrunk_slope(x, y, group) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+        a = rng.normal(size=group.size) + 0.5 * x
+        y = effect * x + 0.7 * a + rng.normal(size=group.size) + 3 * group
+        dummies = (group[:, None] == np.arange(4)).astype(float)
+        for covariate in (None, a):
+            extra = [] if covariate is None else [covariate]
+            fit = sm.OLS(y, np.column_stack([x, *extra, dummies])).fit()
+            slope, t = fit.params[0], fit.tvalues[0]
+            expected = slope * max(0.0, 1 - 1 / t**2)
+            got = shrunk_slope(x, y, group, covariate=covariate)
+            assert got == pytest.approx(expected, rel=1e-9, abs=1e-12)
     assert shrunk_slope(np.ones(5), np.arange(5.0), np.zeros(5, int)) == 0.0  # no variation
     assert shrunk_slope(np.zeros(0), np.zeros(0), np.zeros(0, int)) == 0.0
 
@@ -227,7 +232,13 @@ def test_estimate_gains_recovers_a_planted_gain():
         {"time_index": [0, 1], "sender": 0, "ligand": 0, "receiver": 1, "receptor": 1}
     )
     gains = estimate_gains(states, sorted(states), coupling, programmes)
-    assert gains == pytest.approx([0.8, 0.8], abs=0.02)
+    assert gains["gain"].to_numpy() == pytest.approx([0.8, 0.8], abs=0.02)
+    assert (gains["receptor_gain"] == 0).all()  # no intracellular network given
+    # the receptor's own programme: receiver 1's network has receptor 1 -> gene 2
+    w = sparse.csr_matrix(([0.5], ([1], [2])), shape=(genes, genes))
+    grid = [[None, w], [None, w], [None, w]]
+    gains = estimate_gains(states, sorted(states), coupling, programmes, grid)
+    assert gains["receptor_gain"].to_numpy() == pytest.approx([0.8 / np.sqrt(2)] * 2, abs=0.02)
     with pytest.raises(errors.MissingKeyError, match="sign"):
         ligand_programmes(prior.drop(columns="sign"), ["g0"])
 
@@ -236,7 +247,9 @@ def test_estimate_gains_recovers_a_planted_gain():
 def small_edges(small_cohort, inter):
     from omicstwin.tl.networks import multicellular_network, temporal_edges
 
-    tfs = small_cohort.uns["truth"]["genes"].query("role == 'tf'")["gene"].tolist()
+    roles = small_cohort.uns["truth"]["genes"]
+    # candidate regulators as the pipeline's: TFs and receptors
+    tfs = roles.query("role in ('tf', 'receptor')")["gene"].tolist()
     temporal = temporal_edges(small_cohort, regulators=tfs, n_bootstrap=2, key_added=None)
     return multicellular_network(inter, temporal), tfs
 
@@ -264,7 +277,8 @@ def test_fit_twin_programme_model_end_to_end(small_cohort, small_edges, tmp_path
     assert twin.params["intercellular_model"] == "programme"
     kept = edges[(edges["layer"] == "intercellular") & (edges["p_value"] <= 0.05)]
     assert 0 < len(ic) <= len(kept[kept["weight"] > 0])
-    assert np.isfinite(ic["gain"]).all()
+    assert np.isfinite(ic["gain"]).all() and np.isfinite(ic["receptor_gain"]).all()
+    assert (ic["receptor_gain"] != 0).any()
     ranking, _ = target_screen(twin, n_permutations=0)
     roles = dict(zip(ranking["genes"], ranking["role"], strict=True))
     receptors = {twin.genes[i] for i in ic["receptor"]}
