@@ -6,8 +6,8 @@ shuffled controls in the same run:
 
 (a) planted ligand -> receptor edges among the top 20 intercellular edges of each time point at
     which their ligand is up (``omicstwin.bench.truth.planted_lr_recall``): edges ordered by
-    weight (the previous order) and by evidence (permutation p <= ``lr_max_p`` first, then
-    weight: what the twin keeps);
+    weight (the previous order) and by evidence (permutation p first, then weight: the order
+    in which the twin keeps them);
 (b) planted genes among the top 20 of the target ranking (knockout screen of the twin's
     candidates, observed labels only), recall per role: TF (drivers and cascade TFs), ligand,
     receptor (of the planted cascades);
@@ -17,7 +17,7 @@ shuffled controls in the same run:
 
 Variants: ``programme`` (the new twin: evidence-kept edges, gains regressed over donors, the
 ligand's prior programme in the receiver), ``previous`` (``intercellular_model="receptor"``,
-``lr_max_p=None``: kappa = 1 on the top 50 positive edges), and the controls ``shuffled
+``lr_selection="weight"``: kappa = 1 on the top 50 positive edges), and the controls ``shuffled
 prior`` (the prior's ligand column permuted), ``shuffled LR labels`` (case/control permuted
 across donors before the edges are scored) and ``randomised`` (:func:`omicstwin.tl.twin.
 randomised`: the programme twin's networks with permuted targets).
@@ -138,13 +138,14 @@ def planted_genes(adata) -> dict[str, set[str]]:
     }
 
 
-def evidence_order(edges: pd.DataFrame, max_p: float) -> pd.DataFrame:
-    """Intercellular edges per time point: p <= max_p first (by weight), then the rest."""
-    inter = edges[edges["layer"] == "intercellular"].copy()
-    inter["_fails"] = ~(inter["p_value"] <= max_p)
-    inter["_w"] = -inter["weight"]
-    inter = inter.sort_values(["time_from", "_fails", "_w"], kind="stable")
-    return inter.drop(columns=["_fails", "_w"])
+def evidence_order(edges: pd.DataFrame) -> pd.DataFrame:
+    """Intercellular edges per time point in the twin's evidence order (p, then weight)."""
+    from omicstwin.scores import sort_by_score
+
+    inter = edges[edges["layer"] == "intercellular"]
+    return sort_by_score(
+        inter, ["p_value", "weight"], table="intercellular_edges", within=["time_from"]
+    )
 
 
 def build_edges(adata, lr, tfs, seed):
@@ -163,7 +164,7 @@ def screen_recall(twin, planted) -> dict[str, float]:
     return {role: len(genes & top) / max(len(genes), 1) for role, genes in planted.items()}
 
 
-def run_cohort(adata, lr, prior, tfs, seed, max_p) -> dict[str, dict[str, float]]:
+def run_cohort(adata, lr, prior, tfs, seed) -> dict[str, dict[str, float]]:
     """Every variant's figures on one cohort."""
     from omicstwin.bench.truth import planted_lr_recall
     from omicstwin.tl.twin import fit_twin, randomised
@@ -177,10 +178,20 @@ def run_cohort(adata, lr, prior, tfs, seed, max_p) -> dict[str, dict[str, float]
     inter_s, edges_s = build_edges(shuffled, lr, tfs, seed)
     common = {"regulators": tfs, "key_added": None}
     fits = {
-        "programme": (adata, edges, {"ligand_targets": prior, "lr_max_p": max_p}),
-        "previous": (adata, edges, {"intercellular_model": "receptor", "lr_max_p": None}),
-        "shuffled prior": (adata, edges, {"ligand_targets": shuffled_prior, "lr_max_p": max_p}),
-        "shuffled LR labels": (adata, edges_s, {"ligand_targets": prior, "lr_max_p": max_p}),
+        "programme": (adata, edges, {"ligand_targets": prior}),
+        "programme, weight order": (
+            adata,
+            edges,
+            {"ligand_targets": prior, "lr_selection": "weight"},
+        ),
+        "receptor model, evidence": (adata, edges, {"intercellular_model": "receptor"}),
+        "previous": (
+            adata,
+            edges,
+            {"intercellular_model": "receptor", "lr_selection": "weight"},
+        ),
+        "shuffled prior": (adata, edges, {"ligand_targets": shuffled_prior}),
+        "shuffled LR labels": (adata, edges_s, {"ligand_targets": prior}),
     }
     out = {}
     for name, (data, table, options) in fits.items():
@@ -193,11 +204,11 @@ def run_cohort(adata, lr, prior, tfs, seed, max_p) -> dict[str, dict[str, float]
             out["randomised"] = screen_recall(randomised(twin, seed), planted)
     out["programme"]["(a) top-20 LR, weight order"] = planted_lr_recall(adata, inter)[0]
     out["programme"]["(a) top-20 LR, evidence order"] = planted_lr_recall(
-        adata, evidence_order(inter, max_p)
+        adata, evidence_order(inter)
     )[0]
     out["shuffled LR labels"]["(a) top-20 LR, weight order"] = planted_lr_recall(adata, inter_s)[0]
     out["shuffled LR labels"]["(a) top-20 LR, evidence order"] = planted_lr_recall(
-        adata, evidence_order(inter_s, max_p)
+        adata, evidence_order(inter_s)
     )[0]
     return out
 
@@ -222,7 +233,6 @@ def main() -> None:
         default=["cohort:small", "independent:small"],
         help="generator:preset pairs",
     )
-    parser.add_argument("--max-p", type=float, default=0.05)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     from omicstwin.datasets import generate
@@ -241,7 +251,7 @@ def main() -> None:
             adata = generate(preset, generator=generator, seed=seed)
             # candidate regulators as the pipeline's (RunContext.regulators): TFs and receptors
             tfs = [g for g in adata.var_names if g in lambert or g in receptors]
-            for variant, values in run_cohort(adata, lr, prior, tfs, seed, args.max_p).items():
+            for variant, values in run_cohort(adata, lr, prior, tfs, seed).items():
                 for key, value in values.items():
                     figures[variant][key].append(value)
         wall = time.perf_counter() - started

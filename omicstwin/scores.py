@@ -142,6 +142,7 @@ SCORES: dict[str, dict[str, Score]] = {
             "ligand log2 FC x receptor fraction x receptor specificity x donor coupling; "
             "positive = up-regulated signalling",
         ),
+        "p_value": P_VALUE,  # the twin's evidence order: smallest p first, ties by weight
     },
     "regulators": {
         "z_score": Score(

@@ -72,12 +72,13 @@ class Stages(BaseModel):
         "programme in the receiver, gain regressed over donors; needs the ligand_targets prior) "
         "or 'receptor' (the previous model: ligand change added to the receptor, kappa 1).",
     )
+    lr_selection: Literal["evidence", "weight"] = Field(
+        "evidence",
+        description="The twin keeps the n_intercellular intercellular edges per time point with "
+        "the smallest permutation p (ties by weight), or the strongest (the previous rule).",
+    )
     lr_max_p: float | None = Field(
-        0.05,
-        gt=0,
-        le=1,
-        description="The twin keeps intercellular edges with permutation p at most this "
-        "(None: the n_intercellular strongest whatever their evidence, the previous rule).",
+        None, gt=0, le=1, description="Also drop intercellular edges with permutation p above."
     )
     n_permutations: int = Field(
         1999,

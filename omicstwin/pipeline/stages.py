@@ -144,6 +144,7 @@ def twin(ctx: RunContext) -> None:
         top_k=stages.grn_top_k,
         ligand_targets=_ligand_targets() if stages.intercellular_model == "programme" else None,
         intercellular_model=stages.intercellular_model,
+        lr_selection=stages.lr_selection,
         lr_max_p=stages.lr_max_p,
     )
     save_twin(fitted, ctx.out / "twin")
@@ -366,7 +367,8 @@ STAGES: tuple[Stage, ...] = (
         upstream=("networks",),
         params=(
             *("stages.n_intercellular", "stages.network_level", "stages.grn_top_k"),
-            *("stages.n_bootstrap", "seed", "stages.intercellular_model", "stages.lr_max_p"),
+            *("stages.n_bootstrap", "seed", "stages.intercellular_model"),
+            *("stages.lr_selection", "stages.lr_max_p"),
         ),
         outputs=("edges.parquet", "patient_states.parquet", "twin/"),
     ),

@@ -173,7 +173,8 @@ def fit_twin(
     top_k: int = 10,
     ligand_targets: pd.DataFrame | None = None,
     intercellular_model: str = "programme",
-    lr_max_p: float | None = 0.05,
+    lr_selection: str = "evidence",
+    lr_max_p: float | None = None,
     key_added: str | None = "twin",
 ) -> Twin:
     """Fit a twin: states per cell type x time (arms and donors) and elasticity networks.
@@ -218,10 +219,14 @@ def fit_twin(
         removes the signal. ``"receptor"``: the previous model, the ligand's change added to the
         receptor's z at the same time point with ``kappa = 1``. Without ``ligand_targets``
         the programme model falls back to ``"receptor"`` with a warning.
+    lr_selection
+        Which positive intercellular edges the twin keeps, ``n_intercellular`` per time point:
+        ``"evidence"`` (default) the smallest permutation ``p_value`` first
+        (:func:`omicstwin.tl.networks.intercellular_edges`), ties by weight; ``"weight"`` the
+        strongest whatever their evidence (the previous rule).
     lr_max_p
-        Keep intercellular edges with a permutation ``p_value`` (:func:`omicstwin.tl.networks.
-        intercellular_edges`) at most this; None keeps the ``n_intercellular`` strongest
-        positive ones whatever their evidence (the previous rule).
+        Also drop edges whose ``p_value`` exceeds this (None: no hard cut; with few donors the
+        smallest attainable p can exceed any usual level).
     key_added
         Also store ``{"results": twin.network, "params": twin.params}`` in
         ``data.uns[key_added]`` (the only mutation; the intracellular edges the twin propagates
@@ -250,12 +255,14 @@ def fit_twin(
     states, donors = _fit_states(cohort, obs, c_index, t_index, shape)
     if network_level not in ("donors", "cells"):
         raise ParameterError(f"network_level must be 'donors' or 'cells', got '{network_level}'")
+    if lr_selection not in ("evidence", "weight"):
+        raise ParameterError(f"lr_selection must be 'evidence' or 'weight', got '{lr_selection}'")
     if intercellular_model not in ("programme", "receptor"):
         raise ParameterError(
             f"intercellular_model must be 'programme' or 'receptor', got '{intercellular_model}'"
         )
     coupling = _intercellular_coupling(
-        edges, n_intercellular, g_index, c_index, t_index, max_p=lr_max_p
+        edges, n_intercellular, g_index, c_index, t_index, max_p=lr_max_p, by=lr_selection
     )
     programmes = None
     if intercellular_model == "programme" and ligand_targets is None:
@@ -302,6 +309,7 @@ def fit_twin(
             "network_level": network_level,
             "top_k": top_k,
             "intercellular_model": intercellular_model,
+            "lr_selection": lr_selection,
             "lr_max_p": lr_max_p,
             "tf_candidates": None if regulators is None else sorted(set(regulators) & set(genes)),
         },
@@ -484,7 +492,7 @@ def _fit_temporal(
 
 
 def _intercellular_coupling(
-    edges, n_intercellular, g_index, c_index, t_index, *, max_p=None
+    edges, n_intercellular, g_index, c_index, t_index, *, max_p=None, by="weight"
 ) -> pd.DataFrame:
     """Keep the strongest positive ligand -> receptor edges per time point, as axis indices.
 
@@ -497,8 +505,10 @@ def _intercellular_coupling(
     g_index, c_index, t_index
         Gene, cell type and time point -> axis index.
     max_p
-        Keep only edges whose permutation ``p_value`` is at most this (None: no filter; an
-        edge table without p-values is an error then).
+        Keep only edges whose permutation ``p_value`` is at most this (None: no filter).
+    by
+        ``"evidence"``: smallest ``p_value`` first, ties by weight; ``"weight"``: strongest
+        first. Either needs p-values only when it uses them (else an error naming the fix).
 
     Returns
     -------
@@ -507,16 +517,19 @@ def _intercellular_coupling(
         estimated; see :class:`Twin`); a complex acts through its first subunit.
     """
     inter = edges[(edges["layer"] == "intercellular") & (edges["weight"] > 0)]
-    if max_p is not None:
+    if max_p is not None or by == "evidence":
         if "p_value" not in inter.columns or (len(inter) and inter["p_value"].isna().all()):
             raise ParameterError(
                 "the intercellular edges carry no p_value; fix: score them with "
                 "omicstwin.tl.networks.intercellular_edges(n_permutations > 0) or pass "
-                "lr_max_p=None (keep the strongest edges whatever their evidence)"
+                "lr_selection='weight', lr_max_p=None (the strongest edges whatever their "
+                "evidence)"
             )
+    if max_p is not None:
         inter = inter[inter["p_value"] <= max_p]
+    order = ["p_value", "weight"] if by == "evidence" else "weight"
     inter = top_rows(
-        inter, "weight", n_intercellular, table="intercellular_edges", within=["time_from"]
+        inter, order, n_intercellular, table="intercellular_edges", within=["time_from"]
     )
     return pd.DataFrame(
         {

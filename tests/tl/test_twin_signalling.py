@@ -275,8 +275,27 @@ def test_fit_twin_programme_model_end_to_end(small_cohort, small_edges, tmp_path
     )
     ic = twin.intercellular
     assert twin.params["intercellular_model"] == "programme"
-    kept = edges[(edges["layer"] == "intercellular") & (edges["p_value"] <= 0.05)]
-    assert 0 < len(ic) <= len(kept[kept["weight"] > 0])
+    inter = edges[(edges["layer"] == "intercellular") & (edges["weight"] > 0)]
+    assert 0 < len(ic) <= 50 * inter["time_from"].nunique()
+    # evidence first: no kept edge has a larger p than a dropped one of its time point
+    times = sorted(small_cohort.obs["time"].unique())
+    names, types = np.array(twin.genes), np.array(twin.cell_types)
+    for t, block in inter.groupby("time_from"):
+        mine = ic[ic["time_index"] == times.index(t)]
+        assert len(mine) == min(50, len(block))
+        kept = set(
+            zip(
+                types[mine["sender"]],
+                names[mine["ligand"]],
+                types[mine["receiver"]],
+                names[mine["receptor"]],
+                strict=True,
+            )
+        )
+        columns = ["source_cell_type", "source", "target_cell_type", "target"]
+        is_kept = np.array([tuple(r) in kept for r in block[columns].itertuples(index=False)])
+        if (~is_kept).any():
+            assert block["p_value"][is_kept].max() <= block["p_value"][~is_kept].min()
     assert np.isfinite(ic["gain"]).all() and np.isfinite(ic["receptor_gain"]).all()
     assert (ic["receptor_gain"] != 0).any()
     ranking, _ = target_screen(twin, n_permutations=0)
@@ -307,7 +326,7 @@ def test_previous_rule_is_reachable(small_cohort, small_edges):
         edges,
         regulators=tfs,
         intercellular_model="receptor",
-        lr_max_p=None,
+        lr_selection="weight",
         n_intercellular=5,
         key_added=None,
     )
@@ -315,6 +334,10 @@ def test_previous_rule_is_reachable(small_cohort, small_edges):
     expected = inter.groupby("time_from").head(5)  # the table is sorted by weight per time
     assert len(previous.intercellular) == len(expected)
     assert (previous.intercellular["kappa"] == 1.0).all()
+    cut = fit_twin(small_cohort, edges, regulators=tfs, lr_max_p=0.05, key_added=None)
+    assert len(cut.intercellular) <= (inter["p_value"] <= 0.05).sum()
+    with pytest.raises(errors.ParameterError, match="lr_selection"):
+        fit_twin(small_cohort, edges, lr_selection="nope", key_added=None)
     with pytest.raises(errors.ParameterError, match="intercellular_model"):
         fit_twin(small_cohort, edges, intercellular_model="nope", key_added=None)
     no_p = edges.drop(columns=["p_value"]).assign(p_value=np.nan)
