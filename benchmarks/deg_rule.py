@@ -137,7 +137,7 @@ def one_cohort(generator: str, seed: int, disease: bool, size: str = "benchmark"
     rows = []
     for name, rule in RULES.items():
         n_deg, table = apply_rule(de, prior, rule)
-        calls = table[table["overlap_q"] < Q_CALL]
+        calls = table[table["q_value"] < Q_CALL]
         called = set(calls["regulator"])
         rows.append(
             {

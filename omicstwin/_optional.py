@@ -13,6 +13,7 @@ enrichment gseapy                                       ``tl.enrich``, the enric
 report     jinja2, matplotlib                           ``omicstwin report``, ``pl``
 service    fastapi, uvicorn, sqlalchemy, alembic, ...   ``publish``, ``serve``, keys, grants
 postgres   psycopg                                      a PostgreSQL results database
+nichenet   pyreadr                                      priors from NicheNet's 2018 networks
 all        every extra above                            ``omicstwin run`` end to end
 ========== ============================================ =====================================
 """
@@ -39,6 +40,7 @@ EXTRA_OF: dict[str, str] = {
     "orjson": "service",
     "psycopg": "postgres",
     "arboreto": "grnboost",
+    "pyreadr": "nichenet",
 }
 """The extra that installs each optional top-level module."""
 

@@ -56,10 +56,17 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "cell_type": "string",
         "time": "float64",
         "regulator": "string",
-        "z_score": "float64",  # activation z-score from the sign agreement of target changes
-        "overlap_p": "float64",  # one-sided Fisher p, prior targets vs DEGs
+        "regulator_type": "string",  # tf / ligand / receptor / kinase / other (from the prior)
+        "activation_z": "float64",  # Kraemer 2014 z, corrected for DEG-list and prior sign bias
+        "p_value": "float64",  # one-sided Fisher p, prior targets vs DEGs within the universe
+        "q_value": "float64",  # Benjamini-Hochberg within the cell type x time context
+        "predicted": "bool",  # the call: q < 0.05 (default rule) or p < 0.05 & |z| >= 2 (li2022)
+        "direction": "string",  # activated / inhibited / undetermined (activation_z vs +-2)
         "n_targets": "int64",  # prior targets among the DEGs
-        "direction": "string",  # activated / inhibited / undetermined
+        "n_prior_targets": "int64",  # prior targets in the universe
+        "n_degs": "int64",  # DEGs of the context in the universe
+        "n_universe": "int64",  # genes in the context's universe
+        "activation_z_uncorrected": "float64",  # the same z without the bias term (u = 0)
     },
     "perturbations": {
         "perturbation_id": "string",
@@ -152,6 +159,18 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "random_precision": "float64",  # expected precision at k of a random ranking
         "random_p95": "float64",  # 95th percentile of precision at k over random rankings
         "p_value": "float64",  # one-sided hypergeometric P(X >= hits)
+    },
+    "mnm": {  # the multicellular network model of Li et al. 2022 (omicstwin.tl.regulators)
+        "time": "float64",
+        "source_cell_type": "string",  # sender: the regulator is up-regulated there
+        "target_cell_type": "string",  # receiver: the regulator is predicted for its DEGs
+        "n_regulators": "int64",
+        "regulators": "string",  # ";"-joined
+    },
+    "centrality": {  # cell types by eigenvector centrality of the MNM (scDrugPrio)
+        "cell_type": "string",
+        "centrality": "float64",
+        "rank": "int64",
     },
 }
 

@@ -12,7 +12,7 @@ registered here with
 - ``unit`` and ``meaning``: what a value says;
 
 or listed in :data:`DESCRIPTIVE` (times, doses, means, counts that describe a row, not score it).
-Tables that are rankings without a declared schema (``rank_regulators``, ``centrality``, the
+Tables that are rankings without a declared schema (``rank_regulators``, the
 intercellular layer's own ordering, the per-context DE prerank list) are registered too.
 
 Every ranking in the package sorts through :func:`sort_by_score` / :func:`rank` /
@@ -145,16 +145,22 @@ SCORES: dict[str, dict[str, Score]] = {
         "p_value": P_VALUE,  # the twin's evidence order: smallest p first, ties by weight
     },
     "regulators": {
-        "z_score": Score(
+        "activation_z": Score(
             "magnitude",
             "calibrated",
             "z (standard deviations)",
-            "activation z-score: > 0 activated, < 0 inhibited",
+            "bias-corrected activation z-score (Kraemer et al. 2014): > 0 activated, < 0 inhibited",
         ),
-        "overlap_p": Score(
+        "activation_z_uncorrected": Score(
+            "magnitude",
+            "calibrated",
+            "z (standard deviations)",
+            "activation z-score without the DEG-list x prior sign-bias term (for comparison)",
+        ),
+        "p_value": Score(
             "lower", "calibrated", "probability", "one-sided Fisher p of prior targets vs DEGs"
         ),
-        "overlap_q": Q_VALUE,
+        "q_value": Q_VALUE,
         "n_targets": Score("higher", "calibrated", "genes", "prior targets among the DEGs"),
     },
     "perturbations": {
@@ -237,6 +243,15 @@ SCORES: dict[str, dict[str, Score]] = {
         ),
         "n_cell_types": Score("higher", "calibrated", "cell types", "target cell types"),
     },
+    "mnm": {
+        "n_regulators": Score(
+            "higher",
+            "calibrated",
+            "regulators",
+            "predicted upstream regulators of the receiver's DEGs that are up-regulated in the "
+            "sender at that time point",
+        ),
+    },
     "centrality": {
         "centrality": Score(
             "higher", "rank_only", "", "eigenvector centrality in the MNM, scaled to max 1"
@@ -282,7 +297,7 @@ DESCRIPTIVE: dict[str, set[str]] = {
     "de": {"time", "mean_case", "mean_control", "n_donors_case", "n_donors_control"},
     "de_timecourse": {"df"},
     "edges": {"time_from", "time_to"},
-    "regulators": {"time"},
+    "regulators": {"time", "n_prior_targets", "n_degs", "n_universe"},
     "perturbations": {"dose", "time"},
     "rank": {"best_time"},
     "patients": {"time"},
@@ -291,6 +306,7 @@ DESCRIPTIVE: dict[str, set[str]] = {
     "null_calibration": {"bin_low", "bin_high", "n_tests", "n_expected", "n_permutations"},
     "enrichment": {"time", "set_size", "n_overlap"},
     "validation": {"k", "n_ranked", "n_known", "hits"},
+    "mnm": {"time"},
 }
 
 

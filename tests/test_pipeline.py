@@ -42,9 +42,11 @@ def test_run_writes_every_table(small_cohort_path, tmp_path):
         "enrichment",
         "report",
     }  # no disease in the config: no validation stage
-    for name in ("qc", "patient_states", "enrichment"):
+    for name in ("qc", "patient_states", "enrichment", "mnm", "centrality"):
         table = pd.read_parquet(out / f"{name}.parquet")
         assert list(table.columns) == list(SCHEMAS[name]), name
+    centrality = pd.read_parquet(out / "centrality.parquet")  # every cell type of the cohort
+    assert set(centrality["cell_type"]) == set(pd.read_parquet(out / "design.parquet")["cell_type"])
     assert (out / "report.html").is_file() and f"report: {out / 'report.html'}" in result.stdout
     assert "stage timings:" in result.stdout
     assert len(run["inputs"][str(small_cohort_path)]) == 64  # sha256 of the input

@@ -29,7 +29,7 @@ def test_every_numeric_column_of_every_schema_is_a_score_or_descriptive(table):
     undeclared = sorted(numeric - scores - descriptive)
     assert not undeclared, f"declare {table}.{undeclared} in omicstwin.scores (SCORES/DESCRIPTIVE)"
     assert not scores & descriptive, f"{table}: a column cannot be both score and descriptive"
-    stale = sorted((scores | descriptive) - set(SCHEMAS[table]) - {"overlap_q"})  # an extra
+    stale = sorted((scores | descriptive) - set(SCHEMAS[table]))
     assert not stale, f"{table}: {stale} are registered but not in the schema"
 
 
@@ -113,7 +113,7 @@ def test_every_ranking_of_a_run_obeys_the_registered_direction(run_dir):
     patients = read("patients")
     _assert_obeys(patients, "reversal_score", "patients", within=["patient_id"])
     regulators = read("regulators")
-    _assert_obeys(regulators, "overlap_p", "regulators", within=["cell_type", "time"])
+    _assert_obeys(regulators, "p_value", "regulators", within=["cell_type", "time"])
     ranked = read("rank_regulators")
     if len(ranked):
         _assert_obeys(ranked, ["n_contexts", "evidence"], "rank_regulators")

@@ -140,8 +140,11 @@ def tf_activity_ulm(de: pd.DataFrame, net: pd.DataFrame, *, tmin: int = 5) -> pd
     return ranking_from_scores(best.dropna() if best is not None else {})
 
 
-def li2022_count(regulators: pd.DataFrame, *, q_threshold: float = 0.05) -> pd.DataFrame:
-    """Li et al. 2022: regulators by the number of contexts they are predicted in (q < 0.05).
+def li2022_count(regulators: pd.DataFrame, *, q_threshold: float | None = None) -> pd.DataFrame:
+    """Li et al. 2022: regulators by the number of contexts they are predicted in.
+
+    Predicted: the table's ``predicted`` column (``q_threshold=None``) or overlap q below
+    ``q_threshold``.
 
     Ties by the summed -log10 overlap p (:func:`omicstwin.tl.regulators.rank_regulators`); the
     score is ``n_contexts`` plus that evidence scaled below one context.

@@ -16,6 +16,8 @@ import typer
 
 from omicstwin.cli._common import DebugOption, _run
 from omicstwin.cli.database import register as _register_service_commands
+from omicstwin.cli.priors import register as _register_prior_commands
+from omicstwin.cli.regulators import register as _register_regulators_command
 
 app = typer.Typer(
     name="omicstwin",
@@ -399,6 +401,8 @@ def _write_h5ad(adata, path: Path) -> None:
 
 
 _register_service_commands(app)
+_register_regulators_command(app)
+_register_prior_commands(app)
 
 
 def main() -> None:

@@ -112,6 +112,12 @@ class JobqueueProfile(_Profile):
     interface: str | None = Field(None, description="Network interface, e.g. 'ib0'.")
     jobs: int | None = Field(None, ge=0, description="Jobs to submit (default 1).")
     n_workers: int | None = Field(None, ge=0, description="Or: workers to scale to.")
+    start_timeout: float | None = Field(
+        None,
+        gt=0,
+        description="Seconds to wait for the first worker before failing (jobs that die at "
+        "start would otherwise leave the run waiting); None: wait as long as the queue takes.",
+    )
 
     @field_validator("memory")
     @classmethod
@@ -140,7 +146,8 @@ class JobqueueProfile(_Profile):
     def cluster_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the dask-jobqueue cluster class."""
         kwargs = self.model_dump(
-            exclude={"kind", "description", "options", "jobs", "n_workers"}, exclude_none=True
+            exclude={"kind", "description", "options", "jobs", "n_workers", "start_timeout"},
+            exclude_none=True,
         )
         # no dashboard unless asked for: login nodes are shared, and a fixed port may be taken
         kwargs.setdefault("scheduler_options", {"dashboard_address": None})
@@ -244,6 +251,8 @@ def _make_cluster(spec, n_workers: int | None):
         return LocalCluster(**spec.cluster_kwargs(n_workers))
     cluster = _jobqueue_class(spec.kind)(**spec.cluster_kwargs())
     try:
+        if spec.kind == "slurm":
+            _check_slurm_job(cluster.job_script())
         scale = spec.scale_kwargs(n_workers)
         logger.info("submitting %s batch jobs: scale(%s)", spec.kind.upper(), scale)
         cluster.scale(**scale)
@@ -251,6 +260,60 @@ def _make_cluster(spec, n_workers: int | None):
         cluster.close()
         raise
     return cluster
+
+
+def _check_slurm_job(script: str) -> None:
+    """Validate a SLURM job script with ``sbatch --test-only`` (submits nothing).
+
+    dask-jobqueue submits from a background task and only logs a refused submission, so a wrong
+    partition or an impossible memory request would leave the run waiting for workers forever;
+    SLURM's own check turns it into one error now.
+    """
+    import subprocess
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".sh", prefix="omicstwin-job-") as handle:
+        handle.write(script)
+        handle.flush()
+        try:
+            checked = subprocess.run(
+                ["sbatch", "--test-only", handle.name],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+        except FileNotFoundError as exc:
+            raise ParallelError(
+                "the slurm profile needs sbatch, which is not on PATH; fix: run omicstwin on a "
+                "SLURM login node (or load the site's slurm module)"
+            ) from exc
+        except subprocess.TimeoutExpired as exc:
+            raise ParallelError(
+                "sbatch --test-only did not answer in 120 s; fix: check that slurmctld is up "
+                "(sinfo)"
+            ) from exc
+    if checked.returncode != 0:
+        message = " ".join((checked.stderr or checked.stdout).split()) or "no message"
+        raise ParallelError(
+            f"SLURM refuses the profile's job ({message}); fix: the profile's queue, account, "
+            "cores, memory or walltime (see sinfo and pipelines/cluster/slurm.yaml)"
+        )
+
+
+def _wait_for_first_worker(client, spec) -> None:
+    """Fail when no worker of a batch-job profile arrives within ``spec.start_timeout``."""
+    if not isinstance(spec, JobqueueProfile) or spec.start_timeout is None:
+        return
+    try:
+        client.wait_for_workers(1, timeout=spec.start_timeout)
+    except TimeoutError as exc:  # distributed's WorkerStartTimeoutError is one
+        where = spec.log_directory or "the jobs' output files"
+        raise ParallelError(
+            f"no dask worker started within start_timeout={spec.start_timeout:g} s of "
+            f"submitting the {spec.kind.upper()} jobs; fix: look at the job logs in {where} and "
+            "the queue (squeue / qstat), or raise start_timeout"
+        ) from exc
 
 
 def job_script(profile: str | Path | JobqueueProfile) -> str:
@@ -354,6 +417,13 @@ def resolve_client(
     try:
         client = Client(cluster)
     except BaseException:
+        cluster.close()
+        raise
+    try:
+        if profile is not None:
+            _wait_for_first_worker(client, spec)
+    except BaseException:
+        client.close()
         cluster.close()
         raise
     logger.info("started %r", cluster)

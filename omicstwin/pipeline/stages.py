@@ -124,6 +124,23 @@ def regulators(ctx: RunContext) -> None:
     ur = upstream_regulators(_read(ctx, "de"), load_table(ctx.config.priors["tf_targets"]))
     write_table(ctx.out, "regulators", ur)
     write_table(ctx.out, "rank_regulators", rank_regulators(ur, scheme="li2022"))
+    _write_mnm(ctx, ur)
+
+
+def _write_mnm(ctx: RunContext, ur) -> None:
+    """Write the multicellular network model (Li 2022) of the run's DE and its centrality.
+
+    Centrality covers every cell type of the cohort (the design table), so a cell type with no
+    MNM edge is listed with centrality 0 instead of missing.
+    """
+    from omicstwin.schemas import conform
+    from omicstwin.tl.regulators import cell_type_centrality, multicellular_network_model
+
+    mnm = conform(multicellular_network_model(_read(ctx, "de"), ur), "mnm")
+    cell_types = sorted(_read(ctx, "design")["cell_type"].dropna().astype(str).unique())
+    write_table(ctx.out, "mnm", mnm)
+    centrality = cell_type_centrality(mnm, cell_types=cell_types)
+    write_table(ctx.out, "centrality", conform(centrality, "centrality"))
 
 
 def twin(ctx: RunContext) -> None:
@@ -359,7 +376,10 @@ STAGES: tuple[Stage, ...] = (
         regulators,
         upstream=("de",),
         params=("priors.tf_targets",),
-        outputs=("regulators.parquet", "rank_regulators.parquet"),
+        outputs=(
+            *("regulators.parquet", "rank_regulators.parquet"),
+            *("mnm.parquet", "centrality.parquet"),
+        ),
     ),
     Stage(
         "twin",

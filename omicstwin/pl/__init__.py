@@ -12,7 +12,8 @@ change behind (nothing to ``show``: display or save the returned figure). The pl
 caller's rcParams; the HTML report draws its figures with these functions inside its own
 ``matplotlib.rc_context``.
 
-matplotlib (and networkx for :func:`network`) load on first use, not on ``import omicstwin``.
+matplotlib (and networkx for :func:`network` and :func:`mnm`) load on first use, not on
+``import omicstwin``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ _EXPORTS = (
     "cohort_design",
     "de_counts",
     "enrichment",
+    "mnm",
     "network",
     "null_calibration",
     "patient_ranks",
@@ -33,13 +35,12 @@ _EXPORTS = (
 )
 
 __all__ = list(_EXPORTS)
+_MODULES = {"null_calibration": "omicstwin.pl._calibration", "mnm": "omicstwin.pl._mnm"}
 
 
 def __getattr__(name: str):
     if name in _EXPORTS:
-        module = (
-            "omicstwin.pl._calibration" if name == "null_calibration" else "omicstwin.pl._plots"
-        )
+        module = _MODULES.get(name, "omicstwin.pl._plots")
         value = getattr(importlib.import_module(module), name)
         globals()[name] = value
         return value

@@ -655,7 +655,7 @@ def regulator_rows(
         ranked = [r for r in ranked if r in known][:n]
     extra: list[str] = []
     if len(ranked) < n:
-        by_p = sort_by_score(regulators, "overlap_p", table="regulators", tie_break=["regulator"])
+        by_p = sort_by_score(regulators, "p_value", table="regulators", tie_break=["regulator"])
         for name in by_p["regulator"].astype(str).drop_duplicates():
             if name not in ranked:
                 extra.append(name)
@@ -679,8 +679,8 @@ def regulators(
 
     Rows are the ``n`` best-ranked regulators of ``rankings``; when fewer are ranked (predicted
     in no context), the remaining rows are the regulators with the smallest overlap p-values,
-    unnumbered. Dots mark the contexts where the regulator is predicted (``overlap_q < 0.05``,
-    or ``overlap_p`` when the table has no q).
+    unnumbered. Dots mark the contexts where the regulator is predicted (the table's
+    ``predicted`` column; ``q_value < 0.05`` when the table has no such column).
 
     Parameters
     ----------
@@ -714,10 +714,13 @@ def regulators(
     rows = ranked + extra
     columns = context_columns(times, cell_types)
     frame = regulators.assign(regulator=regulators["regulator"].astype(str))
-    values = _pivot(frame, "regulator", columns, "z_score", rows)
-    q_column = "overlap_q" if "overlap_q" in frame.columns else "overlap_p"
-    significance = _pivot(frame, "regulator", columns, q_column, rows)
-    markers = np.nan_to_num(significance, nan=1.0) < 0.05
+    values = _pivot(frame, "regulator", columns, "activation_z", rows)
+    if "predicted" in frame.columns:
+        called = frame.assign(called=frame["predicted"].astype(float))
+        markers = np.nan_to_num(_pivot(called, "regulator", columns, "called", rows)) > 0.5
+    else:
+        significance = _pivot(frame, "regulator", columns, "q_value", rows)
+        markers = np.nan_to_num(significance, nan=1.0) < 0.05
     labels = [f"{i + 1}. {r}" for i, r in enumerate(ranked)] + [f"({r})" for r in extra]
     fig = heatmap(
         values,

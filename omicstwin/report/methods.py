@@ -155,11 +155,24 @@ def _regulators_paragraph(ctx: _RunContext) -> str:
     return (
         "For each context, each regulator's prior targets "
         f"({ctx.priors.get('tf_targets', '?')}) were compared with the context's DEGs: a "
-        "one-sided Fisher exact test of the overlap and an activation z-score from the "
-        "sign agreement of the targets' fold changes (Kraemer et al. 2014; activated "
-        "z >= 2, inhibited z <= -2). Regulators were ranked as in Li et al. 2022 by the "
-        "number of cell type x time contexts in which they are predicted (overlap "
-        "q < 0.05), ties broken by the summed -log10 overlap p."
+        "one-sided Fisher exact test of the overlap within the genes tested and an activation "
+        "z-score from the sign agreement of the targets' fold changes, corrected for the bias "
+        "of the DEG list (share up) and of the regulator's prior edges (share activating) "
+        "(Kraemer et al. 2014; activated z >= 2, inhibited z <= -2). Regulators were "
+        "ranked as in Li et al. 2022 by the number of cell type x time contexts in which "
+        "they are predicted (overlap q < 0.05), ties broken by the summed -log10 overlap p."
+    )
+
+
+def _mnm_paragraph(ctx: _RunContext) -> str:
+    """Describe the multicellular network model and the cell-type centrality."""
+    return (
+        "A multicellular network model (MNM; Li et al. 2022) links a sender cell type to a "
+        "receiver at a time point when an upstream regulator predicted for the receiver's DEGs "
+        "(overlap q < 0.05) is itself an up-regulated DEG of the sender (self-loops excluded); "
+        "an edge carries the number of such regulators. Cell types were ranked by eigenvector "
+        "centrality of the MNM (as in scDrugPrio), with edges summed over time points and "
+        "treated as undirected, scaled to a maximum of 1; cell types without an edge have 0."
     )
 
 
@@ -283,6 +296,7 @@ _STAGE_PARAGRAPHS: tuple[tuple[str, set[str], Callable[[_RunContext], str]], ...
     ("Differential expression", {"de"}, _de_paragraph),
     ("Multicellular network", {"edges", "network_layers"}, _network_paragraph),
     ("Upstream regulators", {"regulators"}, _regulators_paragraph),
+    ("Multicellular network model", {"mnm", "centrality"}, _mnm_paragraph),
     ("Digital twin", {"edges"}, _twin_paragraph),
     ("Perturbation screens", {"perturbations", "rank_targets"}, _screens_paragraph),
     ("Enrichment", {"enrichment"}, _enrichment_paragraph),

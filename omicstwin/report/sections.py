@@ -27,6 +27,7 @@ from omicstwin.report._format import (
     fmt_seconds,
     fmt_time,
     is_missing,
+    join_words,
     plural,
     time_unit_of,
     truncate,
@@ -654,6 +655,98 @@ def regulator_section(data: RunData) -> Section:
     return section
 
 
+def mnm_section(data: RunData) -> Section:
+    """6. The multicellular network model per time point and the cell types' centrality."""
+    section = Section(
+        "mnm",
+        "Multicellular network model",
+        "Which cell types regulate which at each time point: an arrow means that regulators "
+        "predicted for the receiver's changed genes are themselves up-regulated in the sender "
+        "(Li et al. 2022); cell types are ranked by how central they are in that network.",
+    )
+    mnm = data.table("mnm")
+    if mnm is None:
+        section.blocks.append(_missing("mnm", "multicellular network model"))
+        return section
+    centrality = data.table("centrality")
+    if mnm.empty:
+        section.blocks.append(NoteBlock(_empty_mnm_sentence(data, centrality)))
+        return section
+    times, _ = data.axes()
+    times = sorted(set(times) | {float(t) for t in mnm["time"].dropna().unique()})
+    fig = pl.mnm(mnm, centrality=centrality, times=times, unit=data.unit)
+    if fig is not None:
+        section.blocks.append(
+            FigureBlock(
+                figs.embed(fig, "Multicellular network model per time point"),
+                "One panel per time point. Arrow sender → receiver (in the sender's colour): "
+                "upstream regulators of the receiver's DEGs that are up-regulated DEGs of the "
+                "sender; width: number of such regulators (named under the panel for the "
+                "edges with most). Node area: the cell type's centrality (all time points).",
+            )
+        )
+    if centrality is None:
+        section.blocks.append(_missing("centrality", "cell-type centrality"))
+    elif not centrality.empty:
+        section.blocks.append(_centrality_block(mnm, centrality))
+    return section
+
+
+def _empty_mnm_sentence(data: RunData, centrality: pd.DataFrame | None) -> str:
+    """Say why the MNM has no edge: no predicted regulator at all, or none shared."""
+    ranking = data.table("rank_regulators")
+    n_types = 0 if centrality is None else len(centrality)
+    zero = f"; all {plural(n_types, 'cell type')} have centrality 0" if n_types else ""
+    if ranking is not None and ranking.empty:
+        return (
+            "The multicellular network model has no edge: no upstream regulator is predicted "
+            f"(overlap q < 0.05) for any cell type's DEGs in this run{zero}."
+        )
+    return (
+        "The multicellular network model has no edge: no regulator predicted for one cell "
+        "type's DEGs is an up-regulated DEG of another cell type at the same time point"
+        f"{zero}."
+    )
+
+
+def _centrality_block(mnm: pd.DataFrame, centrality: pd.DataFrame) -> TableBlock:
+    """Table the cell types by centrality with their edges out and in, and read it once."""
+    ranked = sort_by_score(centrality, "rank", table="centrality", tie_break=["cell_type"])
+    sent = mnm.groupby("source_cell_type", observed=True)["n_regulators"].agg(["size", "sum"])
+    got = mnm.groupby("target_cell_type", observed=True)["n_regulators"].agg(["size", "sum"])
+    ranked = ranked.assign(
+        out_edges=[int(sent["size"].get(c, 0)) for c in ranked["cell_type"]],
+        in_edges=[int(got["size"].get(c, 0)) for c in ranked["cell_type"]],
+    )
+    top = ranked.iloc[0]
+    reading = (
+        f"{top['cell_type']} is the most central cell type ({top['out_edges']} of the "
+        f"{plural(len(mnm), 'edge')} leave it, {top['in_edges']} reach it)"
+    )
+    if len(ranked) > 1:
+        runners = ranked.iloc[1:3]
+        runners = runners[runners["centrality"].fillna(0) > 0]
+        reading += ", then " + " and ".join(
+            f"{c} ({fmt_num(v)})"
+            for c, v in zip(runners["cell_type"], runners["centrality"], strict=True)
+        )
+    isolated = ranked.loc[ranked["centrality"].fillna(0) <= 0, "cell_type"].tolist()
+    if isolated:
+        reading += f"; {join_words(isolated)} {'has' if len(isolated) == 1 else 'have'} no edge"
+    reading += ". "
+    return table_block(
+        ranked,
+        {
+            "rank": ("Rank", fmt_num),
+            "cell_type": ("Cell type", _text),
+            "centrality": (score_header("centrality", "centrality", "Centrality"), fmt_num),
+            "out_edges": ("Edges out (sender)", fmt_num),
+            "in_edges": ("Edges in (receiver)", fmt_num),
+        },
+        caption=reading + score_note("centrality", "centrality", "Centrality"),
+    )
+
+
 def score_word(kind: str) -> str:
     """Return the score's name in a ranking: induction (disease genes), else reversal."""
     return "induction" if kind == "disease_genes" else "reversal"
@@ -909,6 +1002,8 @@ TRUST_TABLES = (
     ("patient_states", "patient_states"),
     ("regulators", "regulators"),
     ("rank_regulators", "rank_regulators"),
+    ("mnm", "mnm"),
+    ("centrality", "centrality"),
     ("edges", "edges"),
     ("de", "de"),
     ("enrichment", "enrichment"),
@@ -1239,6 +1334,7 @@ SECTIONS: tuple[Callable[[RunData], Section], ...] = (
     de_section,
     network_section,
     regulator_section,
+    mnm_section,
     rankings_section,
     perturbation_section,
     patients_section,

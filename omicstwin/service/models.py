@@ -205,6 +205,65 @@ class DrugRow(DiseaseGeneRow):
     dose: float | None
 
 
+class MnmEdgeRow(BaseModel):
+    """An edge of the multicellular network model: sender -> receiver at one time point."""
+
+    time: float
+    source_cell_type: str = Field(
+        description="Sender: the regulators are up-regulated DEGs in this cell type."
+    )
+    target_cell_type: str = Field(
+        description="Receiver: the regulators are predicted upstream regulators of its DEGs."
+    )
+    n_regulators: int = Field(description=score_description("mnm", "n_regulators"))
+    regulators: list[str] = Field(description="The regulators behind the edge, sorted.")
+
+
+class CentralityRow(BaseModel):
+    """A cell type ranked by its centrality in the multicellular network model."""
+
+    cell_type: str
+    centrality: float | None = Field(description=score_description("centrality", "centrality"))
+    rank: int
+
+
+class MulticellularNetwork(BaseModel):
+    """The study's multicellular network model (Li et al. 2022) and its cell-type centrality."""
+
+    model_config = _example(
+        {
+            "study_id": "sar_2022",
+            "time": 48.0,
+            "edges": [
+                {
+                    "time": 48.0,
+                    "source_cell_type": "CD14 Mono",
+                    "target_cell_type": "B",
+                    "n_regulators": 2,
+                    "regulators": ["ETS1", "STAT1"],
+                }
+            ],
+            "count": 1,
+            "centrality": [
+                {"cell_type": "CD14 Mono", "centrality": 1.0, "rank": 1},
+                {"cell_type": "B", "centrality": 0.84, "rank": 2},
+            ],
+        }
+    )
+    study_id: str
+    time: float | None = Field(description="The time point asked for; null: every time point.")
+    edges: list[MnmEdgeRow] = Field(
+        description="A page of edges, by time, sender and receiver (empty: no edge, e.g. no "
+        "predicted regulator is up-regulated in another cell type)."
+    )
+    count: int = Field(description="Edges matching the time filter, before limit/offset.")
+    centrality: list[CentralityRow] = Field(
+        description="Every cell type of the study by eigenvector centrality of the MNM (edges "
+        "summed over all time points, whatever the time filter); 0 for cell types without an "
+        "edge. Empty for a study published before schema 0004."
+    )
+
+
 class GeneScore(BaseModel):
     """A score of one gene in one study: study-level target, context target or disease gene."""
 

@@ -124,6 +124,7 @@ TARGETS = Endpoint(STUDY_ROLES)
 DISEASE_GENES = Endpoint(STUDY_ROLES)
 DRUGS = Endpoint(STUDY_ROLES)
 GENE = Endpoint(STUDY_ROLES, limit=100)
+MNM = Endpoint(STUDY_ROLES, limit=LIMIT.high)  # edges per page: a study's MNM is small
 PATIENT = Endpoint(ALL_ROLES, action="patient.record")  # + a grant, unless GRANT_EXEMPT
 PATIENT_TARGETS = Endpoint(ALL_ROLES, action="patient.targets")
 AUDIT = Endpoint(ADMIN_ROLES, limit=100)
@@ -194,6 +195,16 @@ Time = Annotated[
         allow_inf_nan=False,
         examples=[48.0],
         description="Rank within this time point (in the study's unit).",
+    ),
+]
+MnmTime = Annotated[
+    float | None,
+    Query(
+        ge=TIME.low,
+        le=TIME.high,
+        allow_inf_nan=False,
+        examples=[48.0],
+        description="Only the edges of this time point (in the study's unit).",
     ),
 ]
 IdFilter = Annotated[

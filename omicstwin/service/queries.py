@@ -24,6 +24,8 @@ DRUGS = TABLES["drugs"]
 PATIENTS = TABLES["patients"]
 PATIENT_TARGETS = TABLES["patient_targets"]
 AUDIT = TABLES["audit"]
+MNM_EDGES = TABLES["mnm_edges"]
+CENTRALITY = TABLES["cell_type_centrality"]
 MAX_GENE_ROWS = 10_000
 
 
@@ -171,6 +173,41 @@ def list_ranking(
     ).all()
     count = conn.execute(sa.select(sa.func.count()).select_from(table).where(*where)).scalar_one()
     return [dict(r._mapping) for r in rows], count
+
+
+def mnm(
+    conn: Connection, study_id: str, *, time: float | None, limit: int, offset: int
+) -> tuple[list[dict], int, list[dict]]:
+    """Return a study's MNM edges (by time, sender, receiver) and its cell-type centrality.
+
+    Returns
+    -------
+    edges, count, centrality
+        A page of edges (``regulators`` split into a list), the number of edges matching the
+        filter, and every cell type's centrality by rank (over all time points, whatever the
+        filter).
+    """
+    where = [MNM_EDGES.c.study_id == study_id]
+    if time is not None:
+        where.append(MNM_EDGES.c.time == time)
+    cols = [MNM_EDGES.c[c] for c in _MNM_COLS]
+    order = [MNM_EDGES.c.time, MNM_EDGES.c.source_cell_type, MNM_EDGES.c.target_cell_type]
+    rows = conn.execute(
+        sa.select(*cols).where(*where).order_by(*order).limit(limit).offset(offset)
+    ).all()
+    count = conn.execute(
+        sa.select(sa.func.count()).select_from(MNM_EDGES).where(*where)
+    ).scalar_one()
+    edges = [dict(r._mapping, regulators=[g for g in r.regulators.split(";") if g]) for r in rows]
+    ranked = conn.execute(
+        sa.select(CENTRALITY.c.cell_type, CENTRALITY.c.centrality, CENTRALITY.c.rank)
+        .where(CENTRALITY.c.study_id == study_id)
+        .order_by(CENTRALITY.c.rank, CENTRALITY.c.cell_type)
+    ).all()
+    return edges, count, [dict(r._mapping) for r in ranked]
+
+
+_MNM_COLS = ("time", "source_cell_type", "target_cell_type", "n_regulators", "regulators")
 
 
 def gene_scores(conn: Connection, symbol: str) -> list[dict]:

@@ -170,6 +170,40 @@ class Drug(Base):
     __table_args__ = (sa.Index("ix_drugs_study_rank", "study_id", "rank"),)
 
 
+class MnmEdge(Base):
+    """An edge of the study's multicellular network model (``mnm``; schema 0004).
+
+    Study-level: sender -> receiver at a time point when upstream regulators of the receiver's
+    DEGs are up-regulated in the sender (Li et al. 2022); no patient link.
+    """
+
+    __tablename__ = "mnm_edges"
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    study_id: Mapped[str] = mapped_column(
+        sa.String(128), sa.ForeignKey("studies.study_id", ondelete="CASCADE")
+    )
+    time: Mapped[float] = mapped_column(Float)
+    source_cell_type: Mapped[str] = mapped_column(sa.String(128))
+    target_cell_type: Mapped[str] = mapped_column(sa.String(128))
+    n_regulators: Mapped[int] = mapped_column(sa.Integer)
+    regulators: Mapped[str] = mapped_column(sa.Text)  # ";"-joined
+    __table_args__ = (sa.Index("ix_mnm_edges_study_time", "study_id", "time"),)
+
+
+class CellTypeCentrality(Base):
+    """Cell types ranked by eigenvector centrality of the study's MNM (``centrality``; 0004)."""
+
+    __tablename__ = "cell_type_centrality"
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    study_id: Mapped[str] = mapped_column(
+        sa.String(128), sa.ForeignKey("studies.study_id", ondelete="CASCADE")
+    )
+    cell_type: Mapped[str] = mapped_column(sa.String(128))
+    centrality: Mapped[float | None] = mapped_column(Float)
+    rank: Mapped[int] = mapped_column(sa.Integer)
+    __table_args__ = (sa.Index("ix_cell_type_centrality_study_rank", "study_id", "rank"),)
+
+
 class Patient(Base):
     """A patient twin record: one per donor of a study, cases and controls alike.
 
@@ -594,6 +628,8 @@ SERVICE_READS = (
     "context_targets",
     "disease_genes",
     "drugs",
+    "mnm_edges",
+    "cell_type_centrality",
     "patients",
     "patient_targets",
     "api_keys",

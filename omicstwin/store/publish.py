@@ -73,6 +73,8 @@ TABLES_READ = (
     "patients",
     "patient_states",
     "null_calibration",
+    "mnm",
+    "centrality",
 )
 _CHUNK = 50_000  # rows per SQLite executemany call
 
@@ -200,6 +202,8 @@ def _read_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     )
     _require(tables, "patients", ["patient_id", "target", "rank"])
     _require(tables, "patient_states", ["patient_id", "cell_type", "time"])
+    _require(tables, "mnm", list(SCHEMAS["mnm"]))
+    _require(tables, "centrality", list(SCHEMAS["centrality"]))
     for name, frame in tables.items():
         _check_table(name, frame)
     return run_json, tables
@@ -233,6 +237,8 @@ COLUMN_TYPES: dict[str, dict[str, str]] = {
     "rank_drugs": SCHEMAS["rank"] | _EXTRA | {"drug_name": "string"},
     "patients": SCHEMAS["patients"],
     "patient_states": SCHEMAS["patient_states"],
+    "mnm": SCHEMAS["mnm"],
+    "centrality": SCHEMAS["centrality"],
 }
 """The dtype of every column publish reads (the declared schemas of ``omicstwin.schemas``)."""
 
@@ -244,6 +250,8 @@ REQUIRED_VALUES: dict[str, tuple[str, ...]] = {
     "rank_drugs": ("name", "rank"),
     "patients": ("patient_id", "target", "rank"),
     "patient_states": ("patient_id", "cell_type", "time"),
+    "mnm": tuple(SCHEMAS["mnm"]),
+    "centrality": ("cell_type", "rank"),
 }
 """Columns that must not hold missing values (they become NOT NULL database columns)."""
 
@@ -642,7 +650,10 @@ def _insert(conn: Connection, name: str, rows: _Rows | list[dict]) -> None:
 
 def _delete_study(conn: Connection, study_id: str) -> None:
     # Children first and explicitly: cheaper than relying on cascades, and portable.
-    for name in ("patient_targets", "patients", "context_targets", "targets", "disease_genes"):
+    for name in (
+        *("patient_targets", "patients", "context_targets", "targets", "disease_genes"),
+        *("mnm_edges", "cell_type_centrality"),
+    ):
         table = TABLES[name]
         conn.execute(table.delete().where(table.c.study_id == study_id))
     conn.execute(TABLES["drugs"].delete().where(TABLES["drugs"].c.study_id == study_id))
@@ -731,6 +742,8 @@ def _publish_locked(
         "cases": sum(p["arm"] == "case" for p in patients),
         "controls": sum(p["arm"] == "control" for p in patients),
         "patient_targets": len(personal),
+        "mnm_edges": len(tables.get("mnm", ())),
+        "cell_type_centrality": len(tables.get("centrality", ())),
     }
     calibration = null_calibration_summary(tables.get("null_calibration"))
     if calibration:  # stored beside run.json's own keys (no new column)
@@ -840,7 +853,7 @@ def _insert_study(
 def _insert_rankings(
     conn: Connection, sid: str, tables: dict[str, pd.DataFrame], contexts: pd.DataFrame | None
 ) -> None:
-    """Insert the study's rankings: targets, then disease genes, drugs and context targets.
+    """Insert the study's rankings: targets, disease genes, drugs, context targets, the MNM.
 
     Parameters
     ----------
@@ -884,6 +897,11 @@ def _insert_rankings(
             "context_targets",
             _records(contexts, _CONTEXT_TARGET_COLUMNS, study_id=sid),
         )
+    # the multicellular network model and its centrality: study-level, no patient link
+    for run_table, db_table in (("mnm", "mnm_edges"), ("centrality", "cell_type_centrality")):
+        if run_table in tables:
+            columns = {c: c for c in SCHEMAS[run_table]}
+            _insert(conn, db_table, _records(tables[run_table], columns, study_id=sid))
 
 
 def _insert_patient_targets(

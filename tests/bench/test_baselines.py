@@ -97,16 +97,17 @@ def test_li2022_count_orders_by_predicted_contexts():
             "cell_type": ["A", "B", "A", "A"],
             "time": [0.0, 0.0, 0.0, 6.0],
             "regulator": ["R1", "R1", "R2", "R3"],
-            "z_score": [2.5, 2.0, 1.0, 0.0],
-            "overlap_p": [1e-4, 1e-3, 1e-6, 0.5],
-            "overlap_q": [1e-3, 1e-2, 1e-5, 0.9],
+            "activation_z": [2.5, 2.0, 1.0, 0.0],
+            "p_value": [1e-4, 1e-3, 1e-6, 0.5],
+            "q_value": [1e-3, 1e-2, 1e-5, 0.9],
+            "predicted": [True, True, True, False],
             "n_targets": [5, 4, 6, 1],
             "direction": ["activated", "activated", "undetermined", "undetermined"],
         }
     )
     ranking = bl.li2022_count(regulators)
     assert ranking["gene"].tolist() == ["R1", "R2"]  # R3 is never predicted
-    assert bl.li2022_count(regulators.assign(overlap_q=1.0)).empty
+    assert bl.li2022_count(regulators.assign(q_value=1.0, predicted=False)).empty
 
 
 def test_out_degree_counts_distinct_targets_without_self_loops():

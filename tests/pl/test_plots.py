@@ -134,8 +134,10 @@ def test_regulators_rows_ranked_first():
         for c, t in _contexts().itertuples(index=False)
         for r, z, p in (("STAT6", 3.0, 0.001), ("IRF4", -2.5, 0.01), ("MYC", 0.2, 0.6))
     ]
-    table = pd.DataFrame(rows, columns=["cell_type", "time", "regulator", "z_score", "overlap_p"])
-    table["overlap_q"] = table["overlap_p"] * 2
+    table = pd.DataFrame(
+        rows, columns=["cell_type", "time", "regulator", "activation_z", "p_value"]
+    )
+    table["q_value"] = table["p_value"] * 2
     rankings = pd.DataFrame({"regulator": ["IRF4", "STAT6"], "rank": [1, 2]})
     fig = pl.regulators(table, rankings=rankings, n=3)
     assert _image_shape(fig) == (3, len(CELL_TYPES) * len(TIMES))
@@ -248,3 +250,58 @@ def test_null_calibration_plot():
         spiked.assign(n_permutations=99), "drugs"
     )
     assert "cannot show signal" in calibration_reading(table, "drugs")  # 9: p >= 0.1
+
+
+@pytest.fixture
+def mnm_tables() -> tuple[pd.DataFrame, pd.DataFrame]:
+    edges = pd.DataFrame(
+        {
+            "time": [0.0, 0.0, 6.0],
+            "source_cell_type": ["B", "Mono", "T"],
+            "target_cell_type": ["T", "B", "Mono"],
+            "n_regulators": [1, 4, 2],
+            "regulators": ["ETS1", "JUN;MAF;RELA;SPI1", "IRF1;STAT1"],
+        }
+    )
+    centrality = pd.DataFrame(
+        {
+            "cell_type": ["Mono", "B", "T", "NK"],
+            "centrality": [1.0, 0.8, 0.5, 0.0],
+            "rank": [1, 2, 3, 4],
+        }
+    )
+    return edges, centrality
+
+
+def test_mnm_one_panel_per_time_point_sized_by_centrality(mnm_tables):
+    from matplotlib.patches import FancyArrowPatch
+
+    edges, centrality = mnm_tables
+    fig = pl.mnm(edges, centrality=centrality, times=[0.0, 6.0, 12.0], unit="h")
+    panels = [ax for ax in fig.axes if ax.collections]
+    assert [ax.get_title() for ax in panels] == ["0 h: 2 edges", "6 h: 1 edge", "12 h: no edge"]
+    nodes = panels[0].collections[0]  # every cell type, the isolated NK included
+    assert len(nodes.get_offsets()) == 4
+    sizes = dict(zip(["B", "Mono", "NK", "T"], nodes.get_sizes(), strict=True))
+    assert sizes["Mono"] > sizes["B"] > sizes["T"] > sizes["NK"]  # node area by centrality
+    arrows = [p for p in panels[0].patches if isinstance(p, FancyArrowPatch)]
+    assert sorted(a.get_linewidth() for a in arrows) == pytest.approx([0.8, 5.8])  # 1 vs 4
+    assert not [p for p in panels[2].patches if isinstance(p, FancyArrowPatch)]
+    texts = " ".join(t.get_text() for t in panels[0].texts)
+    assert "Mono→B: JUN, MAF, RELA, SPI1" in texts
+    assert any(ax.get_legend() is not None for ax in fig.axes)
+
+
+def test_mnm_single_panel_empty_table_and_errors(mnm_tables):
+    from omicstwin.errors import MissingKeyError, ParameterError
+
+    edges, _ = mnm_tables
+    fig = Figure()
+    ax = fig.add_subplot()
+    assert pl.mnm(edges, time=6.0, ax=ax) is fig
+    assert len(fig.axes) == 1 and ax.get_title() == "t=6: 1 edge"
+    assert pl.mnm(edges.iloc[:0]) is None  # no edge: nothing to draw
+    with pytest.raises(ParameterError, match="fix: pass one of"):
+        pl.mnm(edges, time=99.0, ax=Figure().add_subplot())
+    with pytest.raises(MissingKeyError, match="n_regulators"):
+        pl.mnm(edges.drop(columns="n_regulators"))

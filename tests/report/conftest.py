@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from omicstwin.report import build_report
-from omicstwin.schemas import conform
+from omicstwin.schemas import SCHEMAS, conform
+from omicstwin.tl.regulators import cell_type_centrality
 
 OPTIONAL = ("enrichment", "validation", "patient_states")
 
@@ -89,6 +90,23 @@ def _fabricate_optional(run_dir: Path) -> None:
     states["disease_score_low"] = states["disease_score"] - 0.2  # bootstrap interval
     states["disease_score_high"] = states["disease_score"] + 0.2
     conform(states, "patient_states").to_parquet(run_dir / "patient_states.parquet")
+
+    # a multicellular network model with edges (the small run predicts too few regulators for
+    # one): two time points with edges, the others without, and a cell type without any edge
+    cell_types = sorted(design["cell_type"].astype(str).unique())
+    times = sorted(design["time"].unique())
+    a, b, c = cell_types[:3]
+    mnm = pd.DataFrame(
+        [
+            (times[0], a, b, 2, "ETS1;STAT1"),
+            (times[1], b, c, 1, "IRF1"),
+            (times[1], c, a, 4, "JUN;MAF;RELA;SPI1"),
+        ],
+        columns=list(SCHEMAS["mnm"]),
+    )
+    conform(mnm, "mnm").to_parquet(run_dir / "mnm.parquet")
+    centrality = cell_type_centrality(mnm, cell_types=cell_types)
+    conform(centrality, "centrality").to_parquet(run_dir / "centrality.parquet")
 
     # an intercellular edge without a time: it applies at every time point
     edges = pd.read_parquet(run_dir / "edges.parquet")

@@ -103,3 +103,10 @@ def test_an_empty_run_still_reads():
     assert "cell type ('?')" in text["Data and design"]
     assert text["Computation"].startswith("Random seed ?;")
     assert "software" not in text["Computation"]
+
+
+def test_mnm_paragraph_when_the_run_has_the_mnm():
+    stages = [s for s, _ in methods_paragraphs(_run(), tables={"regulators", "mnm"})]
+    assert stages[1:3] == ["Upstream regulators", "Multicellular network model"]
+    text = _text(_run(), {"mnm", "centrality"})["Multicellular network model"]
+    assert "eigenvector centrality" in text and "up-regulated DEG of the sender" in text

@@ -21,14 +21,15 @@ SECTION_TITLES = [
     "3. Differential expression",
     "4. Multicellular network",
     "5. Upstream regulators",
-    "6. Disease genes, targets and drugs",
-    "7. Perturbation effects by context",
-    "8. Per-patient targets",
-    "9. How much to trust these numbers",
-    "10. Pathway enrichment",
-    "11. Validation against known biology",
-    "12. Methods",
-    "13. Provenance",
+    "6. Multicellular network model",
+    "7. Disease genes, targets and drugs",
+    "8. Perturbation effects by context",
+    "9. Per-patient targets",
+    "10. How much to trust these numbers",
+    "11. Pathway enrichment",
+    "12. Validation against known biology",
+    "13. Methods",
+    "14. Provenance",
 ]
 DATE_LINE = re.compile(r'<dd id="date-line">.*?</dd>')
 IMG = re.compile(r"<img\b[^>]*>")
@@ -40,10 +41,10 @@ def test_every_section_and_figure(full_report):
         assert f"<h2>{title}</h2>" in full_report, title
         anchor = re.search(rf'<section id="([a-z]+)">\s*<h2>{re.escape(title)}</h2>', full_report)
         assert anchor and f'href="#{anchor.group(1)}"' in full_report  # listed in the contents
-    # design, DE, network, regulators, target bars, perturbations, patient ranks, patient
+    # design, DE, network, regulators, MNM, target bars, perturbations, patient ranks, patient
     # states, null calibration, enrichment prerank + ora
     images = IMG.findall(full_report)
-    assert len(images) == 11
+    assert len(images) == 12
     for tag in images:
         payload = re.search(r'src="data:image/png;base64,([^"]+)"', tag).group(1)
         assert base64.b64decode(payload)[:8] == b"\x89PNG\r\n\x1a\n"
@@ -289,3 +290,36 @@ def test_rank_only_labels(full_report):
     assert "90% interval low" in patients and "90% interval high" in patients
     assert "Disease score (fraction of the peak disease shift)" in patients
     assert "The reversal score is rank only" in patients
+
+
+def _section(html: str, name: str) -> str:
+    return html.split(f'<section id="{name}">', 1)[1].split("</section>", 1)[0]
+
+
+def test_mnm_section_figure_and_centrality(full_report, full_run):
+    """The MNM per time point, and the centrality table read in one sentence."""
+    section = _section(full_report, "mnm")
+    assert 'alt="Multicellular network model per time point"' in section
+    centrality = pd.read_parquet(full_run / "centrality.parquet").sort_values("rank")
+    top = centrality["cell_type"].iloc[0]
+    assert f"{top} is the most central cell type" in section
+    isolated = centrality.loc[centrality["centrality"] == 0, "cell_type"].tolist()
+    assert isolated and "no edge" in section
+    rows = re.findall(r"<tr><td class=\"num\">(\d+)</td><td>([^<]+)</td>", section)
+    assert [name for _, name in rows] == [str(escape(c)) for c in centrality["cell_type"]]
+    assert "Centrality (rank only)" in section
+
+
+def test_mnm_section_without_edges_or_table(bare_run, tmp_path):
+    """An empty MNM is one sentence (no figure); a run without mnm.parquet says so."""
+    html = render_report(bare_run)  # the small run: no MNM edge, no rank_regulators table
+    section = _section(html, "mnm")
+    assert "The multicellular network model has no edge" in section
+    assert "<img" not in section and "have centrality 0" in section
+    empty = tmp_path / "empty"
+    shutil.copytree(bare_run, empty)
+    ranking = pd.DataFrame({"regulator": pd.Series([], dtype="string"), "rank": []})
+    ranking.to_parquet(empty / "rank_regulators.parquet")
+    assert "no upstream regulator is predicted" in _section(render_report(empty), "mnm")
+    (empty / "mnm.parquet").unlink()
+    assert "no mnm.parquet" in _section(render_report(empty), "mnm")

@@ -91,7 +91,7 @@ def test_report_renders_in_chromium(browser, full_report_path, tmp_path):
 
     assert errors == []
     assert requests == []
-    assert len(images) == 11
+    assert len(images) == 12  # with the MNM figure
     for image in images:
         assert image["complete"] and image["width"] > 0 and image["shown"] > 0, image["alt"]
     for width, height in svgs:

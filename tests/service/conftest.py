@@ -58,6 +58,7 @@ def fabricate_run(
     seed: int = 0,
     case_prefix: str = "P",
     control_prefix: str = "C",
+    mnm: bool = True,
 ) -> Path:
     """Write a run directory with the declared table schemas and random but valid values."""
     rng = np.random.default_rng(seed)
@@ -189,6 +190,8 @@ def fabricate_run(
         ignore_index=True,
     )
     conform(calibration, "null_calibration").to_parquet(out / "null_calibration.parquet")
+    if mnm:
+        _fabricate_mnm(out, cell_types, times)
     run = {
         "schema_version": 1,
         "seed": seed,
@@ -202,6 +205,25 @@ def fabricate_run(
     }
     (out / "run.json").write_text(json.dumps(run, indent=2, sort_keys=True))
     return out
+
+
+def _fabricate_mnm(out: Path, cell_types: tuple[str, ...], times: tuple[float, ...]) -> None:
+    """Write a hand-made MNM (edges at the first two time points, none at the last) and the
+    cell types' centrality in it (the last cell type, when there are four, has no edge)."""
+    from omicstwin.tl.regulators import cell_type_centrality
+
+    a, b, c = cell_types[:3]
+    edges = pd.DataFrame(
+        [
+            (times[0], a, c, 2, "ETS1;STAT1"),
+            (times[1], b, a, 1, "IRF1"),
+            (times[1], c, b, 3, "JUN;MAF;RELA"),
+        ],
+        columns=list(SCHEMAS["mnm"]),
+    )
+    conform(edges, "mnm").to_parquet(out / "mnm.parquet", index=False)
+    centrality = cell_type_centrality(edges, cell_types=list(cell_types))
+    conform(centrality, "centrality").to_parquet(out / "centrality.parquet", index=False)
 
 
 @pytest.fixture(scope="session")

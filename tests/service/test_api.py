@@ -70,6 +70,7 @@ ENDPOINTS = [
     "/studies/study_a/targets",
     "/studies/study_a/disease-genes",
     "/studies/study_a/drugs",
+    "/studies/study_a/mnm",
     "/genes/G00001",
     f"/patients/{MAPPED}",
     f"/patients/{MAPPED}/targets",
@@ -157,7 +158,10 @@ def test_gene_across_contexts(api: Api) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["/studies/zzz", "/studies/zzz/targets", "/studies/zzz/disease-genes", "/studies/zzz/drugs"],
+    [
+        *("/studies/zzz", "/studies/zzz/targets", "/studies/zzz/disease-genes"),
+        *("/studies/zzz/drugs", "/studies/zzz/mnm"),
+    ],
 )
 def test_unknown_study_is_404(api: Api, path: str) -> None:
     assert "zzz" in _is_problem(api.get(path), 404)["detail"]
@@ -385,3 +389,67 @@ def test_patient_target_p_q_round_trip(api: Api) -> None:
     for row in rows:
         assert math.isclose(row["p_value"], own.loc[row["rank"], "p_value"], rel_tol=1e-12)
         assert math.isclose(row["q_value"], own.loc[row["rank"], "q_value"], rel_tol=1e-12)
+
+
+# ----------------------------------------------------------------------------- MNM
+
+
+def test_mnm_edges_and_centrality_round_trip(api: Api) -> None:
+    want = pd.read_parquet(api.run_dir / "mnm.parquet")
+    ranking = pd.read_parquet(api.run_dir / "centrality.parquet").sort_values("rank")
+    body = api.get("/studies/study_a/mnm", role="analyst").json()
+    assert body["study_id"] == "study_a" and body["time"] is None
+    assert body["count"] == len(want) == len(body["edges"])
+    got = [
+        (e["time"], e["source_cell_type"], e["target_cell_type"], e["n_regulators"])
+        for e in body["edges"]
+    ]
+    expected = want.sort_values(["time", "source_cell_type", "target_cell_type"])
+    assert got == list(
+        expected[["time", "source_cell_type", "target_cell_type", "n_regulators"]].itertuples(
+            index=False, name=None
+        )
+    )
+    by_pair = {(e["source_cell_type"], e["target_cell_type"]): e for e in body["edges"]}
+    assert by_pair[("NK", "CD14 Mono")]["regulators"] == ["JUN", "MAF", "RELA"]
+    assert [c["cell_type"] for c in body["centrality"]] == ranking["cell_type"].tolist()
+    assert [c["rank"] for c in body["centrality"]] == [1, 2, 3]
+    for row, (_, own) in zip(body["centrality"], ranking.iterrows(), strict=True):
+        assert math.isclose(row["centrality"], own["centrality"], rel_tol=1e-12)
+
+
+def test_mnm_time_filter_and_paging(api: Api) -> None:
+    at_6 = api.get("/studies/study_a/mnm", time=6).json()
+    assert at_6["time"] == 6.0 and at_6["count"] == 2
+    assert {e["time"] for e in at_6["edges"]} == {6.0}
+    assert [e["source_cell_type"] for e in at_6["edges"]] == ["CD14 Mono", "NK"]
+    empty = api.get("/studies/study_a/mnm", time=24).json()  # no edge at the last time point
+    assert empty["count"] == 0 and empty["edges"] == []
+    assert len(empty["centrality"]) == 3  # the ranking covers every time point
+    page = api.get("/studies/study_a/mnm", limit=1, offset=1).json()
+    assert page["count"] == 3 and len(page["edges"]) == 1
+    assert page["edges"][0]["time"] == 6.0 and page["edges"][0]["source_cell_type"] == "CD14 Mono"
+
+
+def test_mnm_roles_and_bounds(api: Api) -> None:
+    assert api.get("/studies/study_a/mnm", role="admin").status_code == 200
+    assert api.get("/studies/study_a/mnm", role="analyst").status_code == 200
+    _is_problem(api.get("/studies/study_a/mnm", role="clinician"), 403)
+    for params in ({"time": "inf"}, {"time": "soon"}, {"limit": 0}, {"limit": 501}):
+        body = _is_problem(api.get("/studies/study_a/mnm", **params), 422)
+        assert body["errors"][0]["loc"][0] == "query"
+
+
+def test_openapi_documents_the_mnm(api: Api) -> None:
+    spec = api.client.get("/openapi.json").json()
+    operation = spec["paths"][f"{API}/studies/{{study_id}}/mnm"]["get"]
+    params = {p["name"]: p for p in operation["parameters"]}
+    assert set(params) == {"study_id", "time", "limit", "offset"}
+    assert params["limit"]["schema"]["maximum"] == 500
+    assert {"403", "404"} <= set(operation["responses"])
+    schemas = spec["components"]["schemas"]
+    assert "examples" in schemas["MulticellularNetwork"]
+    edge = schemas["MnmEdgeRow"]["properties"]["n_regulators"]["description"]
+    assert edge.startswith("Calibrated, in regulators")
+    centrality = schemas["CentralityRow"]["properties"]["centrality"]["description"]
+    assert centrality.startswith("Rank only")

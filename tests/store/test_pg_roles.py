@@ -115,6 +115,9 @@ def test_service_role_reads_and_audits_but_cannot_write(
     service = make_engine(roles["service_url"])
     with service.begin() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(TABLES["targets"])).scalar()
+        assert conn.execute(sa.select(sa.func.count()).select_from(TABLES["mnm_edges"])).scalar()
+        centrality = sa.select(sa.func.count()).select_from(TABLES["cell_type_centrality"])
+        assert conn.execute(centrality).scalar()
         checked = check_key(conn, key)
         assert checked.status == "ok"
         assert [g["patient_id"] for g in list_grants(conn, key_name="doc")] == ["P001"]
@@ -127,6 +130,7 @@ def test_service_role_reads_and_audits_but_cannot_write(
     # ... and nothing else
     assert _denied(service, "INSERT INTO targets (study_id, name, rank) VALUES ('study_a','x',1)")
     assert _denied(service, "DELETE FROM patients")
+    assert _denied(service, "DELETE FROM mnm_edges")
     assert _denied(service, "UPDATE patients SET arm = 'x'")
     assert _denied(service, "DELETE FROM grants")
     assert _denied(service, "UPDATE api_keys SET role = 'admin'")

@@ -62,16 +62,17 @@ def test_matches_a_per_regulator_fisher_loop():
         c = len(deg) - a
         d = len(ctx) - a - b - c
         p = stats.fisher_exact([[a, b], [c, d]], alternative="greater").pvalue
-        assert row.overlap_p == pytest.approx(p, rel=1e-9, abs=1e-15)
+        assert row.p_value == pytest.approx(p, rel=1e-9, abs=1e-15)
         lfc = ctx.set_index("gene").loc[in_deg["target"], "log_fc"].to_numpy()
         agree = np.sign(in_deg["weight"].to_numpy()) * np.sign(lfc)
         z = agree.sum() / np.sqrt(a) if a else 0.0
-        assert row.z_score == pytest.approx(z)
+        assert row.activation_z_uncorrected == pytest.approx(z)
         assert row.n_targets == a
     r1 = table[(table["regulator"] == "R1") & (table["cell_type"] == "A") & (table["time"] == 1.0)]
     # 10 activated targets up, 2 repressed targets up: z = (10 - 2) / sqrt(12)
-    assert r1["z_score"].item() == pytest.approx(8 / np.sqrt(12))
-    assert r1["direction"].item() == "activated" and r1["overlap_q"].item() < 1e-3
+    assert r1["activation_z_uncorrected"].item() == pytest.approx(8 / np.sqrt(12))
+    assert r1["predicted"].item() and r1["q_value"].item() < 1e-3
+    assert r1["regulator_type"].item() == "tf"  # no regulator_type column: TFs
 
 
 def test_rankings_and_errors():
@@ -84,7 +85,7 @@ def test_rankings_and_errors():
     with pytest.raises(errors.ParameterError, match="li2022"):
         rank_regulators(table, scheme="ipa")
     with pytest.raises(errors.MissingKeyError, match="q_value"):
-        upstream_regulators(de.drop(columns="q_value"), prior)
+        upstream_regulators(de.drop(columns="q_value"), prior, deg_column="q_value")
 
 
 def test_mnm_links_sender_where_the_regulator_is_up():
@@ -171,6 +172,6 @@ def test_default_deg_rule_calls_no_regulators_on_a_no_disease_cohort():
     is_deg = degs_of(de)
     assert 0.02 < is_deg.mean() < 0.1  # the DE test's ~5% false positives, no more
     table = upstream_regulators(de, SimulationPriors.from_manifests().collectri)
-    called = table[table["overlap_q"] < 0.05].groupby(["cell_type", "time"]).ngroups
+    called = table[table["predicted"]].groupby(["cell_type", "time"]).ngroups
     contexts = de.groupby(["cell_type", "time"]).ngroups
     assert called / contexts <= 0.05  # the second-level test keeps false calls at <= 5%

@@ -1,4 +1,4 @@
-"""``/studies``: the published studies and their target, disease gene and drug rankings."""
+"""``/studies``: the published studies, their target, disease gene and drug rankings, the MNM."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from omicstwin.service.errors import no_study, problem_responses
 from omicstwin.service.models import (
     DiseaseGeneRow,
     DrugRow,
+    MulticellularNetwork,
     Page,
     StudyDetail,
     StudySummary,
@@ -23,6 +24,7 @@ from omicstwin.service.params import (
     DISEASE_GENES,
     DRUGS,
     HOT_MAX_OFFSET,
+    MNM,
     OFFSET,
     PREFIX,
     STUDIES,
@@ -32,6 +34,7 @@ from omicstwin.service.params import (
     Limit,
     MaxQ,
     MinScore,
+    MnmTime,
     Offset,
     StudyId,
     Time,
@@ -43,6 +46,7 @@ StudyReader = caller(STUDY)
 TargetsReader = caller(TARGETS)
 DiseaseGenesReader = caller(DISEASE_GENES)
 DrugsReader = caller(DRUGS)
+MnmReader = caller(MNM)
 
 
 def add_routes(api: APIRouter, svc: Service) -> None:
@@ -50,6 +54,7 @@ def add_routes(api: APIRouter, svc: Service) -> None:
     _add_studies(api, svc)
     _add_targets(api, svc)
     _add_rankings(api, svc)
+    _add_mnm(api, svc)
 
 
 def _add_studies(api: APIRouter, svc: Service) -> None:
@@ -170,6 +175,32 @@ def _add_rankings(api: APIRouter, svc: Service) -> None:
             svc, q.DRUGS, study_id, limit=limit, offset=offset, min_score=min_score, max_q=max_q
         )
         return Page[DrugRow](data=data, count=count)
+
+
+def _add_mnm(api: APIRouter, svc: Service) -> None:
+    @api.get(
+        PREFIX + "/studies/{study_id}/mnm", tags=["studies"], responses=problem_responses(403, 404)
+    )
+    def mnm(
+        _: MnmReader,
+        study_id: StudyId,
+        time: MnmTime = None,
+        limit: Limit = MNM.limit,
+        offset: Offset = OFFSET.low,
+    ) -> MulticellularNetwork:
+        """Get the multicellular network model and the cell types ranked by centrality in it.
+
+        Edges sender -> receiver per time point: upstream regulators of the receiver's DEGs that
+        are up-regulated in the sender (Li et al. 2022); centrality: eigenvector centrality of
+        the edges summed over time (as scDrugPrio ranks cell types).
+        """
+        with svc.engine.connect() as conn:
+            if q.study_counts(conn, study_id) is None:
+                raise no_study(study_id)
+            edges, count, centrality = q.mnm(conn, study_id, time=time, limit=limit, offset=offset)
+        return MulticellularNetwork(
+            study_id=study_id, time=time, edges=edges, count=count, centrality=centrality
+        )
 
 
 def _ranking(svc: Service, table: sa.Table, study_id: str, **kwargs: Any) -> tuple[list[dict], int]:
