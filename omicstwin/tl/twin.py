@@ -10,9 +10,18 @@ per-cluster ridge model). Temporal elasticities come from donor-level states at 
 
 **Simulating.** For each time point in order, every cell type's network propagates the clamp
 (:func:`omicstwin.tl.perturb.propagate`) plus the carry-over of the previous time point through
-the temporal elasticities; then each top intercellular edge passes its ligand's change in the
-sender to its receptor in the receiver (one relative unit per unit: ``kappa = 1``) and the
-receivers propagate again (one round of signalling per time point).
+the temporal elasticities. Intercellular signalling along the kept ligand -> receptor edges
+(``n_intercellular`` per time point, smallest permutation p first) follows one of two models
+(``params["intercellular_model"]``):
+
+- ``receptor`` (the first model): each edge passes its ligand's change in the sender to its
+  receptor in the receiver at the same time point (one relative unit per unit: ``kappa = 1``)
+  and the receivers propagate again (one round of signalling per time point);
+- ``programme``: the signal is ``ligand activity (sender) x receptor availability
+  (receiver)``; its change at t moves the receiver at t + 1 along the ligand's prior target
+  programme and along the receptor's own out-edges, each with a gain regressed over donors
+  (:func:`estimate_gains`); a receptor knockout (availability 0) or a ligand-blocking drug
+  (activity 0, :func:`omicstwin.tl.perturb.blocking_antibody`) removes the signal.
 
 **Scores** (per perturbation, over every cell type, time point and gene except the perturbed
 ones; ``d`` = disease vector = state - control, ``delta`` = perturbed - state):
