@@ -22,7 +22,7 @@ prior`` (the prior's ligand column permuted), ``shuffled LR labels`` (case/contr
 across donors before the edges are scored) and ``randomised`` (:func:`omicstwin.tl.twin.
 randomised`: the programme twin's networks with permuted targets).
 
-The ligand -> target prior is ``omicstwin.io.priors.load_prior("ligand_targets")`` when it
+The ligand -> target prior is ``omicstwin.tl.priors.load_prior("ligand_targets")`` when it
 exists; otherwise an interim one is built here from manifest resources only (LIANA receptors
 -> OmniPath signalling, 3 steps, signed -> CollecTRI TF targets; see
 :func:`interim_ligand_targets`), never from a simulator's truth.
@@ -106,9 +106,9 @@ def interim_ligand_targets(max_steps: int = 2) -> pd.DataFrame:
 def ligand_target_prior() -> tuple[pd.DataFrame, str]:
     """The project's prior when available, else the interim one (and which it is)."""
     try:
-        from omicstwin.io.priors import load_prior
+        from omicstwin.tl.priors import load_prior
 
-        return load_prior("ligand_targets"), "omicstwin.io.priors.load_prior('ligand_targets')"
+        return load_prior("ligand_targets"), "omicstwin.tl.priors.load_prior('ligand_targets')"
     except Exception as error:
         print(f"(ligand_targets prior not available: {type(error).__name__}; interim prior)")
         return interim_ligand_targets(), "interim (benchmarks/multicellular.py)"

@@ -192,7 +192,7 @@ def _ligand_targets():
     from omicstwin.errors import OmicstwinError
 
     try:
-        from omicstwin.io.priors import load_prior
+        from omicstwin.tl.priors import load_prior
 
         return load_prior("ligand_targets")
     except (ImportError, OmicstwinError) as error:

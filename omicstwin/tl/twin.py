@@ -216,7 +216,7 @@ def fit_twin(
         (default: every gene).
     ligand_targets
         Ligand -> target prior (columns ligand, target, weight, sign; e.g.
-        ``omicstwin.io.priors.load_prior("ligand_targets")``): the receiver's programme of
+        ``omicstwin.tl.priors.load_prior("ligand_targets")``): the receiver's programme of
         each ligand is its targets among the twin's genes.
     intercellular_model
         ``"programme"`` (default): a kept ligand -> receptor edge passes the change of
@@ -278,7 +278,7 @@ def fit_twin(
         logger.warning(
             "no ligand -> target prior: the twin's intercellular edges add the ligand's change to "
             "the receptor (kappa = 1, no receptor programme); fix: pass ligand_targets "
-            "(omicstwin.io.priors.load_prior('ligand_targets'))"
+            "(omicstwin.tl.priors.load_prior('ligand_targets'))"
         )
         intercellular_model = "receptor"
     elif intercellular_model == "programme":
