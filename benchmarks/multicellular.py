@@ -11,16 +11,24 @@ shuffled controls in the same run:
 (b) planted genes among the top 20 of the target ranking (knockout screen of the twin's
     candidates, observed labels only), recall per role: TF (drivers and cascade TFs), ligand,
     receptor (of the planted cascades);
-(c) ligand upstream regulators from a DE table through the external-table path: left to the
-    lead (the ``omicstwin regulators`` path of helper "urs" was not on main in time);
+(c) ligand upstream regulators from a simulated DE table through the external-table path: the
+    cohort's own DE (``omicstwin.tl.de.differential_expression``) exported as Seurat
+    ``FindMarkers`` tables (one per cell type x time: ``avg_log2FC``, ``p_val``,
+    ``p_val_adj``, genes as row names) and read back by
+    ``omicstwin.tl.regulators.regulators_from_tables`` (what ``omicstwin regulators`` runs)
+    with the typed combined prior: recall = share of planted ligands predicted (default rule)
+    as an upstream regulator of their receiver at some time point, beside the same with the
+    DE tables' gene labels permuted (the shuffled control);
 (d) the prior build's speed: measured by helper "priors".
 
-Variants: ``programme`` (the new twin: evidence-kept edges, gains regressed over donors, the
-ligand's prior programme in the receiver), ``previous`` (``intercellular_model="receptor"``,
-``lr_selection="weight"``: kappa = 1 on the top 50 positive edges), and the controls ``shuffled
-prior`` (the prior's ligand column permuted), ``shuffled LR labels`` (case/control permuted
-across donors before the edges are scored) and ``randomised`` (:func:`omicstwin.tl.twin.
-randomised`: the programme twin's networks with permuted targets).
+Variants: ``programme`` (the new model: ``intercellular_model="programme"``, edges kept in
+evidence order, gains regressed over donors, the ligand's prior programme and the receptor's
+out-edges in the receiver), ``programme, weight order``, ``receptor model, evidence`` and
+``previous`` (the defaults, unchanged: ``intercellular_model="receptor"``,
+``lr_selection="weight"``: kappa = 1 on the top 50 positive edges), and the controls
+``shuffled prior`` (the prior's ligand column permuted), ``shuffled LR labels`` (case/control
+permuted across donors before the edges are scored) and ``randomised``
+(:func:`omicstwin.tl.twin.randomised`: the programme twin's networks with permuted targets).
 
 The ligand -> target prior is ``omicstwin.tl.priors.load_prior("ligand_targets")`` when it
 exists; otherwise an interim one is built here from manifest resources only (LIANA receptors
@@ -164,6 +172,40 @@ def screen_recall(twin, planted) -> dict[str, float]:
     return {role: len(genes & top) / max(len(genes), 1) for role, genes in planted.items()}
 
 
+def ligand_ur_recall(adata, seed: int) -> dict[str, float]:
+    """(c): planted ligands recovered as URs of their receivers from exported DE tables."""
+    from omicstwin.tl.de import differential_expression
+    from omicstwin.tl.regulators import regulators_from_tables
+
+    de = differential_expression(adata, key_added=None)
+    lr = adata.uns["truth"]["lr_edges"]
+    lr = lr[lr["endotype"] != ""]
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, shuffle in (("(c) ligand URs", False), ("(c) ligand URs, shuffled genes", True)):
+        tables = []
+        for (cell_type, when), block in de.groupby(["cell_type", "time"], observed=True):
+            genes = block["gene"].astype(str).to_numpy()
+            export = pd.DataFrame(
+                {
+                    "avg_log2FC": block["log_fc"].to_numpy(),
+                    "p_val": block["p_value"].to_numpy(),
+                    "p_val_adj": block["q_value"].to_numpy(),
+                },
+                index=rng.permutation(genes) if shuffle else genes,
+            )
+            tables.append((export, str(cell_type), float(when)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            found = regulators_from_tables(tables, format="seurat")["regulators"]
+        called = found[found["predicted"] & (found["regulator_type"] == "ligand")]
+        hits = {(r.cell_type, r.regulator) for r in called.itertuples()}
+        recovered = [(r.receiver, r.ligand) in hits for r in lr.itertuples()]
+        out[name] = float(np.mean(recovered)) if recovered else float("nan")
+        out[name + " (ligand calls)"] = float(len(called))
+    return out
+
+
 def run_cohort(adata, lr, prior, tfs, seed) -> dict[str, dict[str, float]]:
     """Every variant's figures on one cohort."""
     from omicstwin.bench.truth import planted_lr_recall
@@ -177,21 +219,18 @@ def run_cohort(adata, lr, prior, tfs, seed) -> dict[str, dict[str, float]]:
     shuffled = shuffle_labels(adata, seed)
     inter_s, edges_s = build_edges(shuffled, lr, tfs, seed)
     common = {"regulators": tfs, "key_added": None}
+    programme = {
+        "ligand_targets": prior,
+        "intercellular_model": "programme",
+        "lr_selection": "evidence",
+    }
     fits = {
-        "programme": (adata, edges, {"ligand_targets": prior}),
-        "programme, weight order": (
-            adata,
-            edges,
-            {"ligand_targets": prior, "lr_selection": "weight"},
-        ),
-        "receptor model, evidence": (adata, edges, {"intercellular_model": "receptor"}),
-        "previous": (
-            adata,
-            edges,
-            {"intercellular_model": "receptor", "lr_selection": "weight"},
-        ),
-        "shuffled prior": (adata, edges, {"ligand_targets": shuffled_prior}),
-        "shuffled LR labels": (adata, edges_s, {"ligand_targets": prior}),
+        "programme": (adata, edges, programme),
+        "programme, weight order": (adata, edges, {**programme, "lr_selection": "weight"}),
+        "receptor model, evidence": (adata, edges, {"lr_selection": "evidence"}),
+        "previous": (adata, edges, {}),  # the defaults: receptor model, weight order
+        "shuffled prior": (adata, edges, {**programme, "ligand_targets": shuffled_prior}),
+        "shuffled LR labels": (adata, edges_s, programme),
     }
     out = {}
     for name, (data, table, options) in fits.items():
@@ -202,6 +241,7 @@ def run_cohort(adata, lr, prior, tfs, seed) -> dict[str, dict[str, float]]:
         out[name]["kept LR edges"] = len(twin.intercellular)
         if name == "programme":
             out["randomised"] = screen_recall(randomised(twin, seed), planted)
+    out["programme"].update(ligand_ur_recall(adata, seed))
     out["programme"]["(a) top-20 LR, weight order"] = planted_lr_recall(adata, inter)[0]
     out["programme"]["(a) top-20 LR, evidence order"] = planted_lr_recall(
         adata, evidence_order(inter)

@@ -67,13 +67,13 @@ class Stages(BaseModel):
     )
     n_intercellular: int = Field(50, ge=1)
     intercellular_model: Literal["programme", "receptor"] = Field(
-        "programme",
+        "receptor",
         description="Twin signalling: 'programme' (ligand x receptor -> the ligand's target "
         "programme in the receiver, gain regressed over donors; needs the ligand_targets prior) "
         "or 'receptor' (the previous model: ligand change added to the receptor, kappa 1).",
     )
     lr_selection: Literal["evidence", "weight"] = Field(
-        "evidence",
+        "weight",
         description="The twin keeps the n_intercellular intercellular edges per time point with "
         "the smallest permutation p (ties by weight), or the strongest (the previous rule).",
     )

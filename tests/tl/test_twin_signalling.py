@@ -271,7 +271,13 @@ def test_fit_twin_programme_model_end_to_end(small_cohort, small_edges, tmp_path
     edges, tfs = small_edges
     genes = list(small_cohort.var_names)
     twin = fit_twin(
-        small_cohort, edges, regulators=tfs, ligand_targets=_hand_prior(genes), key_added=None
+        small_cohort,
+        edges,
+        regulators=tfs,
+        ligand_targets=_hand_prior(genes),
+        intercellular_model="programme",
+        lr_selection="evidence",
+        key_added=None,
     )
     ic = twin.intercellular
     assert twin.params["intercellular_model"] == "programme"
@@ -314,7 +320,9 @@ def test_fit_twin_programme_model_end_to_end(small_cohort, small_edges, tmp_path
     )
     # without the prior: a warning and the receptor model, never silently
     with caplog.at_level(logging.WARNING, logger="omicstwin"):
-        fallback = fit_twin(small_cohort, edges, regulators=tfs, key_added=None)
+        fallback = fit_twin(
+            small_cohort, edges, regulators=tfs, intercellular_model="programme", key_added=None
+        )
     assert "no ligand -> target prior" in caplog.text
     assert fallback.params["intercellular_model"] == "receptor" and fallback.programmes is None
 
@@ -335,6 +343,7 @@ def test_previous_rule_is_reachable(small_cohort, small_edges):
     assert len(previous.intercellular) == len(expected)
     assert (previous.intercellular["kappa"] == 1.0).all()
     cut = fit_twin(small_cohort, edges, regulators=tfs, lr_max_p=0.05, key_added=None)
+    assert cut.params["intercellular_model"] == "receptor"  # the default
     assert len(cut.intercellular) <= (inter["p_value"] <= 0.05).sum()
     with pytest.raises(errors.ParameterError, match="lr_selection"):
         fit_twin(small_cohort, edges, lr_selection="nope", key_added=None)
@@ -342,4 +351,4 @@ def test_previous_rule_is_reachable(small_cohort, small_edges):
         fit_twin(small_cohort, edges, intercellular_model="nope", key_added=None)
     no_p = edges.drop(columns=["p_value"]).assign(p_value=np.nan)
     with pytest.raises(errors.ParameterError, match="p_value"):
-        fit_twin(small_cohort, no_p, regulators=tfs, key_added=None)
+        fit_twin(small_cohort, no_p, regulators=tfs, lr_selection="evidence", key_added=None)
