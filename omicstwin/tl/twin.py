@@ -121,8 +121,9 @@ class Twin:
         """Return the role of every gene: ``tf``, ``ligand``, ``receptor`` or ``other``.
 
         ``ligand`` and ``receptor``: of a kept ligand -> receptor edge; ``tf``: a candidate
-        regulator with an outgoing edge (only when the twin was fitted with a candidate list);
-        ligand, then receptor win a tie.
+        regulator with an outgoing edge (only when the twin was fitted with a candidate list;
+        the pipeline's candidates are TFs and receptors, so a receptor outside the kept edges
+        shows as ``tf``); ligand, then receptor win a tie.
         """
         roles = dict.fromkeys(self.genes, "other")
         candidates = set(self.params.get("tf_candidates") or ())
