@@ -9,6 +9,7 @@ position (0, 1, ...). :func:`conform` checks and casts a table before it is writ
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from omicstwin.errors import OmicstwinError
@@ -47,6 +48,9 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "target": "string",
         "weight": "float64",
         "stability": "float64",  # fraction of bootstrap fits that keep the edge (1 if n/a)
+        # intercellular edges: donor-label permutation p and BH q (NaN for the other layers)
+        "p_value": "float64",
+        "q_value": "float64",
     },
     "regulators": {
         "cell_type": "string",
@@ -192,6 +196,10 @@ class SchemaError(OmicstwinError, ValueError):
     """A result table does not have the declared columns."""
 
 
+# Declared columns that a table may lack; conform fills them with NaN.
+OPTIONAL: dict[str, tuple[str, ...]] = {"edges": ("p_value", "q_value")}
+
+
 def conform(frame: pd.DataFrame, name: str) -> pd.DataFrame:
     """Return ``frame`` with exactly the declared columns, in order, cast to their dtypes.
 
@@ -201,6 +209,9 @@ def conform(frame: pd.DataFrame, name: str) -> pd.DataFrame:
         A declared column is missing.
     """
     schema = SCHEMAS[name]
+    optional = [c for c in OPTIONAL.get(name, ()) if c not in frame.columns]
+    if optional:  # columns only some producers fill: NaN for the others
+        frame = frame.assign(**dict.fromkeys(optional, np.nan))
     missing = [c for c in schema if c not in frame.columns]
     if missing:
         raise SchemaError(

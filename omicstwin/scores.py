@@ -131,6 +131,8 @@ SCORES: dict[str, dict[str, Score]] = {
         "stability": Score(
             "higher", "calibrated", "fraction", "share of bootstrap fits that keep the edge"
         ),
+        "p_value": P_VALUE,  # intercellular edges: donor-label permutation test
+        "q_value": Q_VALUE,
     },
     "intercellular_edges": {  # the intercellular layer ranks up-regulated signalling first
         "weight": Score(
@@ -140,6 +142,7 @@ SCORES: dict[str, dict[str, Score]] = {
             "ligand log2 FC x receptor fraction x receptor specificity x donor coupling; "
             "positive = up-regulated signalling",
         ),
+        "p_value": P_VALUE,  # the twin's evidence order: smallest p first, ties by weight
     },
     "regulators": {
         "activation_z": Score(

@@ -87,6 +87,20 @@ class Stages(BaseModel):
         "donors", description="Twin networks fitted on donor variation or on cells."
     )
     n_intercellular: int = Field(50, ge=1)
+    intercellular_model: Literal["programme", "receptor"] = Field(
+        "receptor",
+        description="Twin signalling: 'programme' (ligand x receptor -> the ligand's target "
+        "programme in the receiver, gain regressed over donors; needs the ligand_targets prior) "
+        "or 'receptor' (the previous model: ligand change added to the receptor, kappa 1).",
+    )
+    lr_selection: Literal["evidence", "weight"] = Field(
+        "weight",
+        description="The twin keeps the n_intercellular intercellular edges per time point with "
+        "the smallest permutation p (ties by weight), or the strongest (the previous rule).",
+    )
+    lr_max_p: float | None = Field(
+        None, gt=0, le=1, description="Also drop intercellular edges with permutation p above."
+    )
     n_permutations: int = Field(
         1999,
         ge=0,

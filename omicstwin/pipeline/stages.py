@@ -132,7 +132,10 @@ def networks(ctx: RunContext) -> dict[str, Any]:
     edges = multicellular_network(
         *([] if grns is None else [grns]),
         intercellular_edges(
-            ctx.cohort, load_table(config.priors["ligand_receptor"]), key_added=None
+            ctx.cohort,
+            load_table(config.priors["ligand_receptor"]),
+            seed=config.seed,
+            key_added=None,
         ),
         temporal_edges(
             ctx.cohort, regulators=rule.regulators, seed=config.seed, key_added=None, genes=genes
@@ -187,6 +190,10 @@ def twin(ctx: RunContext) -> None:
         regulators=rule.regulators,
         top_k=stages.grn_top_k,
         network_genes=None if len(rule.genes) == len(ctx.cohort.genes) else rule.genes,
+        ligand_targets=_ligand_targets() if stages.intercellular_model == "programme" else None,
+        intercellular_model=stages.intercellular_model,
+        lr_selection=stages.lr_selection,
+        lr_max_p=stages.lr_max_p,
     )
     save_twin(fitted, ctx.out / "twin")
     del layers  # edges are written from the file, not from a second copy of the big table
@@ -204,6 +211,24 @@ def twin(ctx: RunContext) -> None:
     )
     write_table(ctx.out, "patient_states", states)
     ctx.twin = fitted
+
+
+def _ligand_targets():
+    """Load the ligand -> target prior; None with a warning when it is unavailable.
+
+    The twin then warns again and falls back to its receptor model (:func:`omicstwin.tl.twin.
+    fit_twin`).
+    """
+    from omicstwin._logging import logger
+    from omicstwin.errors import OmicstwinError
+
+    try:
+        from omicstwin.tl.priors import load_prior
+
+        return load_prior("ligand_targets")
+    except (ImportError, OmicstwinError) as error:
+        logger.warning("ligand_targets prior unavailable (%s)", error)
+        return None
 
 
 def screens(ctx: RunContext) -> dict[str, Any]:
@@ -405,6 +430,7 @@ STAGES: tuple[Stage, ...] = (
         params=(
             *("stages.n_intercellular", "stages.network_level", "stages.grn_top_k"),
             *("stages.n_bootstrap", "seed", "stages.max_network_genes"),
+            *("stages.intercellular_model", "stages.lr_selection", "stages.lr_max_p"),
         ),
         outputs=("edges.parquet", "patient_states.parquet", "twin/"),
     ),

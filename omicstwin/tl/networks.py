@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from omicstwin._logging import logger
-from omicstwin._stats import name_order, ridge, ridge_dual, top_k_mask
+from omicstwin._stats import benjamini_hochberg, name_order, ridge, ridge_dual, top_k_mask
 from omicstwin.errors import MissingKeyError, ParameterError
 from omicstwin.pp.cohort import as_cohort
 from omicstwin.schemas import conform
@@ -356,6 +356,8 @@ def intercellular_edges(
     de: pd.DataFrame | None = None,
     min_fraction: float = 0.1,
     autocrine: bool = False,
+    n_permutations: int = 199,
+    seed: int = 0,
     key_added: str | None = "intercellular",
 ) -> pd.DataFrame:
     """Ligand (sender) -> receptor (receiver) edges per time point, scored for the disease.
@@ -373,6 +375,17 @@ def intercellular_edges(
     whose sender ligand expression exceeds the control mean (how consistently patients share
     the change).
 
+    ``p_value`` is a **donor-label permutation test** of each edge (the relabellings of
+    :func:`omicstwin.tl.nulls.study_labellings`: all distinct ones when few, else
+    ``n_permutations`` seeded ones). Its statistic is the label-dependent part of the weight
+    recomputed from donor means, ``lfc x max(r, 0)``: the ligand's case - control difference of
+    donor means in the sender and the lagged donor coupling ``r`` over the (relabelled) case
+    donors, with the receiver's response axis recomputed under each relabelling; the receptor's
+    fraction and specificity are positive per-edge constants and cancel.
+    ``p = (1 + #{b: T_b >= T_obs}) / (1 + B)``; ``q_value`` is BH over the tested edges. Only
+    candidate signalling (weight > 0: the ligand up and the coupling positive) is tested; the
+    other edges get p NaN (the twin never keeps them).
+
     Parameters
     ----------
     data
@@ -387,15 +400,18 @@ def intercellular_edges(
         Expression threshold (fraction of cells with a non-zero count).
     autocrine
         Also score sender == receiver pairs.
+    n_permutations, seed
+        Relabellings of the edges' permutation null and their seed (0: no test, p NaN).
     key_added
         Also store ``{"results": table, "params": {...}}`` in ``data.uns[key_added]`` (the only
         mutation; read it back with :func:`omicstwin.get.edges`); ``None`` stores nothing.
-        ``params``: min_fraction, autocrine, n_pairs, ligand_lfc.
+        ``params``: min_fraction, autocrine, n_pairs, ligand_lfc, n_permutations, exhaustive.
 
     Returns
     -------
     pandas.DataFrame
-        ``edges`` schema, layer ``intercellular``, condition ``all``, sorted by weight.
+        ``edges`` schema, layer ``intercellular``, condition ``all``, sorted by weight; with
+        ``p_value`` and ``q_value``.
     """
     _check_lr_arguments(lr_pairs, min_fraction)
     cohort = as_cohort(data, locals())
@@ -411,6 +427,7 @@ def intercellular_edges(
     if de is not None:
         lfc_lookup = de.set_index(["cell_type", "time", "gene"])["log_fc"]
     cell_types = sorted(obs["cell_type"].unique())
+    null = _EdgeNull.of(levels, case, control, n_permutations, seed)
     rows = []
     for time in cohort.time_levels:
         rows += _time_point_edges(
@@ -423,9 +440,12 @@ def intercellular_edges(
             lfc_lookup=lfc_lookup,
             min_fraction=min_fraction,
             autocrine=autocrine,
+            null=null,
         )
+    table = _conform_edges(rows)
+    table["q_value"] = benjamini_hochberg(table["p_value"].to_numpy(float))
     edges = sort_by_score(
-        _conform_edges(rows),
+        table,
         "weight",
         table="intercellular_edges",
         within=["time_from"],
@@ -436,6 +456,8 @@ def intercellular_edges(
         "autocrine": autocrine,
         "n_pairs": len(pairs),
         "ligand_lfc": "de table" if de is not None else "mean log-normalised expression",
+        "n_permutations": int(null.labels.shape[0] - 1) if null is not None else 0,
+        "exhaustive": bool(null.exhaustive) if null is not None else False,
     }
     return _store(data, key_added, edges.reset_index(drop=True), params)
 
@@ -530,6 +552,7 @@ def _time_point_edges(
     lfc_lookup: pd.Series | None,
     min_fraction: float,
     autocrine: bool,
+    null: _EdgeNull | None = None,
 ) -> list[pd.DataFrame]:
     """Score every sender -> receiver pair of cell types at one time point.
 
@@ -549,11 +572,13 @@ def _time_point_edges(
         Log fold changes by (cell type, time, gene) from a DE table, or None.
     min_fraction, autocrine
         As for :func:`intercellular_edges`.
+    null
+        The edges' permutation null (:class:`_EdgeNull`); None: p-values NaN.
 
     Returns
     -------
     list of pandas.DataFrame
-        One ``edges`` frame per sender x receiver with a kept pair.
+        One ``edges`` frame (plus ``p_value``) per sender x receiver with a kept pair.
     """
     index, rec_mean, rec_frac = levels.index, levels.rec_mean, levels.rec_frac
     # receptor specificity (NATMI): the receiver's share of the receptor's expression over
@@ -581,6 +606,14 @@ def _time_point_edges(
             )
             coupling = _donor_coupling(levels, sender, receiver, time, time_levels, case, control)
             score = lfc * rec_frac[j_case] * specificity * np.maximum(coupling, 0.0)
+            # only candidate signalling is tested (up-regulated and coupled, weight > 0): the
+            # others are never kept by the twin and would only dilute BH
+            p_value = np.full(int(keep.sum()), np.nan)
+            tested = score[keep] > 0
+            if null is not None and tested.any():
+                candidates = keep.copy()
+                candidates[keep] = tested
+                p_value[tested] = null.p_values(sender, receiver, time, time_levels, candidates)
             rows.append(
                 pd.DataFrame(
                     {
@@ -594,6 +627,7 @@ def _time_point_edges(
                         "target": levels.pairs["receptor"][keep].to_numpy(),
                         "weight": score[keep],
                         "stability": stability[keep],
+                        "p_value": p_value,
                     }
                 )
             )
@@ -690,6 +724,96 @@ def _donor_coupling(
     return np.divide(
         ligand_c.T @ response_c, denominator, out=np.zeros(n_pairs), where=denominator > 0
     )
+
+
+class _EdgeNull:
+    """The donor-label permutation null of the intercellular edges (see intercellular_edges).
+
+    Holds the relabellings of the donors of either arm (observed first) and recomputes, per
+    sender -> receiver and time point, the statistic ``lfc x max(r, 0)`` of every pair under
+    each of them, vectorised over relabellings (one matrix product each).
+    """
+
+    def __init__(self, levels: _PairLevels, donors: list[str], labels: np.ndarray, exhaustive):
+        self.levels, self.donors, self.labels, self.exhaustive = levels, donors, labels, exhaustive
+        self._position = {d: i for i, d in enumerate(donors)}
+        self._responses: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        keys = levels.donor_keys
+        in_arms = keys["donor"].isin(self._position).to_numpy()
+        self._contexts = {
+            key: rows[in_arms[rows]]
+            for key, rows in keys.groupby(["cell_type", "time"], observed=True).indices.items()
+        }
+
+    @classmethod
+    def of(cls, levels: _PairLevels, case: str, control: str, n_permutations: int, seed: int):
+        """Draw the relabellings (None without a test: no permutations or < 2 donors per arm)."""
+        from omicstwin.tl.nulls import study_labellings
+
+        keys = levels.donor_keys
+        arm = keys.groupby("donor", observed=True)["condition"].first().astype(str)
+        arm = arm[arm.isin([case, control])].sort_index()
+        is_case = (arm == case).to_numpy()
+        if n_permutations < 1 or is_case.sum() < 2 or (~is_case).sum() < 2:
+            return None
+        labels, exhaustive = study_labellings(is_case, n_permutations, seed)
+        return cls(levels, list(arm.index), labels, exhaustive)
+
+    def _context(self, cell_type, time) -> tuple[np.ndarray, np.ndarray]:
+        """Donor positions and donor-table rows of the donors sampled in one context."""
+        rows = self._contexts.get((cell_type, time), np.zeros(0, int))
+        donors = self.levels.donor_keys["donor"].to_numpy()[rows]
+        return np.array([self._position[d] for d in donors], int), rows
+
+    def _contrast(self, positions: np.ndarray) -> np.ndarray:
+        """(1 + B, n) weights of case mean - control mean over these donors, per labelling."""
+        case = self.labels[:, positions]
+        n_case = case.sum(axis=1, keepdims=True)
+        n_ctrl = (~case).sum(axis=1, keepdims=True)
+        ok = (n_case > 0) & (n_ctrl > 0)
+        return np.where(ok, case / np.maximum(n_case, 1) - ~case / np.maximum(n_ctrl, 1), 0.0)
+
+    def _response(self, receiver, later) -> tuple[np.ndarray, np.ndarray]:
+        """Donor positions and their projection on the relabelled disease axis (1 + B, n)."""
+        key = (receiver, later)
+        if key not in self._responses:
+            positions, rows = self._context(receiver, later)
+            x = self.levels.donor_mean[rows]
+            axis = self._contrast(positions) @ x  # (1 + B, genes)
+            # a shift or a positive scale of the response does not change a correlation: the
+            # control mean and the axis norm of _donor_coupling drop out
+            self._responses[key] = (positions, axis @ x.T)
+        return self._responses[key]
+
+    def statistics(self, sender, receiver, time, time_levels, keep) -> np.ndarray:
+        """``lfc x max(r, 0)`` of the kept pairs under every labelling, (1 + B, kept)."""
+        later = time_levels[min(time_levels.index(time) + 1, len(time_levels) - 1)]
+        s_pos, s_rows = self._context(sender, time)
+        ligand = self.levels.donor_lig[s_rows][:, keep]
+        lfc = self._contrast(s_pos) @ ligand / np.log(2)
+        r_pos, response = self._response(receiver, later)
+        common = np.intersect1d(s_pos, r_pos)
+        lig = ligand[np.argsort(s_pos)][np.searchsorted(np.sort(s_pos), common)]
+        res = response[:, np.argsort(r_pos)][:, np.searchsorted(np.sort(r_pos), common)]
+        mask = self.labels[:, common].astype(float)  # (1 + B, n): the case donors
+        n = mask.sum(axis=1)
+        safe = np.maximum(n, 1.0)
+        m_lig = mask @ lig / safe[:, None]
+        m_res = (mask * res).sum(axis=1) / safe
+        s_ll = mask @ lig**2 - n[:, None] * m_lig**2
+        s_rr = (mask * res**2).sum(axis=1) - n * m_res**2
+        s_lr = (mask * res) @ lig - n[:, None] * m_res[:, None] * m_lig
+        denominator = np.sqrt(np.maximum(s_ll, 0.0) * np.maximum(s_rr, 0.0)[:, None])
+        ok = (denominator > 1e-12) & (n[:, None] >= 3)
+        r = np.divide(s_lr, denominator, out=np.zeros_like(s_lr), where=ok)
+        return lfc * np.maximum(r, 0.0)
+
+    def p_values(self, sender, receiver, time, time_levels, keep) -> np.ndarray:
+        """Permutation p of each kept pair (:func:`omicstwin.tl.nulls.permutation_p`)."""
+        from omicstwin.tl.nulls import permutation_p
+
+        stats = self.statistics(sender, receiver, time, time_levels, keep)
+        return permutation_p(stats[0], stats[1:].T)
 
 
 def _ligand_lfc(lookup: pd.Series, sender: str, time: float, ligands: pd.Series) -> np.ndarray:

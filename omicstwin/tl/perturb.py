@@ -50,6 +50,12 @@ DOWN_ACTIONS = frozenset(
         "partial antagonist",
     }
 )
+# Actions on a secreted ligand's (or a receptor's) protein, not on its mRNA: the drug takes the
+# protein out of intercellular signalling (a neutralising antibody, a ligand trap) and leaves
+# the gene's expression alone. Checked before DOWN_ACTIONS, so a "neutralizing antibody" blocks.
+BLOCK_ACTIONS = frozenset(
+    {"neutralizing antibody", "neutralising antibody", "blocking antibody", "ligand trap"}
+)
 UP_ACTIONS = frozenset(
     {
         "agonist",
@@ -81,6 +87,11 @@ class Perturbation:
         Multiplier of each gene's linear expression (0 = knockout).
     dose
         Knockdown dose or overexpression fold, for the record (1 for a knockout).
+    meta
+        Free annotations.
+    blocks
+        ``(gene, share)`` pairs: the share of the gene's protein activity left in intercellular
+        signalling (0 = fully blocked; a ligand-blocking antibody), expression untouched.
     """
 
     perturbation_id: str
@@ -89,15 +100,21 @@ class Perturbation:
     factors: tuple[float, ...]
     dose: float = 1.0
     meta: Mapping[str, str] = field(default_factory=dict)
+    blocks: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ParameterError(
                 f"unknown perturbation kind '{self.kind}'; fix: use one of {KINDS}"
             )
-        if len(self.genes) != len(self.factors) or not self.genes:
+        if len(self.genes) != len(self.factors) or not (self.genes or self.blocks):
             raise ParameterError(
                 f"perturbation '{self.perturbation_id}' needs one factor per gene and >= 1 gene"
+            )
+        if any(not 0.0 <= share <= 1.0 for _, share in self.blocks):
+            raise ParameterError(
+                f"perturbation '{self.perturbation_id}' leaves a blocked share outside [0, 1]; "
+                "fix: give the share of activity left, 0 = fully blocked"
             )
         if any(f < 0 or not np.isfinite(f) for f in self.factors):
             raise ParameterError(
@@ -130,16 +147,26 @@ def combination(*perturbations: Perturbation) -> Perturbation:
     if len(perturbations) < 2:
         raise ParameterError("a combination needs at least two perturbations")
     factors: dict[str, float] = {}
+    blocks: dict[str, float] = {}
     for p in perturbations:
         factors.update(zip(p.genes, p.factors, strict=True))
+        for gene, share in p.blocks:  # two blocks of one gene leave the product of shares
+            blocks[gene] = blocks.get(gene, 1.0) * share
     name = "+".join(p.perturbation_id for p in perturbations)
-    return Perturbation(name, "combination", tuple(factors), tuple(factors.values()), 1.0)
+    return Perturbation(
+        name,
+        "combination",
+        tuple(factors),
+        tuple(factors.values()),
+        1.0,
+        blocks=tuple(blocks.items()),
+    )
 
 
 def drug(
     name: str, targets: Mapping[str, str], *, dose: float = 0.8, fold: float = 2.0
 ) -> Perturbation:
-    """Make a drug: targets moved down (inhibitor-like actions) or up (agonist-like actions).
+    """Make a drug: targets moved down (inhibitor-like), up (agonist-like) or blocked.
 
     Parameters
     ----------
@@ -147,40 +174,61 @@ def drug(
         Drug id (e.g. DrugBank id).
     targets
         ``{gene: action}``; actions in :data:`DOWN_ACTIONS` knock the gene down by ``dose``,
-        actions in :data:`UP_ACTIONS` overexpress it ``fold`` times; other or ambiguous actions
-        (see :func:`action_direction`) are skipped.
+        actions in :data:`UP_ACTIONS` overexpress it ``fold`` times, actions in
+        :data:`BLOCK_ACTIONS` leave ``1 - dose`` of its protein in signalling (its expression
+        untouched); other or ambiguous actions (see :func:`action_direction`) are skipped.
     dose
         Knockdown dose of inhibited targets, in [0, 1].
     fold
         Overexpression fold of activated targets.
     """
-    genes, factors = [], []
+    genes, factors, blocks = [], [], []
     for gene, action in sorted(targets.items()):
         direction = action_direction(action)
-        if direction == "down":
+        if direction == "block":
+            blocks.append((gene, 1.0 - dose))
+        elif direction == "down":
             genes.append(gene)
             factors.append(1.0 - dose)
         elif direction == "up":
             genes.append(gene)
             factors.append(fold)
-    if not genes:
+    if not genes and not blocks:
         raise ParameterError(
             f"drug '{name}' has no target with a known direction of action; fix: give actions "
             f"such as inhibitor/antagonist or agonist/activator"
         )
-    return Perturbation(f"drug:{name}", "drug", tuple(genes), tuple(factors), dose)
+    return Perturbation(
+        f"drug:{name}", "drug", tuple(genes), tuple(factors), dose, blocks=tuple(blocks)
+    )
+
+
+def blocking_antibody(gene: str, *, dose: float = 1.0, name: str | None = None) -> Perturbation:
+    """Make a drug that blocks a ligand's (or receptor's) protein, e.g. an anti-IL13 antibody.
+
+    ``1 - dose`` of the protein's activity is left in intercellular signalling; the gene's
+    expression is untouched.
+    """
+    if not 0.0 <= dose <= 1.0:
+        raise ParameterError(f"blocking dose must be in [0, 1], got {dose}")
+    return Perturbation(
+        f"drug:{name or 'anti-' + gene}", "drug", (), (), dose, blocks=((gene, 1.0 - dose),)
+    )
 
 
 def action_direction(action: str) -> str | None:
-    """``"down"``, ``"up"`` or None for an action (``|``-joined lists: one direction or None).
+    """Return ``"down"``, ``"up"``, ``"block"`` or None for an action (``|``-joined lists).
 
-    ``inhibitor|substrate`` is down (a substrate has no direction); ``inducer|inhibitor`` is
-    ambiguous and gives None.
+    A list gives its one direction or None: ``inhibitor|substrate`` is down (a substrate has
+    no direction), ``inducer|inhibitor`` is ambiguous and gives None. ``neutralizing
+    antibody`` (:data:`BLOCK_ACTIONS`) blocks the protein in signalling, expression untouched.
     """
     found = set()
     for part in str(action).lower().split("|"):
         part = part.strip()
-        if part in DOWN_ACTIONS:
+        if part in BLOCK_ACTIONS:
+            found.add("block")
+        elif part in DOWN_ACTIONS:
             found.add("down")
         elif part in UP_ACTIONS:
             found.add("up")

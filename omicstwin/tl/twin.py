@@ -10,9 +10,18 @@ per-cluster ridge model). Temporal elasticities come from donor-level states at 
 
 **Simulating.** For each time point in order, every cell type's network propagates the clamp
 (:func:`omicstwin.tl.perturb.propagate`) plus the carry-over of the previous time point through
-the temporal elasticities; then each top intercellular edge passes its ligand's change in the
-sender to its receptor in the receiver (one relative unit per unit: ``kappa = 1``) and the
-receivers propagate again (one round of signalling per time point).
+the temporal elasticities. Intercellular signalling along the kept ligand -> receptor edges
+(``n_intercellular`` per time point, smallest permutation p first) follows one of two models
+(``params["intercellular_model"]``):
+
+- ``receptor`` (the first model): each edge passes its ligand's change in the sender to its
+  receptor in the receiver at the same time point (one relative unit per unit: ``kappa = 1``)
+  and the receivers propagate again (one round of signalling per time point);
+- ``programme``: the signal is ``ligand activity (sender) x receptor availability
+  (receiver)``; its change at t moves the receiver at t + 1 along the ligand's prior target
+  programme and along the receptor's own out-edges, each with a gain regressed over donors
+  (:func:`estimate_gains`); a receptor knockout (availability 0) or a ligand-blocking drug
+  (activity 0, :func:`omicstwin.tl.perturb.blocking_antibody`) removes the signal.
 
 **Scores** (per perturbation, over every cell type, time point and gene except the perturbed
 ones; ``d`` = disease vector = state - control, ``delta`` = perturbed - state):
@@ -58,9 +67,15 @@ class Twin:
     temporal
         ``[t][c]`` elasticities from time t to t+1 (CSR) or None.
     intercellular
-        Columns time_index, sender, ligand, receiver, receptor (indices), kappa.
+        Columns time_index, sender, ligand, receiver, receptor (indices), kappa and gain (see
+        :func:`fit_twin`: ``params["intercellular_model"]`` says which one acts).
     params
         How it was fitted.
+    network
+        The intracellular edges the twin propagates through.
+    programmes
+        Ligand -> target programmes (``programme`` model): columns ligand, target (gene
+        indices) and weight (prior weight x sign, unit norm per ligand); None otherwise.
     """
 
     genes: list[str]
@@ -73,6 +88,7 @@ class Twin:
     intercellular: pd.DataFrame
     params: dict = field(default_factory=dict)
     network: pd.DataFrame | None = None  # the intracellular edges the twin propagates through
+    programmes: pd.DataFrame | None = None  # ligand -> target programmes (programme model)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -97,7 +113,27 @@ class Twin:
                     if w is not None:
                         used |= np.asarray(abs(w).sum(axis=1)).ravel() > 0
         used[self.intercellular["ligand"].to_numpy(int)] = True
+        # a receptor's availability gates its ligands' signal: a receptor knockout acts too
+        used[self.intercellular["receptor"].to_numpy(int)] = True
         return [g for g, u in zip(self.genes, used, strict=True) if u]
+
+    def gene_roles(self) -> dict[str, str]:
+        """Return the role of every gene: ``tf``, ``ligand``, ``receptor`` or ``other``.
+
+        ``ligand`` and ``receptor``: of a kept ligand -> receptor edge; ``tf``: a candidate
+        regulator with an outgoing edge (only when the twin was fitted with a candidate list;
+        the pipeline's candidates are TFs and receptors, so a receptor outside the kept edges
+        shows as ``tf``); ligand, then receptor win a tie.
+        """
+        roles = dict.fromkeys(self.genes, "other")
+        candidates = set(self.params.get("tf_candidates") or ())
+        for gene in self.regulators():
+            if gene in candidates:
+                roles[gene] = "tf"
+        for column in ("receptor", "ligand"):
+            for i in self.intercellular[column].to_numpy(int):
+                roles[self.genes[i]] = column
+        return roles
 
 
 # ----------------------------------------------------------------------------- fitting
@@ -145,6 +181,10 @@ def fit_twin(
     network_level: str = "donors",
     regulators: Sequence[str] | None = None,
     top_k: int = 10,
+    ligand_targets: pd.DataFrame | None = None,
+    intercellular_model: str = "receptor",
+    lr_selection: str = "weight",
+    lr_max_p: float | None = None,
     key_added: str | None = "twin",
     network_genes: Sequence[str] | None = None,
 ) -> Twin:
@@ -161,7 +201,8 @@ def fit_twin(
     alpha
         Ridge penalty of the elasticities.
     n_intercellular
-        Intercellular edges kept per time point (the strongest positive ones).
+        Intercellular edges kept per time point at most (the strongest positive ones among
+        those passing ``lr_max_p``).
     min_cells
         Contexts with fewer cells get no intracellular network.
     network_level
@@ -175,6 +216,36 @@ def fit_twin(
     regulators, top_k
         Candidate regulators and edges kept per target for ``network_level="donors"``
         (default: every gene).
+    ligand_targets
+        Ligand -> target prior (columns ligand, target, weight, sign; e.g.
+        ``omicstwin.tl.priors.load_prior("ligand_targets")``): the receiver's programme of
+        each ligand is its targets among the twin's genes.
+    intercellular_model
+        ``"programme"``: a kept ligand -> receptor edge passes the change of
+        ``ligand activity (sender) x receptor availability (receiver)`` at time t to the
+        receiver at t + 1 (the lag of the edges' donor coupling) along two programmes, each
+        with its own gain regressed over donors (:func:`estimate_gains`): the ligand's prior
+        targets and the receptor's own out-edges in the receiver's network; a receptor
+        knockout or a ligand-blocking drug (:func:`omicstwin.tl.perturb.blocking_antibody`)
+        removes the signal. ``"receptor"`` (default): the first model, the ligand's change
+        added to the receptor's z at the same time point with ``kappa = 1`` (a ligand-blocking
+        drug passes only the unblocked share; a receptor knockout clamps the receptor, so the
+        added change is overwritten). Without ``ligand_targets`` the programme model falls
+        back to ``"receptor"`` with a warning. Why the default stays ``"receptor"``: on the
+        simulated cohorts (``benchmarks/multicellular.py``, tuning seeds 0-2) the programme
+        model did not rank planted ligands, receptors or TFs higher, and a shuffled prior did
+        as well as the real one (the simulators plant random downstream TFs that no prior can
+        know).
+    lr_selection
+        Which positive intercellular edges the twin keeps, ``n_intercellular`` per time point:
+        ``"evidence"`` the smallest permutation ``p_value`` first
+        (:func:`omicstwin.tl.networks.intercellular_edges`), ties by weight; ``"weight"``
+        (default) the strongest. The default stays ``"weight"``: with a few donors the
+        permutation p is coarse (4 + 3 donors: p >= 1/35) and the evidence order found fewer
+        planted edges in the top 20 on the tuning seeds (0.20 vs 0.57, small cohorts).
+    lr_max_p
+        Also drop edges whose ``p_value`` exceeds this (None: no hard cut; with few donors the
+        smallest attainable p can exceed any usual level).
     key_added
         Also store ``{"results": twin.network, "params": twin.params}`` in
         ``data.uns[key_added]`` (the only mutation; the intracellular edges the twin propagates
@@ -207,6 +278,25 @@ def fit_twin(
     states, donors = _fit_states(cohort, obs, c_index, t_index, shape)
     if network_level not in ("donors", "cells"):
         raise ParameterError(f"network_level must be 'donors' or 'cells', got '{network_level}'")
+    if lr_selection not in ("evidence", "weight"):
+        raise ParameterError(f"lr_selection must be 'evidence' or 'weight', got '{lr_selection}'")
+    if intercellular_model not in ("programme", "receptor"):
+        raise ParameterError(
+            f"intercellular_model must be 'programme' or 'receptor', got '{intercellular_model}'"
+        )
+    coupling = _intercellular_coupling(
+        edges, n_intercellular, g_index, c_index, t_index, max_p=lr_max_p, by=lr_selection
+    )
+    programmes = None
+    if intercellular_model == "programme" and ligand_targets is None:
+        logger.warning(
+            "no ligand -> target prior: the twin's intercellular edges add the ligand's change to "
+            "the receptor (kappa = 1, no receptor programme); fix: pass ligand_targets "
+            "(omicstwin.tl.priors.load_prior('ligand_targets'))"
+        )
+        intercellular_model = "receptor"
+    elif intercellular_model == "programme":
+        programmes = ligand_programmes(ligand_targets, genes)
     network, intracellular = _fit_intracellular(
         cohort,
         arm_rows,
@@ -222,6 +312,10 @@ def fit_twin(
         alpha=alpha,
         network_genes=network_genes,
     )
+    if programmes is not None:
+        coupling[["gain", "receptor_gain"]] = estimate_gains(
+            states, sorted(donors), coupling, programmes, intracellular
+        ).to_numpy()
     twin = Twin(
         genes=genes,
         cell_types=cell_types,
@@ -230,7 +324,7 @@ def fit_twin(
         donors=donors,
         intracellular=intracellular,
         temporal=_fit_temporal(edges, states, donors, g_index, c_index, t_index, alpha),
-        intercellular=_intercellular_coupling(edges, n_intercellular, g_index, c_index, t_index),
+        intercellular=coupling,
         params={
             "alpha": alpha,
             "n_intercellular": n_intercellular,
@@ -238,8 +332,13 @@ def fit_twin(
             "control": control,
             "network_level": network_level,
             "top_k": top_k,
+            "intercellular_model": intercellular_model,
+            "lr_selection": lr_selection,
+            "lr_max_p": lr_max_p,
+            "tf_candidates": None if regulators is None else sorted(set(regulators) & set(genes)),
         },
         network=network,
+        programmes=programmes,
     )
     store_result(data, key_added, conform(twin.network, "edges"), twin.params)
     return twin
@@ -417,7 +516,9 @@ def _fit_temporal(
     return temporal
 
 
-def _intercellular_coupling(edges, n_intercellular, g_index, c_index, t_index) -> pd.DataFrame:
+def _intercellular_coupling(
+    edges, n_intercellular, g_index, c_index, t_index, *, max_p=None, by="weight"
+) -> pd.DataFrame:
     """Keep the strongest positive ligand -> receptor edges per time point, as axis indices.
 
     Parameters
@@ -425,19 +526,35 @@ def _intercellular_coupling(edges, n_intercellular, g_index, c_index, t_index) -
     edges
         The multicellular network; only its ``intercellular`` layer is used.
     n_intercellular
-        Edges kept per time point.
+        Edges kept per time point at most.
     g_index, c_index, t_index
         Gene, cell type and time point -> axis index.
+    max_p
+        Keep only edges whose permutation ``p_value`` is at most this (None: no filter).
+    by
+        ``"evidence"``: smallest ``p_value`` first, ties by weight; ``"weight"``: strongest
+        first. Either needs p-values only when it uses them (else an error naming the fix).
 
     Returns
     -------
     pandas.DataFrame
-        Columns time_index, sender, ligand, receiver, receptor and kappa (see :class:`Twin`);
-        a complex acts through its first subunit.
+        Columns time_index, sender, ligand, receiver, receptor, kappa and gain (NaN until
+        estimated; see :class:`Twin`); a complex acts through its first subunit.
     """
     inter = edges[(edges["layer"] == "intercellular") & (edges["weight"] > 0)]
+    if max_p is not None or by == "evidence":
+        if "p_value" not in inter.columns or (len(inter) and inter["p_value"].isna().all()):
+            raise ParameterError(
+                "the intercellular edges carry no p_value; fix: score them with "
+                "omicstwin.tl.networks.intercellular_edges(n_permutations > 0) or pass "
+                "lr_selection='weight', lr_max_p=None (the strongest edges whatever their "
+                "evidence)"
+            )
+    if max_p is not None:
+        inter = inter[inter["p_value"] <= max_p]
+    order = ["p_value", "weight"] if by == "evidence" else "weight"
     inter = top_rows(
-        inter, "weight", n_intercellular, table="intercellular_edges", within=["time_from"]
+        inter, order, n_intercellular, table="intercellular_edges", within=["time_from"]
     )
     return pd.DataFrame(
         {
@@ -447,8 +564,197 @@ def _intercellular_coupling(edges, n_intercellular, g_index, c_index, t_index) -
             "receiver": inter["target_cell_type"].map(c_index).to_numpy(int),
             "receptor": inter["target"].map(lambda g: _first_subunit(g, g_index)).to_numpy(int),
             "kappa": 1.0,
+            "gain": np.nan,
+            "receptor_gain": np.nan,
         }
     )
+
+
+def ligand_programmes(ligand_targets: pd.DataFrame, genes: Sequence[str]) -> pd.DataFrame:
+    """Each ligand's programme in a receiver: its prior targets among the twin's genes.
+
+    Parameters
+    ----------
+    ligand_targets
+        Columns ligand, target, weight, sign (a ligand -> target prior).
+    genes
+        The twin's genes.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ligand, target (gene indices) and weight: ``weight x sign`` summed over repeated rows,
+        scaled to unit norm per ligand (so a programme score ``<w, z>`` moves by ``g`` when
+        ``z`` moves by ``g w``); the ligand itself is left out of its own programme.
+    """
+    from omicstwin.errors import MissingKeyError
+
+    for column in ("ligand", "target", "weight", "sign"):
+        if column not in ligand_targets.columns:
+            raise MissingKeyError(
+                f"ligand_targets lacks the column '{column}'; columns present: "
+                f"{list(ligand_targets.columns)}; fix: pass a ligand -> target prior with "
+                "ligand, target, weight and sign columns"
+            )
+    index = {g: i for i, g in enumerate(genes)}
+    table = pd.DataFrame(
+        {
+            "ligand": ligand_targets["ligand"].map(index),
+            "target": ligand_targets["target"].map(index),
+            "weight": pd.to_numeric(ligand_targets["weight"], errors="coerce")
+            * pd.to_numeric(ligand_targets["sign"], errors="coerce"),
+        }
+    ).dropna()
+    table = table[(table["ligand"] != table["target"]) & (table["weight"] != 0)]
+    table = table.astype({"ligand": int, "target": int})
+    table = table.groupby(["ligand", "target"], as_index=False)["weight"].sum()
+    norm = np.sqrt((table["weight"] ** 2).groupby(table["ligand"]).transform("sum"))
+    table["weight"] = table["weight"] / norm
+    return table[table["weight"] != 0].reset_index(drop=True)
+
+
+def _programme_index(programmes: pd.DataFrame | None) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Ligand index -> (target indices, unit weights)."""
+    if programmes is None or programmes.empty:
+        return {}
+    return {
+        int(ligand): (block["target"].to_numpy(int), block["weight"].to_numpy(float))
+        for ligand, block in programmes.groupby("ligand", sort=True)
+    }
+
+
+def gain_samples(
+    states, donors, edge: tuple[int, int, int, int], programmes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Return the regression samples of one edge's gains, over donors and transitions t -> t+1.
+
+    ``x`` = the sender's ligand z x the receiver's receptor z at t; ``receptor`` = the receptor
+    z at t (the covariate); ``y`` (samples, k) = the receiver's programme scores ``<w, z>`` at
+    t + 1 for the k programme vectors ``programmes`` (k, genes), for every donor sampled in the
+    three contexts; ``group`` = the transition (all are centred within it before the fit).
+    ``edge``: sender, ligand, receiver, receptor (axis indices).
+    """
+    sender, ligand, receiver, receptor = edge
+    x, a, y, group = [], [], [], []
+    n_t = next(iter(states.values())).shape[0] if states else 0
+    for t in range(n_t - 1):
+        for donor in donors:
+            z = states[donor]
+            here = (z[t, sender].any(), z[t, receiver].any(), z[t + 1, receiver].any())
+            if not all(here):
+                continue  # a donor not sampled in a context has an all-zero state there
+            x.append(z[t, sender, ligand] * z[t, receiver, receptor])
+            a.append(z[t, receiver, receptor])
+            y.append(programmes @ z[t + 1, receiver])
+            group.append(t)
+    y = np.asarray(y, float).reshape(len(x), programmes.shape[0])
+    return np.asarray(x, float), np.asarray(a, float), y, np.asarray(group, int)
+
+
+def shrunk_slope(
+    x: np.ndarray, y: np.ndarray, group: np.ndarray, covariate: np.ndarray | None = None
+) -> float:
+    """Slope of y on x (one intercept per group, optional covariate), shrunk by its t.
+
+    OLS slope ``b`` of x and its t statistic (residual df = n - groups - 1 - covariates); the
+    gain is ``b x max(0, 1 - 1 / t^2)`` (positive-part James-Stein shrinkage): a slope the
+    donors cannot tell from zero (|t| <= 1) gives no gain, a clear one is kept nearly whole.
+    0 with too few samples or no variation.
+    """
+    if x.size == 0:
+        return 0.0
+    levels, inverse = np.unique(group, return_inverse=True)
+    columns = [x] if covariate is None else [x, covariate]
+    df = x.size - levels.size - len(columns)
+    if df < 1:
+        return 0.0
+    count = np.bincount(inverse)
+
+    def centred(v):
+        return v - (np.bincount(inverse, v) / count)[inverse]
+
+    design = np.column_stack([centred(c) for c in columns])
+    yc = centred(y)
+    gram = design.T @ design
+    scale = max(float(np.trace(gram)), 1e-300)
+    if np.linalg.cond(gram) > 1e10 or gram[0, 0] <= 1e-12 * scale:
+        return 0.0
+    inverse_gram = np.linalg.inv(gram)
+    coef = inverse_gram @ (design.T @ yc)
+    residual = yc - design @ coef
+    sigma2 = float(residual @ residual) / df
+    if sigma2 <= 0:
+        return float(coef[0])
+    t2 = coef[0] ** 2 / (sigma2 * inverse_gram[0, 0])
+    return float(coef[0] * max(0.0, 1.0 - 1.0 / t2))
+
+
+def receptor_programme(twin_or_grid, t: int, receiver: int, receptor: int) -> np.ndarray:
+    """Return the receptor's own programme in the receiver: its out-edges, unit norm (genes,).
+
+    Read from the receiver's intracellular elasticities at time index t (empty without any).
+    """
+    grid = twin_or_grid.intracellular if isinstance(twin_or_grid, Twin) else twin_or_grid
+    w = grid[t][receiver]
+    if w is None:
+        return np.zeros(0)
+    row = np.asarray(w[receptor].todense()).ravel()
+    norm = np.linalg.norm(row)
+    return row / norm if norm > 0 else np.zeros(0)
+
+
+def estimate_gains(
+    states: dict[str, np.ndarray],
+    donors: Sequence[str],
+    coupling: pd.DataFrame,
+    programmes: pd.DataFrame,
+    intracellular: list[list[sparse.csr_matrix | None]] | None = None,
+) -> pd.DataFrame:
+    """Per kept edge, the gains of ligand x receptor on the receiver's programmes.
+
+    Two programmes per edge: the ligand's prior programme (``gain``) and the receptor's own
+    out-edges in the receiver's intracellular network (``receptor_gain``, when
+    ``intracellular`` is given and the receptor has any: the donor networks learn what
+    co-varies with the receptor downstream). For every distinct sender, ligand, receiver,
+    receptor: the donors' programme scores at t + 1 regressed on their ligand x receptor level
+    at t with the receptor's own level at t as a covariate (so a programme that only follows
+    the receptor's availability gets no signalling gain), pooled over transitions with one
+    intercept per transition (time-centred, as the donor networks), the slope shrunk by
+    :func:`shrunk_slope`. Signed: negative when more signal goes with a lower programme.
+    Estimated over all donors and transitions whatever the arm (label-free). 0 where a
+    programme is missing.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``gain`` and ``receptor_gain``, one row per row of ``coupling``.
+    """
+    index = _programme_index(programmes)
+    keys = ["sender", "ligand", "receiver", "receptor"]
+    gains = pd.DataFrame({"gain": 0.0, "receptor_gain": 0.0}, index=coupling.index)
+    if coupling.empty:
+        return gains
+    n_g = next(iter(states.values())).shape[2]
+    for _, rows in coupling.groupby(keys, sort=True).groups.items():
+        edge = tuple(int(v) for v in coupling.loc[rows[0], keys])
+        vectors = np.zeros((2, n_g))
+        if edge[1] in index:
+            targets, weights = index[edge[1]]
+            vectors[0, targets] = weights
+        if intracellular is not None:
+            own = receptor_programme(
+                intracellular, int(coupling.loc[rows[0], "time_index"]), edge[2], edge[3]
+            )
+            if own.size:
+                vectors[1] = own
+        present = np.abs(vectors).sum(axis=1) > 0
+        if not present.any():
+            continue
+        x, a, y, group = gain_samples(states, donors, edge, vectors)
+        for k, column in enumerate(("gain", "receptor_gain")):
+            if present[k]:
+                gains.loc[rows, column] = shrunk_slope(x, y[:, k], group, covariate=a)
+    return gains
 
 
 def _donor_networks(
@@ -605,6 +911,9 @@ def simulate_contexts(
     n_t, n_c, n_g = twin.shape
     acting = set(range(n_c)) if acting is None else acting
     p = len(perturbations)
+    activity = blocked_activity(perturbations, twin.genes)
+    programme = twin.params.get("intercellular_model") == "programme"
+    targets = _programme_index(twin.programmes) if programme else {}
     previous = None
     for t in range(n_t):
         first, masks, shifts_t = [], [], []
@@ -619,6 +928,10 @@ def simulate_contexts(
             carry = None
             if previous is not None and twin.temporal[t - 1][c] is not None:
                 carry = (twin.temporal[t - 1][c].T.tocsr() @ previous[c].T).T
+            if programme and previous is not None:
+                signal = _programme_signal(twin, t - 1, c, z, previous, activity, targets)
+                if signal is not None:
+                    carry = signal if carry is None else carry + signal
             w = twin.intracellular[t][c]
             if w is None:
                 delta = np.where(mask, shift, 0.0 if carry is None else carry)
@@ -631,11 +944,15 @@ def simulate_contexts(
         signals = twin.intercellular[twin.intercellular["time_index"] == t]
         for c in range(n_c):
             delta, carry = first[c]
-            incoming = signals[signals["receiver"] == c]
+            incoming = signals[signals["receiver"] == c] if not programme else signals[:0]
             if len(incoming) and twin.intracellular[t][c] is not None:
                 extra = np.zeros((p, n_g)) if carry is None else carry.copy()
                 for row in incoming.itertuples():
-                    extra[:, row.receptor] += row.kappa * first[row.sender][0][:, row.ligand]
+                    change = first[row.sender][0][:, row.ligand]
+                    if row.ligand in activity:  # a blocked ligand passes only its free share
+                        level = z[t, row.sender, row.ligand]
+                        change = (level + change) * activity[row.ligand] - level
+                    extra[:, row.receptor] += row.kappa * change
                 delta = propagate(
                     z[t, c],
                     twin.intracellular[t][c],
@@ -647,6 +964,63 @@ def simulate_contexts(
             current.append(delta)
             yield t, c, delta, masks[c]
         previous = current
+
+
+def blocked_activity(
+    perturbations: Sequence[Perturbation], genes: Sequence[str]
+) -> dict[int, np.ndarray]:
+    """Gene index -> (P,) share of its protein activity left by each perturbation's blocks.
+
+    Only genes some perturbation blocks (:attr:`omicstwin.tl.perturb.Perturbation.blocks`)
+    appear; 1 where a perturbation leaves the gene alone.
+    """
+    index = {g: i for i, g in enumerate(genes)}
+    out: dict[int, np.ndarray] = {}
+    for row, perturbation in enumerate(perturbations):
+        for gene, factor in getattr(perturbation, "blocks", ()):
+            j = index.get(gene)
+            if j is None:
+                raise ParameterError(
+                    f"perturbation '{perturbation.perturbation_id}' blocks the unknown gene "
+                    f"'{gene}'; fix: use a gene of the twin (its var_names)"
+                )
+            out.setdefault(j, np.ones(len(perturbations)))[row] *= factor
+    return out
+
+
+def _programme_signal(twin, t, receiver, z, previous, activity, targets) -> np.ndarray | None:
+    """Return the receiver's programme input at t + 1 from the kept edges of time t (P, genes).
+
+    Per edge: ``[(L + dL) a_L (A + dA) a_R - L A] x (gain w + receptor_gain v)`` with L the
+    sender's ligand z, A the receiver's receptor z at t (before the perturbation), dL, dA their
+    shifts, a the shares of activity left by blocks, w the ligand's unit prior programme and v
+    the receptor's unit out-edges in the receiver (:func:`receptor_programme`). None without
+    edges.
+    """
+    rows = twin.intercellular
+    rows = rows[(rows["time_index"] == t) & (rows["receiver"] == receiver)]
+    if "receptor_gain" not in rows.columns:
+        rows = rows.assign(receptor_gain=0.0)
+    rows = rows[(rows["gain"].fillna(0) != 0) | (rows["receptor_gain"].fillna(0) != 0)]
+    if rows.empty:
+        return None
+    out = np.zeros_like(previous[receiver])
+    for row in rows.itertuples():
+        ligand = z[t, row.sender, row.ligand] + previous[row.sender][:, row.ligand]
+        receptor = z[t, receiver, row.receptor] + previous[receiver][:, row.receptor]
+        if row.ligand in activity:
+            ligand = ligand * activity[row.ligand]
+        if row.receptor in activity:
+            receptor = receptor * activity[row.receptor]
+        change = ligand * receptor - z[t, row.sender, row.ligand] * z[t, receiver, row.receptor]
+        if row.gain and row.ligand in targets:
+            genes, weights = targets[row.ligand]
+            out[:, genes] += row.gain * change[:, None] * weights[None, :]
+        if row.receptor_gain:
+            own = receptor_programme(twin, t, receiver, row.receptor)
+            if own.size:
+                out += row.receptor_gain * change[:, None] * own[None, :]
+    return out
 
 
 def run_perturbations(
@@ -804,6 +1178,7 @@ def randomised(twin: Twin, seed: int) -> Twin:
         temporal=[[shuffle(w) for w in row] for row in twin.temporal],
         intercellular=twin.intercellular,
         params={**twin.params, "null_seed": seed},
+        programmes=twin.programmes,
     )
 
 
@@ -838,8 +1213,10 @@ def target_screen(
     twin
         A fitted twin (with donor states; without >= 2 donors per arm p and q are NaN).
     perturbations
-        Default: a knockout of every gene that has an outgoing edge (other genes only change
-        themselves, which the score excludes, so their reversal is exactly 0).
+        Default: a knockout of every gene that has an outgoing edge and of every ligand and
+        receptor of a kept intercellular edge (:meth:`Twin.regulators`): TFs, ligands and
+        receptors compete on one ranking (other genes only change themselves, which the score
+        excludes, so their reversal is exactly 0).
     state
         ``case`` (study level) or a case donor id: that patient's disease vector (the patient's
         state - the control mean), tested against the control donors' own (each control - the
@@ -869,7 +1246,8 @@ def target_screen(
     -------
     ranking, per_context
         ``ranking``: name, rank, score (reversal, a rank score: see :mod:`omicstwin.scores`),
-        off_target, p_value, q_value, best_cell_type, best_time, kind, genes, dose.
+        off_target, p_value, q_value, best_cell_type, best_time, kind, genes, dose and role
+        (of a single-gene perturbation's gene, :meth:`Twin.gene_roles`; else ``other``).
         ``per_context``: the ``perturbations.parquet`` rows (perturbation_id, kind, genes,
         dose, cell_type, time, reversal_score, off_target, p_value, q_value), p and q from the
         study-level test. ``ranking.attrs["null"]``: method, n_permutations, exhaustive.
@@ -906,6 +1284,10 @@ def target_screen(
     summary["p_value"] = scores["p_value"][:, 0]
     summary["q_value"] = benjamini_hochberg(summary["p_value"].to_numpy())
     ranking = _ranking(summary, per_context)
+    roles = twin.gene_roles()
+    ranking["role"] = [
+        roles.get(genes, "other") if ";" not in genes else "other" for genes in ranking["genes"]
+    ]
     ranking.attrs["failures"] = n_failed  # counted in run.json
     ranking.attrs["null"] = {
         "method": method,
@@ -1092,6 +1474,8 @@ def _aligned(twin: Twin) -> Twin:
         temporal=[[fix_sparse(w) for w in row] for row in twin.temporal],
         intercellular=twin.intercellular,
         params=twin.params,
+        network=twin.network,
+        programmes=twin.programmes,
     )
 
 
@@ -1324,7 +1708,8 @@ def what_if(
 def save_twin(twin: Twin, path) -> None:
     """Write a twin to a folder: meta.json, states.npz, networks.npz, intercellular.parquet.
 
-    No pickles, so a saved twin loads with any Python and cannot run code when opened.
+    Also network.parquet and programmes.parquet when the twin has them. No pickles, so a
+    saved twin loads with any Python and cannot run code when opened.
     """
     import json
     from pathlib import Path
@@ -1348,6 +1733,8 @@ def save_twin(twin: Twin, path) -> None:
     twin.intercellular.to_parquet(folder / "intercellular.parquet")
     if twin.network is not None:
         twin.network.to_parquet(folder / "network.parquet")
+    if twin.programmes is not None:
+        twin.programmes.to_parquet(folder / "programmes.parquet")
     meta = {
         "format": 1,
         "genes": twin.genes,
@@ -1389,6 +1776,7 @@ def load_twin(path) -> Twin:
                 shape=(n_g, n_g),
             )
     network_path = folder / "network.parquet"
+    programmes_path = folder / "programmes.parquet"
     return Twin(
         genes=meta["genes"],
         cell_types=meta["cell_types"],
@@ -1400,4 +1788,5 @@ def load_twin(path) -> Twin:
         intercellular=pd.read_parquet(folder / "intercellular.parquet"),
         params=meta["params"],
         network=pd.read_parquet(network_path) if network_path.is_file() else None,
+        programmes=pd.read_parquet(programmes_path) if programmes_path.is_file() else None,
     )
