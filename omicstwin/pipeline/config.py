@@ -158,6 +158,19 @@ class QC(BaseModel):
     )
 
 
+#: the priors a config names when it leaves them out. The upstream-regulator stage uses
+#: CollecTRI (TFs only) by default: its DEG rule is calibrated for it (benchmarks/deg_rule.py;
+#: the typed combined prior is opt-in with ``regulators: regulator_prior``, see
+#: ``pipelines/README.md`` for its calibration).
+DEFAULT_PRIORS: dict[str, str] = {
+    "tfs": "lambert2018_tfs",
+    "tf_targets": "collectri",
+    "ligand_receptor": "liana_consensus",
+    "regulators": "collectri",
+    "regulator_source": "omnipath",
+}
+
+
 class RunConfig(BaseModel):
     """A study: the data, its keys and labels, priors, stage parameters, seed and compute."""
 
@@ -186,17 +199,41 @@ class RunConfig(BaseModel):
         description="Species of the genes: auto detects it from the names (Ensembl prefixes, "
         "symbol capitalisation); the priors are human, so mouse data stop with the fix.",
     )
-    priors: dict[Literal["tfs", "tf_targets", "ligand_receptor"], str] = Field(
-        default_factory=lambda: {
-            "tfs": "lambert2018_tfs",
-            "tf_targets": "collectri",
-            "ligand_receptor": "liana_consensus",
-        }
+    priors: dict[
+        Literal["tfs", "tf_targets", "ligand_receptor", "regulators", "regulator_source"], str
+    ] = Field(
+        default_factory=lambda: dict(DEFAULT_PRIORS),
+        description="Manifest names of the TF list, the TF -> target prior and the ligand-"
+        "receptor pairs; 'regulators': the prior of the upstream-regulator stage (default: "
+        "tf_targets, i.e. collectri, TFs only, for which the DEG rule is calibrated; "
+        "'regulator_prior': the typed combined prior of TFs, ligands, receptors and kinases, "
+        "built from 'regulator_source': omnipath (default; academic use), nichenet_v1 or "
+        "permissive; or a csv with source, target, weight[, regulator_type]). Keys left out "
+        "take their defaults.",
     )
     seed: int = 0
     stages: Stages = Field(default_factory=Stages)
     qc: QC = Field(default_factory=QC)
     compute: Compute = Field(default_factory=Compute)
+
+    @model_validator(mode="after")
+    def _complete_priors(self) -> RunConfig:
+        # keys a config leaves out take their defaults (older configs name only three); the
+        # regulators stage then keeps using the config's TF -> target prior, as it did
+        given = self.priors
+        self.priors = {
+            **DEFAULT_PRIORS,
+            "regulators": given.get("tf_targets", DEFAULT_PRIORS["regulators"]),
+            **given,
+        }
+        from omicstwin.io.priors import SOURCES
+
+        if self.priors["regulator_source"] not in SOURCES:
+            raise ValueError(
+                f"priors.regulator_source '{self.priors['regulator_source']}' is unknown; fix: "
+                f"one of {sorted(SOURCES)}"
+            )
+        return self
 
 
 def load_config(path: str | Path | None, overrides: dict[str, Any]) -> RunConfig:

@@ -146,11 +146,17 @@ def networks(ctx: RunContext) -> dict[str, Any]:
 
 
 def regulators(ctx: RunContext) -> None:
-    """Upstream regulators of the DE genes and their ranking."""
-    from omicstwin.io.manifests import load_table
-    from omicstwin.tl.regulators import rank_regulators, upstream_regulators
+    """Upstream regulators of the DE genes and their ranking.
 
-    ur = upstream_regulators(_read(ctx, "de"), load_table(ctx.config.priors["tf_targets"]))
+    The prior is ``priors.regulators``: ``collectri`` (TFs only; the default, for which the DEG
+    rule is calibrated) or a built typed prior such as ``regulator_prior`` (TFs, ligands,
+    receptors, kinases) from ``priors.regulator_source``.
+    """
+    from omicstwin.tl.regulators import load_regulator_prior, rank_regulators, upstream_regulators
+
+    priors = ctx.config.priors
+    prior = load_regulator_prior(priors["regulators"], source=priors["regulator_source"])
+    ur = upstream_regulators(_read(ctx, "de"), prior)
     write_table(ctx.out, "regulators", ur)
     write_table(ctx.out, "rank_regulators", rank_regulators(ur, scheme="li2022"))
     _write_mnm(ctx, ur)
@@ -417,7 +423,7 @@ STAGES: tuple[Stage, ...] = (
         "regulators",
         regulators,
         upstream=("de",),
-        params=("priors.tf_targets",),
+        params=("priors.regulators", "priors.regulator_source"),
         outputs=(
             *("regulators.parquet", "rank_regulators.parquet"),
             *("mnm.parquet", "centrality.parquet"),
