@@ -148,17 +148,27 @@ class RunContext:
     def validated(self):
         """The input's cohort, validated at the door (all cells; released after QC)."""
         from omicstwin.io import read_data
+        from omicstwin.io.read import h5ad_n_obs
         from omicstwin.pp.cohort import Cohort
 
-        raw = read_data(self.data_path)
+        compute = self.config.compute
+        backed = compute.backed
+        if backed is None:  # large h5ad inputs stay on disk; small ones are read whole
+            n_obs = h5ad_n_obs(self.data_path)
+            backed = n_obs is not None and n_obs > compute.chunk_cells
+        raw = read_data(self.data_path, backed=backed)
         self.time_unit = self.config.time_unit or getattr(raw, "uns", {}).get("time_unit")
-        return Cohort.from_data(
+        cohort = Cohort.from_data(
             raw,
             **self.keys,
             time_unit=self.time_unit,
             min_donors=self.config.stages.min_donors,
             warn="validate" not in self.reused,  # warned when the validate stage ran
         )
+        cohort.chunk_cells = compute.chunk_cells
+        cohort.context_cells = compute.context_cells
+        cohort.seed = self.config.seed
+        return cohort
 
     @cached_property
     def cohort(self):
