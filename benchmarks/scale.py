@@ -8,8 +8,8 @@ For each size (cells x 20,000 genes, the ``atlas`` simulator preset) it
    run``) in a child process per worker count (``compute.workers``), with the stages timed by
    the run record (``run.json`` ``timings_s``) and each stage's peak memory sampled every 0.2 s
    over the child and its worker processes (RSS of the process tree);
-3. prints per stage: wall s, CPU s and peak GB at each size, and the scaling exponent between
-   consecutive sizes (log-log slope of time, and of peak memory);
+3. prints per stage: wall s, CPU s and peak GB at each size, and the scaling exponents between
+   consecutive sizes (log-log slopes of wall time, CPU time and peak memory);
 4. prints the baseline measured in the same script: the smallest size read whole into memory
    (``compute.backed: false``, the pipeline before streaming) next to the backed run.
 
@@ -183,7 +183,7 @@ def print_table(results: dict, sizes: list[int], workers: int) -> None:
     runs = [results[(n, workers)] for n in sizes]
     names = list(runs[0]["stages"])
     head = "  ".join(f"{n // 1000:>5}k wall/cpu/GB" for n in sizes)
-    print(f"\nworkers={workers}  stage  {head}  exponent time  exponent memory")
+    print(f"\nworkers={workers}  stage  {head}  exponents: wall, CPU, peak memory")
     for name in names:
         cells = []
         for run in runs:
@@ -193,11 +193,12 @@ def print_table(results: dict, sizes: list[int], workers: int) -> None:
                 f"{m.get('peak_gb', float('nan')):5.2f}"
             )
         wall = [r["stages"].get(name, {}).get("wall_s", 0.0) for r in runs]
+        cpu = [r["stages"].get(name, {}).get("cpu_s", 0.0) for r in runs]
         peak = [r["stages"].get(name, {}).get("peak_gb", 0.0) for r in runs]
         print(
             f"  {name:<11} "
             + "  ".join(cells)
-            + f"  {_slope(sizes, wall):>8}  {_slope(sizes, peak):>8}"
+            + f"  {_slope(sizes, wall):>8}  {_slope(sizes, cpu):>8}  {_slope(sizes, peak):>8}"
         )
     totals = [r["total"] for r in runs]
     cells = [f"{t['wall_s']:7.1f}/{t['cpu_s']:6.1f}/{t['peak_gb']:5.2f}" for t in totals]
@@ -205,6 +206,7 @@ def print_table(results: dict, sizes: list[int], workers: int) -> None:
         f"  {'whole run':<11} "
         + "  ".join(cells)
         + f"  {_slope(sizes, [t['wall_s'] for t in totals]):>8}"
+        + f"  {_slope(sizes, [t['cpu_s'] for t in totals]):>8}"
         + f"  {_slope(sizes, [t['peak_gb'] for t in totals]):>8}"
     )
 

@@ -100,8 +100,12 @@ def test_backed_validation_finds_a_bad_value_in_a_late_chunk(tmp_path, small_coh
 
 
 def test_backed_run_context_reads_on_disk(tmp_path, cohort_file):
+    from omicstwin.io.read import h5ad_n_obs
     from omicstwin.pipeline.config import RunConfig
     from omicstwin.pipeline.stage import RunContext
+
+    assert h5ad_n_obs(cohort_file) == read_data(cohort_file).n_obs
+    assert h5ad_n_obs(tmp_path / "missing.h5ad") is None
 
     config = RunConfig(data=str(cohort_file), compute={"backed": True, "chunk_cells": 1000})
     cohort = RunContext(config, tmp_path, cohort_file).cohort
