@@ -92,7 +92,8 @@ def simulate(
         str,
         typer.Option(
             help="small (tests), demo (30k cells) or sar_like (10 cell types x 7 times); "
-            "independent generator: small or medium"
+            "independent generator: small or medium; atlas (20k genes, real-shaped, any "
+            "number of cells, written in chunks)"
         ),
     ] = "small",
     generator: Annotated[
@@ -120,6 +121,16 @@ def simulate(
             )
         overrides = {"seed": seed} | ({"n_cells": n_cells} if n_cells is not None else {})
         started = time.perf_counter()
+        if preset == "atlas":  # streamed to the file chunk by chunk, never whole in memory
+            from omicstwin.datasets.atlas import write_atlas
+
+            with _status(f"simulating the atlas cohort to {out}"):
+                done = write_atlas(out, disease=not no_disease, **overrides)
+            typer.echo(
+                f"wrote {out} ({done['n_cells']} cells x {done['n_genes']} genes, seed {seed}, "
+                f"{time.perf_counter() - started:.1f} s)"
+            )
+            return
         with _status(f"simulating the '{preset}' cohort"):
             adata = generate(preset, generator=generator, disease=not no_disease, **overrides)
         _write_h5ad(adata, out)

@@ -16,6 +16,8 @@ _EXPORTS = {
     "simulate_independent": "omicstwin.datasets.independent",
     "generate": "omicstwin.datasets.generators",
     "GENERATORS": "omicstwin.datasets.generators",
+    "simulate_atlas": "omicstwin.datasets.atlas",
+    "write_atlas": "omicstwin.datasets.atlas",
 }
 
 __all__ = sorted(_EXPORTS)

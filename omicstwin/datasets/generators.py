@@ -30,7 +30,8 @@ def generate(
     ----------
     preset
         A preset of the chosen generator (``small``, ``demo``, ``sar_like`` for ``cohort``;
-        ``small``, ``medium`` for ``independent``).
+        ``small``, ``medium`` for ``independent``), or ``atlas``
+        (:func:`~omicstwin.datasets.atlas.simulate_atlas`, whatever the generator).
     generator
         ``cohort`` or ``independent`` (see the module docstring).
     disease
@@ -44,6 +45,10 @@ def generate(
     anndata.AnnData
         Counts and ``uns["truth"]`` as the generator documents; ``uns["generator"]`` names it.
     """
+    if preset == "atlas":  # in memory: small atlases (tests); files via write_atlas
+        from omicstwin.datasets.atlas import simulate_atlas
+
+        return simulate_atlas(preset, disease=disease, **overrides)
     if generator == "cohort":
         from omicstwin.datasets.simulate import simulate_cohort
 

@@ -17,13 +17,17 @@ OPTIONAL_MODALITIES = ("atac", "prot")
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
-def read_data(path: str | Path) -> ad.AnnData | md.MuData:
+def read_data(path: str | Path, *, backed: bool = False) -> ad.AnnData | md.MuData:
     """Read an h5ad (AnnData) or h5mu (MuData) file.
 
     Parameters
     ----------
     path
         File ending in ``.h5ad`` or ``.h5mu``.
+    backed
+        Open an h5ad read-only with ``X`` left on disk (``anndata.read_h5ad(path,
+        backed="r")``): obs, var, uns and layers are read, the counts are read in chunks by
+        whoever needs them. Ignored for h5mu (read whole).
 
     Returns
     -------
@@ -63,7 +67,7 @@ def read_data(path: str | Path) -> ad.AnnData | md.MuData:
         if suffix == ".h5ad":
             import anndata as ad
 
-            return ad.read_h5ad(path)
+            return ad.read_h5ad(path, backed="r") if backed else ad.read_h5ad(path)
         import mudata as md
 
         data = md.read_h5mu(path)
@@ -74,6 +78,25 @@ def read_data(path: str | Path) -> ad.AnnData | md.MuData:
         ) from exc
     rna_modality(data)  # fail at the door when the RNA modality is missing
     return data
+
+
+def h5ad_n_obs(path: str | Path) -> int | None:
+    """Cells in an h5ad file, read from its obs index without loading anything else.
+
+    Returns None when the file is not an h5ad that can be peeked (the caller reads it whole).
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".h5ad" or not path.is_file() or not _is_hdf5(path):
+        return None
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            obs = f["obs"]
+            index = obs.attrs.get("_index", "_index")
+            return int(obs[index].shape[0])
+    except (OSError, KeyError, TypeError):
+        return None
 
 
 def _is_hdf5(path: Path) -> bool:

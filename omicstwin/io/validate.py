@@ -31,6 +31,16 @@ from omicstwin.io.read import OPTIONAL_MODALITIES, is_mudata, rna_modality
 
 # Rows per chunk when scanning a dense matrix, so validation never copies a whole large matrix.
 _DENSE_CHUNK_ROWS = 4096
+# Rows per block when a backed (on-disk) sparse matrix is scanned: ~20k cells x ~1-2k non-zeros
+# stay within a few hundred MB whatever the file's size.
+SPARSE_CHUNK_ROWS = 20_000
+
+
+def is_backed_sparse(matrix: Any) -> bool:
+    """Whether ``matrix`` is anndata's on-disk sparse dataset (a backed file's ``X``)."""
+    return type(matrix).__name__ in ("_CSRDataset", "_CSCDataset")
+
+
 _TIME_LABEL = re.compile(r"^\s*([-+]?\d*\.?\d+)\s*([A-Za-z]*)\s*$")
 _TIME_LABEL_UNIT_FIRST = re.compile(r"^\s*([A-Za-z]+)\s*([-+]?\d*\.?\d+)\s*$")
 
@@ -319,6 +329,14 @@ def _first_bad_value(matrix) -> tuple[str, int, int, float] | None:
     if sparse.issparse(matrix):
         csr = sparse.csr_matrix(matrix)
         return _scan_block(csr.data, lambda i: _sparse_position(csr, i))
+    if is_backed_sparse(matrix):  # a backed file's counts: scanned chunk by chunk, never whole
+        for start in range(0, matrix.shape[0], SPARSE_CHUNK_ROWS):
+            block = sparse.csr_matrix(matrix[start : start + SPARSE_CHUNK_ROWS])
+            found = _scan_block(block.data, lambda i, b=block: _sparse_position(b, i))
+            if found:
+                problem, row, col, value = found
+                return problem, start + row, col, value
+        return None
     if hasattr(matrix, "shape") and not isinstance(matrix, np.ndarray):
         matrix = np.asarray(matrix)  # e.g. h5py datasets of backed objects
     for start in range(0, matrix.shape[0], _DENSE_CHUNK_ROWS):

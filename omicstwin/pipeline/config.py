@@ -30,6 +30,22 @@ class Compute(BaseModel):
         description="GB one screen task may hold: the batch of perturbations shrinks to fit "
         "(results are identical for any batch size).",
     )
+    backed: bool | None = Field(
+        None,
+        description="Read an h5ad input backed (counts on disk, read in chunks of chunk_cells; "
+        "memory bounded by the chunk, not the cohort). None: when it has more than "
+        "chunk_cells cells.",
+    )
+    chunk_cells: int = Field(
+        50_000, ge=1000, description="Cells per chunk when a backed input is read in a pass."
+    )
+    context_cells: int | None = Field(
+        10_000,
+        ge=100,
+        description="At most this many cells per context for the per-cell methods (per-context "
+        "GRNs, cell-level networks, patient cells); above it a subsample seeded by the run's "
+        "seed. None: no cap.",
+    )
 
 
 class SimulatedData(BaseModel):
@@ -37,7 +53,9 @@ class SimulatedData(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    simulate: str = Field(description="Simulator preset: small, demo or sar_like.")
+    simulate: str = Field(
+        description="Simulator preset: small, demo, sar_like, or atlas (written in chunks)."
+    )
     seed: int = 0
     n_cells: int | None = Field(None, ge=1)
     generator: Literal["cohort", "independent"] = Field(

@@ -15,6 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from omicstwin.errors import ParameterError
 from omicstwin.pipeline.config import RunConfig, SimulatedData
 
 WHOLE_CONFIG = "*"  # a param path meaning the whole config
@@ -149,17 +150,28 @@ class RunContext:
     def validated(self):
         """The input's cohort, validated at the door (all cells; released after QC)."""
         from omicstwin.io import read_data
+        from omicstwin.io.read import h5ad_n_obs
         from omicstwin.pp.cohort import Cohort
 
-        raw = self._harmonised(read_data(self.data_path))
+        compute = self.config.compute
+        backed = compute.backed
+        if backed is None:  # large h5ad inputs stay on disk; small ones are read whole
+            n_obs = h5ad_n_obs(self.data_path)
+            backed = n_obs is not None and n_obs > compute.chunk_cells
+        raw = read_data(self.data_path, backed=backed)
+        raw = self._harmonised(raw)
         self.time_unit = self.config.time_unit or getattr(raw, "uns", {}).get("time_unit")
-        return Cohort.from_data(
+        cohort = Cohort.from_data(
             raw,
             **self.keys,
             time_unit=self.time_unit,
             min_donors=self.config.stages.min_donors,
             warn="validate" not in self.reused,  # warned when the validate stage ran
         )
+        cohort.chunk_cells = compute.chunk_cells
+        cohort.context_cells = compute.context_cells
+        cohort.seed = self.config.seed
+        return cohort
 
     def _harmonised(self, raw):
         """Return the input with its genes named as the priors name them (Ensembl ids, ...)."""
@@ -170,6 +182,17 @@ class RunContext:
         plan = gene_plan(list(rna.var_names), species=self.config.species, keep=self.prior_genes)
         self.gene_plan = plan
         if plan.identity:
+            return raw
+        if getattr(rna, "isbacked", False):  # counts on disk: rename in place, never load them
+            if len(plan.genes) != len(plan.columns):
+                raise ParameterError(
+                    f"{len(plan.columns) - len(plan.genes)} gene columns of '{self.data_path}' "
+                    "must be summed into others (duplicated symbols or Ensembl ids), which a "
+                    "backed read cannot do; fix: set compute.backed: false, or sum them in the "
+                    "file first with omicstwin.io.harmonise_genes"
+                )
+            rna.var["gene_id"] = list(rna.var_names)
+            rna.var_names = plan.genes[plan.columns]
             return raw
         if is_mudata(raw):  # the run's own object: its RNA modality is replaced
             # no mdata.update(): it refuses renamed genes, and the cohort reads only the RNA

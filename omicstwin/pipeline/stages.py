@@ -49,6 +49,11 @@ def simulate(ctx: RunContext) -> None:
 
     data = ctx.config.data
     extra = {"n_cells": data.n_cells} if data.n_cells is not None else {}
+    if data.simulate == "atlas":  # streamed to the file, never whole in memory
+        from omicstwin.datasets.atlas import write_atlas
+
+        write_atlas(ctx.data_path, disease=data.disease, seed=data.seed, **extra)
+        return
     adata = generate(
         data.simulate, generator=data.generator, disease=data.disease, seed=data.seed, **extra
     )
@@ -403,7 +408,7 @@ STAGES: tuple[Stage, ...] = (
         "preprocess",
         preprocess,
         upstream=("validate",),
-        params=("stages.min_genes", "stages.min_cells", "qc"),
+        params=("stages.min_genes", "stages.min_cells", "qc", "compute.context_cells"),
         outputs=("qc.parquet",),
     ),
     Stage(

@@ -234,16 +234,44 @@ def summed_counts(cells: pd.DataFrame, counts: Any, genes: pd.Index, *, min_cell
     anndata.AnnData
         As :func:`pseudobulk`, without its ``uns["pseudobulk"]``.
     """
-    import anndata as ad
+    group_index, table = sample_groups(cells)
+    sums = aggregate_counts(counts, group_index, len(table))
+    return summed_samples(table, sums, genes, min_cells=min_cells)
 
+
+def sample_groups(cells: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
+    """Pseudobulk sample of every cell and the samples' keys (cell type, time, condition, donor).
+
+    Returns
+    -------
+    group_index, table
+        Sample index per cell (sorted keys: independent of the cells' order) and one row per
+        sample with ``n_cells``.
+    """
     columns = ["cell_type", "time", "condition", "donor"]
     # sort=True on plain str/float columns makes the order independent of input order and
     # of categorical category order
     grouped = cells[columns].groupby(columns, sort=True, observed=True)
     group_index = grouped.ngroup().to_numpy()
     table = grouped.size().rename("n_cells").reset_index()
-    sums = aggregate_counts(counts, group_index, len(table))
+    return group_index, table
 
+
+def summed_samples(table: pd.DataFrame, sums: np.ndarray, genes: pd.Index, *, min_cells: int = 1):
+    """Build the pseudobulk AnnData of :func:`sample_groups`' table and its summed counts.
+
+    Parameters
+    ----------
+    table, sums
+        Samples (from :func:`sample_groups`) and their summed counts (samples x genes).
+    genes
+        Gene names.
+    min_cells
+        Samples of fewer cells are dropped (their number in ``uns["n_dropped"]``).
+    """
+    import anndata as ad
+
+    columns = ["cell_type", "time", "condition", "donor"]
     keep = table["n_cells"].to_numpy() >= min_cells
     n_dropped = int((~keep).sum())
     if n_dropped:

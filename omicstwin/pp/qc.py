@@ -16,6 +16,7 @@ transcriptomes, where scanpy's tutorial uses 200 genes and 5% mitochondrial coun
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -355,10 +356,8 @@ def quality_control(
         No cell or no gene passes.
     """
     metrics = cell_qc_metrics(counts, genes)
-    reasons = pd.DataFrame({"low_genes": metrics["n_genes"].to_numpy() < min_genes})
-    reasons["high_mito"] = _above(metrics["pct_mito"], max_pct_mito)
-    reasons["high_ribo"] = _above(metrics["pct_ribo"], max_pct_ribo)
-    keep = ~reasons[["low_genes", "high_mito", "high_ribo"]].any(axis=1).to_numpy()
+    reasons = _cell_reasons(metrics, min_genes, max_pct_mito, max_pct_ribo)
+    keep = ~reasons.any(axis=1).to_numpy()
     reasons["doublet"] = False
     reasons["doublet_scored"] = False
     if doublets:
@@ -377,6 +376,92 @@ def quality_control(
     check_kept(keep, keep_genes, min_genes, min_cells)
     genes_per_cell = metrics["n_genes"].to_numpy()
     return keep, keep_genes, qc_table(cells, keep, genes_per_cell, metrics, reasons)
+
+
+def chunked_quality_control(
+    chunks: Iterable[tuple[int, int, Any]],
+    read_rows: Callable[[np.ndarray], Any],
+    cells: pd.DataFrame,
+    genes: Any,
+    *,
+    min_genes: int = 10,
+    min_cells: int = 3,
+    max_pct_mito: float | None = 20.0,
+    max_pct_ribo: float | None = None,
+    doublets: bool = False,
+    doublet_threshold: float | None = None,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, pd.DataFrame, pd.DataFrame]:
+    """:func:`quality_control` from one pass over blocks of cells (counts kept on disk).
+
+    The same decisions: per-cell metrics and cuts block by block, detected cells per gene
+    counted over the kept cells as the pass goes; doublets, when asked, are scored one sample
+    (donor x time) at a time from ``read_rows`` and their detected genes taken back out.
+
+    Parameters
+    ----------
+    chunks
+        ``(start, stop, counts)`` blocks covering every cell in order.
+    read_rows
+        Raw counts of given cell positions (for the doublet samples).
+    cells, genes, min_genes, min_cells, max_pct_mito, max_pct_ribo
+        As in :func:`quality_control`.
+    doublets, doublet_threshold, seed
+        As in :func:`quality_control`.
+
+    Returns
+    -------
+    keep_cells, keep_genes, qc, metrics
+        ``metrics``: :func:`cell_qc_metrics` of every cell.
+    """
+    metric_parts, reason_parts = [], []
+    cells_per_gene = np.zeros(len(genes), np.int64)
+    for _start, _stop, chunk in chunks:
+        chunk = sparse.csr_matrix(chunk)
+        metrics = cell_qc_metrics(chunk, genes)
+        reasons = _cell_reasons(metrics, min_genes, max_pct_mito, max_pct_ribo)
+        cells_per_gene += _detected_cells(chunk[~reasons.any(axis=1).to_numpy()])
+        metric_parts.append(metrics)
+        reason_parts.append(reasons)
+    metrics = pd.concat(metric_parts, ignore_index=True)
+    reasons = pd.concat(reason_parts, ignore_index=True)
+    keep = ~reasons.any(axis=1).to_numpy()
+    reasons["doublet"] = False
+    reasons["doublet_scored"] = False
+    if doublets:
+        samples = cells["donor"].astype(str).to_numpy() + "|" + cells["time"].astype(str).to_numpy()
+        candidates = pd.Series(samples[keep & (metrics["n_genes"].to_numpy() >= 3)])
+        positions = np.flatnonzero(keep & (metrics["n_genes"].to_numpy() >= 3))
+        for rows in candidates.groupby(candidates, sort=True).indices.values():
+            rows = positions[rows]
+            calls = doublet_calls(
+                read_rows(rows), samples[rows], threshold=doublet_threshold, seed=seed
+            )
+            reasons.loc[rows, "doublet"] = calls["predicted_doublet"].to_numpy()
+            reasons.loc[rows, "doublet_scored"] = calls["scored"].to_numpy()
+        called = np.flatnonzero(reasons["doublet"].to_numpy())
+        if called.size:
+            cells_per_gene -= _detected_cells(sparse.csr_matrix(read_rows(called)))
+        keep &= ~reasons["doublet"].to_numpy()
+    keep_genes = cells_per_gene >= min_cells
+    check_kept(keep, keep_genes, min_genes, min_cells)
+    genes_per_cell = metrics["n_genes"].to_numpy()
+    return keep, keep_genes, qc_table(cells, keep, genes_per_cell, metrics, reasons), metrics
+
+
+def _detected_cells(block: sparse.csr_matrix) -> np.ndarray:
+    """Cells with a positive count, per gene (scanpy's ``filter_genes`` count)."""
+    return np.asarray((block > 0).sum(axis=0)).ravel().astype(np.int64)
+
+
+def _cell_reasons(
+    metrics: pd.DataFrame, min_genes: int, max_pct_mito: float | None, max_pct_ribo: float | None
+) -> pd.DataFrame:
+    """Boolean columns low_genes, high_mito, high_ribo: why each cell fails (before doublets)."""
+    reasons = pd.DataFrame({"low_genes": metrics["n_genes"].to_numpy() < min_genes})
+    reasons["high_mito"] = _above(metrics["pct_mito"], max_pct_mito)
+    reasons["high_ribo"] = _above(metrics["pct_ribo"], max_pct_ribo)
+    return reasons
 
 
 def _above(values: pd.Series, limit: float | None) -> np.ndarray:

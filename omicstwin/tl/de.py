@@ -751,7 +751,7 @@ def _pseudobulk_contexts(prep: _Prepared, min_donors: int, min_cells: int, case:
 
 def _cell_contexts(prep: _Prepared, min_cells: int, case: str, control: str):
     """Cell-level contexts: every cell of the two arms in a cell type x time."""
-    matrix = prep.cohort.counts
+    cohort = prep.cohort
     cells = prep.cells
     arm = cells["condition"].to_numpy()
     in_arms = np.isin(arm, [case, control])
@@ -770,7 +770,8 @@ def _cell_contexts(prep: _Prepared, min_cells: int, case: str, control: str):
                 )
                 yield ct, t, None, n_dc, n_dk, reason
                 continue
-            block = sparse.csr_matrix(matrix[rows], dtype=np.float64)
+            # a backed cohort reads only this context's rows from the file
+            block = sparse.csr_matrix(cohort.rows(rows), dtype=np.float64)
             library = np.asarray(block.sum(axis=1)).ravel()
             context = _Context(block, library, is_case, donor_codes[rows])
             yield ct, t, context, n_dc, n_dk, ""

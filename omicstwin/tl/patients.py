@@ -218,10 +218,10 @@ def patient_states(
         low, high = np.full_like(score, np.nan), np.full_like(score, np.nan)
         if cells is not None:
             rng = np.random.default_rng([seed, k])
-            for (t, c), matrix in sorted(cells.get(donor, {}).items()):
+            for (t, c), read_cells in sorted(cells.get(donor, {}).items()):
                 if not np.isfinite(score[t, c]):
                     continue
-                per_cell = np.asarray(matrix @ weight[t, c]).ravel()
+                per_cell = np.asarray(read_cells() @ weight[t, c]).ravel()
                 n = per_cell.size
                 draws = rng.multinomial(n, np.full(n, 1.0 / n), size=n_bootstrap) / n
                 boot = draws @ per_cell - offset[t, c]
@@ -293,7 +293,14 @@ def _held_out_axis(donors: DonorStates, left_out: Sequence[int], z: float):
 
 
 def _donor_cells(data, donors: DonorStates, twin) -> dict:
-    """``{donor: {(t, c): cells x genes log-normalised (sparse)}}`` of the twin's contexts."""
+    """``{donor: {(t, c): read}}`` of the twin's contexts; ``read()`` returns the cells x genes.
+
+    The log-normalised cells (sparse) are read when a context is bootstrapped, one context
+    at a time, so memory holds one context's cells, never the cohort's (a backed cohort reads
+    them from disk).
+    """
+    from functools import partial
+
     from omicstwin.pp.cohort import as_cohort
 
     cohort = as_cohort(data, {})
@@ -310,5 +317,5 @@ def _donor_cells(data, donors: DonorStates, twin) -> dict:
         t, c = t_index.get(time), c_index.get(cell_type)
         if t is None or c is None:
             continue
-        out.setdefault(str(donor), {})[(t, c)] = cohort.log_normalised(rows[positions])
+        out.setdefault(str(donor), {})[(t, c)] = partial(cohort.log_normalised, rows[positions])
     return out
