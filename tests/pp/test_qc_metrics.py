@@ -176,3 +176,31 @@ def test_automatic_threshold_without_scikit_image_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "skimage", None)  # import fails as if not installed
     with pytest.raises(OptionalDependencyError, match=r"omicstwin\[qc\]"):
         doublet_calls(sparse.csr_matrix(np.ones((60, 5), np.float32)), ["s"] * 60)
+
+
+@pytest.mark.parametrize("doublets", [False, True])
+def test_chunked_quality_control_decides_as_the_whole_matrix(doublets):
+    # a backed cohort's one pass over blocks must keep the same cells and genes and write
+    # the same table as quality_control on the whole matrix (mito cut, doublets included)
+    from omicstwin.pp.qc import chunked_quality_control
+
+    counts, _ = _with_doublets(seed=0)
+    genes = ["MT-CO1", "RPS6", *[f"G{i}" for i in range(counts.shape[1] - 2)]]
+    counts[5, 0] = 500  # a mitochondria-heavy cell
+    counts[:, -1] = 0
+    counts[:2, -1] = 1  # a gene detected in 2 cells only: min_cells decides
+    matrix = sparse.csr_matrix(counts)
+    cells = _cells(len(counts))
+    cells[["donor", "time"]] = ["d1", 0.0]  # one sample, large enough for scrublet
+    options = {"min_genes": 5, "min_cells": 2, "max_pct_mito": 20.0, "doublets": doublets}
+    options["doublet_threshold"] = 0.25
+    keep, keep_genes, qc = quality_control(matrix, cells, genes, **options)
+    chunks = ((i, min(i + 37, len(counts)), matrix[i : i + 37]) for i in range(0, len(counts), 37))
+    got_keep, got_genes, got_qc, metrics = chunked_quality_control(
+        chunks, lambda rows: matrix[rows], cells, genes, **options
+    )
+    np.testing.assert_array_equal(got_keep, keep)
+    np.testing.assert_array_equal(got_genes, keep_genes)
+    pd.testing.assert_frame_equal(got_qc, qc)
+    pd.testing.assert_frame_equal(metrics, cell_qc_metrics(matrix, genes))
+    assert not keep[5] and (not doublets or (~keep).sum() > 1)
