@@ -15,7 +15,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from omicstwin.errors import ParameterError
 from omicstwin.pipeline.config import RunConfig, SimulatedData
 
 WHOLE_CONFIG = "*"  # a param path meaning the whole config
@@ -171,6 +170,9 @@ class RunContext:
         cohort.chunk_cells = compute.chunk_cells
         cohort.context_cells = compute.context_cells
         cohort.seed = self.config.seed
+        if cohort.backed and not self.gene_plan.identity:
+            cohort.gene_plan = self.gene_plan
+            cohort.genes = self.gene_plan.genes
         return cohort
 
     def _harmonised(self, raw):
@@ -183,16 +185,11 @@ class RunContext:
         self.gene_plan = plan
         if plan.identity:
             return raw
-        if getattr(rna, "isbacked", False):  # counts on disk: rename in place, never load them
-            if len(plan.genes) != len(plan.columns):
-                raise ParameterError(
-                    f"{len(plan.columns) - len(plan.genes)} gene columns of '{self.data_path}' "
-                    "must be summed into others (duplicated symbols or Ensembl ids), which a "
-                    "backed read cannot do; fix: set compute.backed: false, or sum them in the "
-                    "file first with omicstwin.io.harmonise_genes"
-                )
-            rna.var["gene_id"] = list(rna.var_names)
-            rna.var_names = plan.genes[plan.columns]
+        if getattr(rna, "isbacked", False):
+            # counts on disk: never loaded whole; the cohort sums and renames each block it
+            # reads (Cohort.gene_plan), and validation sees the input's columns, made unique
+            if not rna.var_names.is_unique:
+                rna.var_names_make_unique()
             return raw
         if is_mudata(raw):  # the run's own object: its RNA modality is replaced
             # no mdata.update(): it refuses renamed genes, and the cohort reads only the RNA

@@ -119,6 +119,9 @@ class Cohort:
         Per-cell QC metrics of the cells before filtering (``n_counts``, ``n_genes``), set by
         :meth:`filter` on a backed cohort: the hook where more per-cell metrics computed in
         the same pass (mitochondrial fraction, doublet score) belong.
+    gene_plan
+        Backed cohorts whose gene names needed harmonising (:class:`omicstwin.io.genes.
+        GenePlan`): every block read from the file is summed into the run's genes.
     """
 
     counts: sparse.csr_matrix | None
@@ -138,6 +141,7 @@ class Cohort:
     context_cells: int | None = None
     seed: int = 0
     cell_qc: pd.DataFrame | None = None
+    gene_plan: Any = None
 
     @classmethod
     def from_data(
@@ -267,6 +271,8 @@ class Cohort:
             block = sparse.csr_matrix(self.source[first:last])[sorted_rows - first]
         else:
             block = sparse.csr_matrix(self.source[sorted_rows])
+        if self.gene_plan is not None:  # Ensembl ids / duplicates: summed into the run's genes
+            block = self.gene_plan.apply(block)
         if self.source_genes is not None:
             block = block[:, self.source_genes]
         return block
@@ -388,6 +394,7 @@ class Cohort:
             context_cells=self.context_cells,
             seed=self.seed,
             cell_qc=cell_qc,
+            gene_plan=self.gene_plan,
         )
 
     # ------------------------------------------------------------------------------ shared pieces

@@ -58,7 +58,7 @@ def test_ensembl_id_file_gives_the_golden_tables(small_cohort, tmp_path):
     assert record["genes"].startswith("150 input genes -> 150 genes (human); ensembl")
 
 
-def test_duplicated_symbol_file_gives_the_golden_tables(small_cohort, tmp_path):
+def _duplicated_file(small_cohort, tmp_path):
     rng = np.random.default_rng(0)
     counts = small_cohort.X.toarray()
     names = list(small_cohort.var_names)
@@ -81,6 +81,11 @@ def test_duplicated_symbol_file_gives_the_golden_tables(small_cohort, tmp_path):
         )
         path = tmp_path / "duplicated.h5ad"
         adata.write_h5ad(path)
+    return adata, path
+
+
+def test_duplicated_symbol_file_gives_the_golden_tables(small_cohort, tmp_path):
+    adata, path = _duplicated_file(small_cohort, tmp_path)
     assert not adata.var_names.is_unique
     got = _run(path, tmp_path / "run")
     _assert_golden(got)
@@ -122,3 +127,18 @@ def test_mudata_rna_modality_is_harmonised_before_validation(tmp_path):
     expected = np.column_stack([dense[:, :2].sum(1), dense[:, 2:4].sum(1), dense[:, 4:]])
     np.testing.assert_array_equal(cohort.counts.toarray(), expected)
     assert context.gene_plan.one_line().startswith("8 input genes -> 6 genes (human)")
+
+
+def test_backed_read_sums_duplicated_columns_as_the_in_memory_read(small_cohort, tmp_path):
+    # counts on disk are never loaded whole: each block read is summed into the run's genes
+    from omicstwin.pipeline.config import RunConfig
+    from omicstwin.pipeline.stage import RunContext
+
+    _, path = _duplicated_file(small_cohort, tmp_path)
+    backed = RunConfig(data=str(path), compute={"backed": True, "chunk_cells": 1000})
+    on_disk = RunContext(backed, tmp_path / "a", path).cohort
+    in_memory = RunContext(RunConfig(data=str(path)), tmp_path / "b", path).cohort
+    assert on_disk.backed and not in_memory.backed
+    assert list(on_disk.genes) == list(in_memory.genes) == list(small_cohort.var_names)
+    assert (on_disk.rows() != in_memory.rows()).nnz == 0
+    np.testing.assert_array_equal(on_disk.pseudobulk.X, in_memory.pseudobulk.X)
