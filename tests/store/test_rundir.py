@@ -12,6 +12,7 @@ def _edges(n: int, layer: str, time: float) -> pd.DataFrame:
     frame["layer"] = layer
     frame["time_from"] = frame["time_to"] = time
     frame["weight"] = frame["stability"] = np.linspace(-1, 1, n)
+    frame["p_value"] = frame["q_value"] = np.nan  # the permutation p of intercellular edges only
     return conform(frame, "edges")
 
 
