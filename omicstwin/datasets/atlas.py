@@ -32,7 +32,7 @@ of at least 0.1 per cell in one arm).
 from __future__ import annotations
 
 import time as _time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ import pandas as pd
 from scipy import sparse
 
 from omicstwin._logging import logger
-from omicstwin.datasets.simulate import PBMC_CELL_TYPES
+from omicstwin.datasets.simulate import PBMC_CELL_TYPES, preset_params
 from omicstwin.errors import ParameterError
 
 _HEAD_MASS = 0.7  # share of the non-module UMIs counted gene by gene (the dense head)
@@ -137,19 +137,8 @@ class AtlasDesign:
 
 def atlas_params(preset: str | None = "atlas", **overrides: Any) -> AtlasParams:
     """Return the preset's parameters with keyword overrides (e.g. ``n_cells=200_000``)."""
-    base = PRESETS.get(preset or "atlas")
-    if base is None:
-        raise ParameterError(
-            f"unknown atlas preset '{preset}'; fix: use one of {', '.join(PRESETS)}"
-        )
-    fields = set(AtlasParams.__dataclass_fields__)
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise ParameterError(
-            f"unknown atlas parameter(s) {', '.join(unknown)}; fix: use fields of AtlasParams "
-            f"({', '.join(sorted(fields))})"
-        )
-    params = replace(base, **overrides)
+    # the simulator's preset + overrides rule (unknown names fail listing the valid ones)
+    params = preset_params(AtlasParams, PRESETS, preset or "atlas", overrides, "atlas ")
     n_groups = (params.n_case + params.n_control) * len(params.time_points) * len(params.cell_types)
     if params.n_cells < n_groups:
         raise ParameterError(
