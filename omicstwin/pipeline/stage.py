@@ -159,7 +159,7 @@ class RunContext:
             n_obs = h5ad_n_obs(self.data_path)
             backed = n_obs is not None and n_obs > compute.chunk_cells
         raw = read_data(self.data_path, backed=backed)
-        raw = self._harmonised(raw)
+        raw = self._harmonised(raw, auto_backed=compute.backed is None)
         self.time_unit = self.config.time_unit or getattr(raw, "uns", {}).get("time_unit")
         cohort = Cohort.from_data(
             raw,
@@ -173,8 +173,12 @@ class RunContext:
         cohort.seed = self.config.seed
         return cohort
 
-    def _harmonised(self, raw):
-        """Return the input with its genes named as the priors name them (Ensembl ids, ...)."""
+    def _harmonised(self, raw, *, auto_backed: bool = False):
+        """Return the input with its genes named as the priors name them (Ensembl ids, ...).
+
+        A backed input whose genes must be summed is read whole when backed was chosen
+        automatically (``compute.backed`` None); when the user asked for it, an error.
+        """
         from omicstwin.io.genes import apply_plan, gene_plan
         from omicstwin.io.read import is_mudata, rna_modality
 
@@ -184,6 +188,18 @@ class RunContext:
         if plan.identity:
             return raw
         if getattr(rna, "isbacked", False):  # counts on disk: rename in place, never load them
+            if len(plan.genes) != len(plan.columns) and auto_backed:
+                from omicstwin._logging import logger
+                from omicstwin.io import read_data
+
+                logger.warning(
+                    "%d gene columns must be summed into others, which a backed read cannot "
+                    "do: reading '%s' into memory",
+                    len(plan.columns) - len(plan.genes),
+                    self.data_path,
+                )
+                raw.file.close()  # an h5ad opened backed (h5mu is never read backed)
+                return self._harmonised(read_data(self.data_path, backed=False))
             if len(plan.genes) != len(plan.columns):
                 raise ParameterError(
                     f"{len(plan.columns) - len(plan.genes)} gene columns of '{self.data_path}' "

@@ -11,6 +11,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
+import pytest
 from scipy import sparse
 from typer.testing import CliRunner
 
@@ -122,3 +123,26 @@ def test_mudata_rna_modality_is_harmonised_before_validation(tmp_path):
     expected = np.column_stack([dense[:, :2].sum(1), dense[:, 2:4].sum(1), dense[:, 4:]])
     np.testing.assert_array_equal(cohort.counts.toarray(), expected)
     assert context.gene_plan.one_line().startswith("8 input genes -> 6 genes (human)")
+
+
+def test_auto_backed_input_with_duplicated_genes_is_read_whole_and_summed(tmp_path):
+    # compute.backed left to auto: a large input whose genes must be summed is read into
+    # memory (a backed read cannot sum columns) instead of stopping the run
+    from omicstwin.errors import ParameterError
+    from omicstwin.pipeline import RunConfig
+    from omicstwin.pipeline.stage import RunContext
+    from tests.conftest import TINY_KEYS, make_tiny
+
+    adata = make_tiny(n_per_group=64)  # 1,024 cells: more than chunk_cells, so auto is backed
+    dense = adata.X.toarray()
+    adata.var_names = ["CD3E", "CD3E-1", "ENSG00000121410.2", "A1BG", "CD4", "CD8A", "GZMB", "NKG7"]
+    path = tmp_path / "dup.h5ad"
+    adata.write_h5ad(path)
+    config = RunConfig(data=str(path), compute={"chunk_cells": 1000}, **TINY_KEYS)
+    cohort = RunContext(config, tmp_path, path).validated
+    assert list(cohort.genes) == ["CD3E", "A1BG", "CD4", "CD8A", "GZMB", "NKG7"]
+    expected = np.column_stack([dense[:, :2].sum(1), dense[:, 2:4].sum(1), dense[:, 4:]])
+    np.testing.assert_array_equal(cohort.rows().toarray(), expected)
+    asked = RunConfig(data=str(path), compute={"chunk_cells": 1000, "backed": True}, **TINY_KEYS)
+    with pytest.raises(ParameterError, match=r"compute\.backed: false"):
+        _ = RunContext(asked, tmp_path, path).validated  # asked for it: one line, the fix
