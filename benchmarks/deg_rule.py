@@ -345,6 +345,21 @@ def _report_rules(results: pd.DataFrame) -> str:
     return chosen
 
 
+def run_cohorts(one_cohort, jobs: list[tuple], n_jobs: int, out: str, report) -> None:
+    """Run ``one_cohort(*job)`` for every job in worker processes; write the CSV and report.
+
+    Each call returns a list of row dicts; the rows, in job order, go to ``out`` and then to
+    ``report``.
+    """
+    started = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=n_jobs) as pool:
+        rows = [row for part in pool.map(one_cohort, *zip(*jobs, strict=True)) for row in part]
+    results = pd.DataFrame(rows)
+    results.to_csv(out, index=False)
+    print(f"{len(jobs)} cohorts in {time.perf_counter() - started:.0f} s; rows in {out}")
+    report(results)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", type=int, default=10)
@@ -382,13 +397,7 @@ def main() -> None:
         for g in generators
         for seed in range(args.seed_start, args.seed_start + args.seeds)
     ]
-    started = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        rows = [row for part in pool.map(one_cohort, *zip(*jobs, strict=True)) for row in part]
-    results = pd.DataFrame(rows)
-    results.to_csv(args.out, index=False)
-    print(f"{len(jobs)} cohorts in {time.perf_counter() - started:.0f} s; rows in {args.out}")
-    report(results)
+    run_cohorts(one_cohort, jobs, args.jobs, args.out, report)
 
 
 if __name__ == "__main__":

@@ -72,7 +72,6 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
-from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -84,6 +83,7 @@ from deg_rule import (  # noqa: E402
     _mean_ci,
     de_table,
     planted_by_role,
+    run_cohorts,
     simulate,
 )
 
@@ -266,13 +266,7 @@ def main() -> None:
         for g in generators
         for seed in range(args.seed_start, args.seed_start + args.seeds)
     ]
-    started = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        rows = [row for part in pool.map(one_cohort, *zip(*jobs, strict=True)) for row in part]
-    results = pd.DataFrame(rows)
-    results.to_csv(args.out, index=False)
-    print(f"{len(jobs)} cohorts in {time.perf_counter() - started:.0f} s; rows in {args.out}")
-    report(results)
+    run_cohorts(one_cohort, jobs, args.jobs, args.out, report)
 
 
 if __name__ == "__main__":

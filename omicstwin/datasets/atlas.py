@@ -32,7 +32,7 @@ of at least 0.1 per cell in one arm).
 from __future__ import annotations
 
 import time as _time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ import pandas as pd
 from scipy import sparse
 
 from omicstwin._logging import logger
-from omicstwin.datasets.simulate import PBMC_CELL_TYPES
+from omicstwin.datasets.simulate import PBMC_CELL_TYPES, _deg_table, preset_params
 from omicstwin.errors import ParameterError
 
 _HEAD_MASS = 0.7  # share of the non-module UMIs counted gene by gene (the dense head)
@@ -137,19 +137,8 @@ class AtlasDesign:
 
 def atlas_params(preset: str | None = "atlas", **overrides: Any) -> AtlasParams:
     """Return the preset's parameters with keyword overrides (e.g. ``n_cells=200_000``)."""
-    base = PRESETS.get(preset or "atlas")
-    if base is None:
-        raise ParameterError(
-            f"unknown atlas preset '{preset}'; fix: use one of {', '.join(PRESETS)}"
-        )
-    fields = set(AtlasParams.__dataclass_fields__)
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise ParameterError(
-            f"unknown atlas parameter(s) {', '.join(unknown)}; fix: use fields of AtlasParams "
-            f"({', '.join(sorted(fields))})"
-        )
-    params = replace(base, **overrides)
+    # the simulator's preset + overrides rule (unknown names fail listing the valid ones)
+    params = preset_params(AtlasParams, PRESETS, preset or "atlas", overrides, "atlas ")
     n_groups = (params.n_case + params.n_control) * len(params.time_points) * len(params.cell_types)
     if params.n_cells < n_groups:
         raise ParameterError(
@@ -526,25 +515,8 @@ def _truth(design: AtlasDesign, patients, endotypes, network, role, drivers) -> 
         "endotypes": endotype_table,
         "networks": network if p.disease else network.iloc[:0],
         "lr_edges": lr_edges,
-        "degs": _deg_table(p, design.genes, case, control),
+        "degs": _deg_table(p, np.asarray(design.genes, dtype=str), case, control),
     }
-
-
-def _deg_table(params: AtlasParams, genes, expected_case, expected_control) -> pd.DataFrame:
-    times = np.array(params.time_points, float)
-    log_fc = np.log2((expected_case + 0.01) / (expected_control + 0.01))
-    expressed = np.maximum(expected_case, expected_control) >= 0.1
-    hit_t, hit_c, hit_g = np.nonzero((np.abs(log_fc) >= 0.5) & expressed)
-    degs = pd.DataFrame(
-        {
-            "cell_type": np.array(list(params.cell_types))[hit_c],
-            "time": times[hit_t],
-            "gene": np.asarray(genes, dtype=str)[hit_g],
-            "log_fc": log_fc[hit_t, hit_c, hit_g],
-        }
-    )
-    degs["direction"] = np.where(degs["log_fc"] > 0, "up", "down")
-    return degs
 
 
 # ----------------------------------------------------------------------------- cells

@@ -19,7 +19,16 @@ from matplotlib.figure import Figure
 from omicstwin.errors import MissingKeyError, ParameterError
 from omicstwin.pl._format import fmt_time
 from omicstwin.pl._heatmap import cell_type_colours
-from omicstwin.pl._plots import _label_ring, _levels, _network_figure, _NodeRing, _table
+from omicstwin.pl._plots import (
+    _draw_ring_arrows,
+    _draw_ring_nodes,
+    _frame_ring_panel,
+    _label_ring,
+    _levels,
+    _network_figure,
+    _NodeRing,
+    _table,
+)
 
 MIN_NODE, NODE_RANGE = 120.0, 1300.0  # node area (points^2) at centrality 0 and its span to 1
 MIN_WIDTH, WIDTH_RANGE = 0.8, 5.0  # arrow width at 1 regulator and its span to the maximum
@@ -171,41 +180,26 @@ def _draw_mnm_panel(
         graph.add_edge(
             str(row.source_cell_type), str(row.target_cell_type), n=float(row.n_regulators)
         )
-    nx.draw_networkx_nodes(
-        graph,
-        ring.positions,
-        nodelist=ring.nodes,
-        node_size=sizes,
-        node_color=[ring.colours[n] for n in ring.nodes],
-        edgecolors="white",
-        ax=ax,
-    )
+    _draw_ring_nodes(ax, graph, ring, sizes)
     edge_list = list(graph.edges(data=True))
     if edge_list:
-        nx.draw_networkx_edges(
+        _draw_ring_arrows(
+            ax,
             graph,
-            ring.positions,
-            edgelist=[(s, d) for s, d, _ in edge_list],
+            ring,
+            edge_list,
+            sizes,
             width=[
                 MIN_WIDTH + WIDTH_RANGE * (a["n"] - 1) / max(max_regulators - 1, 1)
                 for *_, a in edge_list
             ],
-            edge_color=[ring.colours[s] for s, _, _ in edge_list],
+            colours=[ring.colours[s] for s, _, _ in edge_list],
             alpha=0.8,
-            arrows=True,
-            arrowstyle="-|>",
             arrowsize=12,
-            connectionstyle="arc3,rad=0.15",  # A -> B and B -> A stay apart
-            node_size=sizes,
-            nodelist=ring.nodes,
-            ax=ax,
         )
     _label_ring(ax, ring)
     _spell_out_edges(ax, edges, n_labels)
-    ax.set_xlim(-2.0, 2.0)
-    ax.set_ylim(-1.55, 1.55)
-    ax.set_aspect("equal")
-    ax.set_axis_off()
+    _frame_ring_panel(ax)
 
 
 def _spell_out_edges(ax: Axes, edges: pd.DataFrame, n_labels: int) -> None:

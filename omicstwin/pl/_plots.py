@@ -476,7 +476,7 @@ def _draw_network_panel(
     """
     import networkx as nx
 
-    nodes, positions = ring.nodes, ring.positions
+    nodes = ring.nodes
     graph = nx.DiGraph()
     graph.add_nodes_from(nodes)
     pairs = (
@@ -490,34 +490,65 @@ def _draw_network_panel(
     sizes = [
         250 + 1100 * float(intra_counts.get(n, 0)) / max_intra if max_intra else 250 for n in nodes
     ]
-    nx.draw_networkx_nodes(
-        graph,
-        positions,
-        nodelist=nodes,
-        node_size=sizes,
-        node_color=[ring.colours[n] for n in nodes],
-        edgecolors="white",
-        ax=ax,
-    )
+    _draw_ring_nodes(ax, graph, ring, sizes)
     edge_list = list(graph.edges(data=True))
     if edge_list:
-        nx.draw_networkx_edges(
+        _draw_ring_arrows(
+            ax,
             graph,
-            positions,
-            edgelist=[(s, d) for s, d, _ in edge_list],
+            ring,
+            edge_list,
+            sizes,
             width=[0.8 + 5.0 * a["strength"] / scale.max_strength for _, _, a in edge_list],
-            edge_color=[UP_COLOUR if a["signed"] >= 0 else DOWN_COLOUR for *_, a in edge_list],
+            colours=[UP_COLOUR if a["signed"] >= 0 else DOWN_COLOUR for *_, a in edge_list],
             alpha=0.75,
-            arrows=True,
-            arrowstyle="-|>",
             arrowsize=11,
-            connectionstyle="arc3,rad=0.15",
-            node_size=sizes,
-            nodelist=nodes,
-            ax=ax,
         )
         _number_strongest_edges(ax, graph, ring, top, sizes, n_labels)
     _label_ring(ax, ring)
+    _frame_ring_panel(ax)
+
+
+def _draw_ring_nodes(ax: Axes, graph, ring: _NodeRing, sizes: list[float]) -> None:
+    """Draw the ring's nodes (one marker per cell type, in ``ring.nodes`` order)."""
+    import networkx as nx
+
+    nx.draw_networkx_nodes(
+        graph,
+        ring.positions,
+        nodelist=ring.nodes,
+        node_size=sizes,
+        node_color=[ring.colours[n] for n in ring.nodes],
+        edgecolors="white",
+        ax=ax,
+    )
+
+
+def _draw_ring_arrows(
+    ax: Axes, graph, ring: _NodeRing, edge_list, sizes, *, width, colours, alpha, arrowsize
+) -> None:
+    """Draw sender -> receiver arrows between ring nodes (curved: A -> B and B -> A apart)."""
+    import networkx as nx
+
+    nx.draw_networkx_edges(
+        graph,
+        ring.positions,
+        edgelist=[(s, d) for s, d, _ in edge_list],
+        width=width,
+        edge_color=colours,
+        alpha=alpha,
+        arrows=True,
+        arrowstyle="-|>",
+        arrowsize=arrowsize,
+        connectionstyle="arc3,rad=0.15",
+        node_size=sizes,
+        nodelist=ring.nodes,
+        ax=ax,
+    )
+
+
+def _frame_ring_panel(ax: Axes) -> None:
+    """Frame a ring panel: room for the labels around the ring, equal aspect, no axes."""
     ax.set_xlim(-2.0, 2.0)
     ax.set_ylim(-1.55, 1.55)
     ax.set_aspect("equal")

@@ -391,16 +391,8 @@ def ligand_target_prior(
     pandas.DataFrame
         ``ligand, target, weight, sign``, sorted by ligand then decreasing weight.
     """
-    table = _programmes(
-        _seed_sets_from_pairs(lr_pairs, "ligand"),
-        signalling,
-        tf_targets,
-        damping=damping,
-        signal_quantile=signal_quantile,
-        max_targets=max_targets,
-        tf_complexes=tf_complexes,
-    )
-    return table.rename(columns={"regulator": "ligand"})
+    options = (damping, signal_quantile, max_targets, tf_complexes)
+    return _pair_programmes(lr_pairs, "ligand", signalling, tf_targets, *options)
 
 
 def receptor_target_prior(
@@ -441,8 +433,19 @@ def receptor_target_prior(
     pandas.DataFrame
         ``receptor, target, weight, sign``.
     """
+    options = (damping, signal_quantile, max_targets, tf_complexes)
+    return _pair_programmes(lr_pairs, "receptor", signalling, tf_targets, *options)
+
+
+def _pair_programmes(
+    lr_pairs, role, signalling, tf_targets, damping, signal_quantile, max_targets, tf_complexes
+) -> pd.DataFrame:
+    """Programmes seeded at each ``role`` (``ligand`` or ``receptor``) of ``lr_pairs``.
+
+    The ``regulator`` column of :func:`_programmes` is named after the role.
+    """
     table = _programmes(
-        _seed_sets_from_pairs(lr_pairs, "receptor"),
+        _seed_sets_from_pairs(lr_pairs, role),
         signalling,
         tf_targets,
         damping=damping,
@@ -450,7 +453,7 @@ def receptor_target_prior(
         max_targets=max_targets,
         tf_complexes=tf_complexes,
     )
-    return table.rename(columns={"regulator": "receptor"})
+    return table.rename(columns={"regulator": role})
 
 
 def regulator_types(

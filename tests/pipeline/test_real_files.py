@@ -142,3 +142,26 @@ def test_backed_read_sums_duplicated_columns_as_the_in_memory_read(small_cohort,
     assert list(on_disk.genes) == list(in_memory.genes) == list(small_cohort.var_names)
     assert (on_disk.rows() != in_memory.rows()).nnz == 0
     np.testing.assert_array_equal(on_disk.pseudobulk.X, in_memory.pseudobulk.X)
+
+
+def test_auto_backed_input_with_duplicated_genes_is_summed_block_by_block(tmp_path):
+    # compute.backed left to auto: a large input whose genes must be summed stays on disk and
+    # every block read is summed (Ensembl id and make_unique suffix included)
+    from omicstwin.pipeline import RunConfig
+    from omicstwin.pipeline.stage import RunContext
+    from tests.conftest import TINY_KEYS, make_tiny
+
+    adata = make_tiny(n_per_group=64)  # 1,024 cells: more than chunk_cells, so auto is backed
+    dense = adata.X.toarray()
+    adata.var_names = ["CD3E", "CD3E-1", "ENSG00000121410.2", "A1BG", "CD4", "CD8A", "GZMB", "NKG7"]
+    path = tmp_path / "dup.h5ad"
+    adata.write_h5ad(path)
+    config = RunConfig(data=str(path), compute={"chunk_cells": 1000}, **TINY_KEYS)
+    cohort = RunContext(config, tmp_path, path).validated
+    assert cohort.backed and list(cohort.genes) == ["CD3E", "A1BG", "CD4", "CD8A", "GZMB", "NKG7"]
+    expected = np.column_stack([dense[:, :2].sum(1), dense[:, 2:4].sum(1), dense[:, 4:]])
+    np.testing.assert_array_equal(cohort.rows().toarray(), expected)
+    whole = RunConfig(data=str(path), compute={"chunk_cells": 1000, "backed": False}, **TINY_KEYS)
+    np.testing.assert_array_equal(
+        RunContext(whole, tmp_path, path).validated.rows().toarray(), expected
+    )
