@@ -448,8 +448,10 @@ class Cohort:
     def log_summaries(self) -> LogSummaries:
         """Mean and detected fraction of ``log1p(CP10k)`` per cell type x time x arm and donor.
 
-        Computed one cell type x time block at a time: every group lies in one block, and its
+        In memory: one cell type x time block at a time; every group lies in one block, and its
         cells are summed in the same order as over the whole matrix (bit-identical results).
+        Backed: in the chunked pass, summed through an indicator product in another order
+        (equal to about 1e-15, not bit for bit).
         """
         from omicstwin.pp.normalise import group_summaries, log_normalise
 
